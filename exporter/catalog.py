@@ -1,0 +1,187 @@
+"""The catalog of every metric family the exporter can emit: name, type, help, labels.
+
+Sources declare their families here when imported; exposition looks up HELP/TYPE here; the
+config validator refuses static labels that would collide with a family's own labels; the
+README's metrics reference is checked against it. One table, many readers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Labels every per-target series carries, added by exposition rather than by sources.
+TARGET_LABEL = "target"
+
+GAUGE = "gauge"
+COUNTER = "counter"
+SUMMARY = "summary"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric family. ``labels`` are the family's own labels, excluding target/static labels."""
+
+    name: str
+    type: str
+    help: str
+    labels: tuple[str, ...] = ()
+    group: str = ""  # README section: "unified", "redis", "exporter", ...
+
+    def __post_init__(self) -> None:
+        if self.type == COUNTER and not self.name.endswith("_total"):
+            raise ValueError(f"counter {self.name} must end in _total")
+        if self.type != COUNTER and self.name.endswith("_total"):
+            raise ValueError(f"non-counter {self.name} must not end in _total")
+
+
+_families: dict[str, MetricSpec] = {}
+
+
+def declare(spec: MetricSpec) -> MetricSpec:
+    """Register a family; declaring the same name twice with different specs is a bug."""
+    existing = _families.get(spec.name)
+    if existing is not None and existing != spec:
+        raise ValueError(f"metric {spec.name} declared twice with different specs")
+    _families[spec.name] = spec
+    return spec
+
+
+def gauge(name: str, help: str, labels: tuple[str, ...] = (), group: str = "") -> str:
+    declare(MetricSpec(name, GAUGE, help, labels, group))
+    return name
+
+
+def counter(name: str, help: str, labels: tuple[str, ...] = (), group: str = "") -> str:
+    declare(MetricSpec(name, COUNTER, help, labels, group))
+    return name
+
+
+def summary(name: str, help: str, labels: tuple[str, ...] = (), group: str = "") -> str:
+    declare(MetricSpec(name, SUMMARY, help, labels, group))
+    return name
+
+
+def get(name: str) -> MetricSpec:
+    return _families[name]
+
+
+def families() -> list[MetricSpec]:
+    """All declared families in declaration order (which is also exposition order)."""
+    return list(_families.values())
+
+
+def label_names() -> set[str]:
+    """Every label name some family uses itself; static labels must not reuse them."""
+    names = {TARGET_LABEL}
+    for spec in _families.values():
+        names.update(spec.labels)
+    return names
+
+
+# Unified families (design.md, "Metric contract"): dashboards and alerts use these for
+# every store. Declared here because no single source owns them.
+UNIFIED = "unified"
+CACHE_UP = gauge("cache_up", "1 if the last poll of the target succeeded, else 0.", ("store",), UNIFIED)
+CACHE_INFO = gauge(
+    "cache_info",
+    "Constant 1; labels describe the store: version, role and eviction policy.",
+    ("store", "version", "role", "eviction_policy"),
+    UNIFIED,
+)
+CACHE_MEMORY_USED = gauge(
+    "cache_memory_used_bytes",
+    "Memory counted against the store's limit (Redis: used_memory minus mem_not_counted_for_evict).",
+    ("store",),
+    UNIFIED,
+)
+CACHE_MEMORY_LIMIT = gauge(
+    "cache_memory_limit_bytes",
+    "Effective memory limit; absent when none can be known. Where it came from: cache_memory_limit_info.",
+    ("store",),
+    UNIFIED,
+)
+CACHE_MEMORY_LIMIT_INFO = gauge(
+    "cache_memory_limit_info",
+    "Constant 1; label source says where cache_memory_limit_bytes came from (maxmemory, config, system).",
+    ("store", "source"),
+    UNIFIED,
+)
+CACHE_MEMORY_UTILIZATION = gauge(
+    "cache_memory_utilization_ratio",
+    "cache_memory_used_bytes / cache_memory_limit_bytes; absent when there is no limit.",
+    ("store",),
+    UNIFIED,
+)
+CACHE_MEMORY_HEADROOM = gauge(
+    "cache_memory_headroom_bytes",
+    "cache_memory_limit_bytes - cache_memory_used_bytes (negative when over the limit).",
+    ("store",),
+    UNIFIED,
+)
+CACHE_RESIDENT = gauge(
+    "cache_resident_memory_bytes",
+    "Resident set size of the store process, as the store reports it.",
+    ("store",),
+    UNIFIED,
+)
+CACHE_RESIDENT_LIMIT = gauge(
+    "cache_resident_memory_limit_bytes",
+    "Hard memory limit that gets the process killed: the target's memory_limit, else the host's memory.",
+    ("store",),
+    UNIFIED,
+)
+CACHE_EVICTS_WHEN_FULL = gauge(
+    "cache_evicts_when_full",
+    "1 if the store evicts keys when it reaches its limit, 0 if writes fail (or the process grows unbounded).",
+    ("store",),
+    UNIFIED,
+)
+CACHE_HITS = counter("cache_hits_total", "Lookups that found the key.", ("store",), UNIFIED)
+CACHE_MISSES = counter("cache_misses_total", "Lookups that did not find the key.", ("store",), UNIFIED)
+CACHE_EVICTIONS = counter(
+    "cache_evictions_total", "Keys evicted to stay under the memory limit.", ("store",), UNIFIED
+)
+CACHE_EXPIRATIONS = counter(
+    "cache_expirations_total", "Keys removed because their TTL expired.", ("store",), UNIFIED
+)
+CACHE_WRITE_REJECTIONS = counter(
+    "cache_write_rejections_total",
+    "Writes refused for lack of memory (Redis: -OOM error replies).",
+    ("store",),
+    UNIFIED,
+)
+CACHE_ITEMS = gauge("cache_items", "Keys / items / entries currently stored.", ("store",), UNIFIED)
+
+# Per-target self-metrics of the exporter, rendered alongside each target's snapshot.
+EXPORTER = "exporter"
+POLLS = counter("cache_exporter_polls_total", "Polls attempted for the target.", (), EXPORTER)
+POLL_ERRORS = counter(
+    "cache_exporter_poll_errors_total",
+    "Failed polls by reason (refused, dns, timeout, tls, auth, reset, protocol, too_large, config, error).",
+    ("reason",),
+    EXPORTER,
+)
+POLLS_SKIPPED = counter(
+    "cache_exporter_polls_skipped_total",
+    "Scheduled polls not started because the previous poll of the target was still running.",
+    (),
+    EXPORTER,
+)
+POLL_DURATION = summary(
+    "cache_exporter_poll_duration_seconds", "Time spent polling the target.", (), EXPORTER
+)
+LAST_POLL_DURATION = gauge(
+    "cache_exporter_last_poll_duration_seconds", "Duration of the most recent poll.", (), EXPORTER
+)
+LAST_SUCCESS = gauge(
+    "cache_exporter_last_poll_success_timestamp_seconds",
+    "Unix time of the last successful poll; absent before the first success.",
+    (),
+    EXPORTER,
+)
+MALFORMED_FIELDS = counter(
+    "cache_exporter_malformed_fields_total",
+    "Fields in otherwise valid replies whose values could not be parsed (skipped, not fatal).",
+    (),
+    EXPORTER,
+)

@@ -1,0 +1,134 @@
+"""The ``cache-exporter`` command line: run, check-config, demo, --version."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import Counter
+
+from exporter import __version__
+from exporter.secrets import RedactingFilter
+from exporter.targets import DEFAULT_LISTEN
+
+EXIT_CONFIG = 2
+SUBCOMMANDS = ("run", "check-config", "demo")
+
+
+class _LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        msg = record.getMessage()
+        if record.exc_text or record.exc_info:
+            msg += "\n" + (record.exc_text or self.formatException(record.exc_info))  # type: ignore[arg-type]
+        return f'ts={ts}Z level={record.levelname.lower()} logger={record.name} msg={json.dumps(msg)}'
+
+
+class _JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_text or record.exc_info:
+            payload["exc"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
+        return json.dumps(payload)
+
+
+def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JSONFormatter() if fmt == "json" else _LogfmtFormatter())
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cache-exporter",
+        description="Polls Redis/Valkey (and more) and warns before a cache runs out of memory.",
+    )
+    p.add_argument("--version", action="version", version=f"cache-exporter {__version__}")
+    sub = p.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="poll targets and serve /metrics (the default)")
+    run.add_argument("--config", "-c", metavar="FILE",
+                     help="YAML config; without it, the built-in default (localhost stores)")
+    run.add_argument("--listen", "-l", default=DEFAULT_LISTEN, metavar="[HOST]:PORT",
+                     help=f"HTTP listen address (default {DEFAULT_LISTEN})")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", default="logfmt", choices=["logfmt", "json"])
+
+    check = sub.add_parser("check-config", help="validate a config file; exit 2 if it is invalid")
+    check.add_argument("file")
+
+    demo = sub.add_parser("demo", help="start throwaway redis-servers, load them, run the exporter")
+    demo.add_argument("--duration", type=float, default=20.0,
+                      help="seconds to run before cleaning up; 0 runs until Ctrl-C (default 20)")
+    demo.add_argument("--listen", default="127.0.0.1:9611", metavar="[HOST]:PORT")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    # `run` is the default command: `cache-exporter --config x` means `cache-exporter run --config x`.
+    if not args_in or (args_in[0] not in SUBCOMMANDS and args_in[0] not in ("-h", "--help", "--version")):
+        args_in.insert(0, "run")
+    args = _parser().parse_args(args_in)
+    if args.command == "check-config":
+        return _check_config(args.file)
+    if args.command == "demo":
+        from exporter.demo import run_demo
+
+        setup_logging("warning")
+        return run_demo(args.duration, args.listen)
+    return _run(args)
+
+
+def _check_config(path: str) -> int:
+    from exporter.config import ConfigError, load_config
+
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    kinds = Counter(t.type for t in loaded.config.targets)
+    summary = ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items()))
+    print(f"{path}: OK, {len(loaded.config.targets)} targets ({summary})")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level, args.log_format)
+    from exporter.config import ConfigError, LoadResult, default_config, load_config
+    from exporter.daemon import Daemon
+
+    log = logging.getLogger("exporter")
+    try:
+        loaded = load_config(args.config) if args.config else LoadResult(default_config())
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
+    try:
+        daemon = Daemon(loaded, args.listen, args.config)
+    except ValueError as exc:
+        print(f"cache-exporter: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"cache-exporter: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return daemon.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

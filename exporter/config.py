@@ -1,0 +1,433 @@
+"""Load a YAML config file into validated targets; every problem names file, YAML path and fix.
+
+All problems are collected before failing, so one run of ``check-config`` lists them all.
+Missing secrets (unset ``password_env``, unreadable ``password_file``) are warnings, not
+errors: secrets are often mounted after start, and one target's missing secret must not
+stop the others from being monitored — that target reports ``cache_up 0`` with
+``reason="config"`` until the secret appears.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+
+import exporter.sources  # noqa: F401  (declares every family, hence every reserved label)
+from exporter import catalog
+from exporter.targets import (
+    DEFAULT_FORECAST_WINDOW,
+    DEFAULT_INTERVAL,
+    DEFAULT_MAX_REPLY_SIZE,
+    DEFAULT_RECONNECT_BACKOFF_MAX,
+    DEFAULT_TIMEOUT,
+    Config,
+    Credentials,
+    GlobalConfig,
+    RedisTarget,
+    Target,
+    TLSConfig,
+)
+from exporter.units import UnitError, format_duration, parse_duration, parse_size
+
+MAX_CONFIG_SIZE = 1 * 2**20
+BUILTIN = "<built-in default>"
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Prometheus overwrites these at scrape time (or renames ours to exported_*): refuse them.
+_SCRAPE_LABELS = {"job", "instance"}
+_MISSING = object()
+
+
+class ConfigError(Exception):
+    """One or more problems with a config; ``str()`` has one ``file: path: problem`` line each."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        return [f"{self.source}: {path}: {msg}" if path else f"{self.source}: {msg}"
+                for path, msg in self.problems]
+
+
+@dataclass
+class LoadResult:
+    config: Config
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Checker:
+    """Walks the YAML tree, recording problems with their YAML paths."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[tuple[str, str]] = []
+        self.warnings: list[str] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.problems.append((path, message))
+
+    def warn(self, path: str, message: str) -> None:
+        self.warnings.append(f"{self.source}: {path}: {message}")
+
+    def mapping(self, node: Any, path: str, allowed: set[str]) -> dict[str, Any] | None:
+        if node is None:
+            return {}
+        if not isinstance(node, dict):
+            self.error(path, f"expected a mapping, got {_kind(node)}")
+            return None
+        for key in node:
+            if not isinstance(key, str):
+                self.error(path, f"keys must be strings, got {_kind(key)}")
+            elif key not in allowed:
+                hint = difflib.get_close_matches(key, sorted(allowed), n=1)
+                suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+                self.error(_join(path, key), f"unknown key{suggestion}; allowed: {', '.join(sorted(allowed))}")
+        return node
+
+    def take(self, node: dict[str, Any], key: str, path: str, parse: Callable[[Any], Any],
+             default: Any = _MISSING) -> Any:
+        here = _join(path, key)
+        if key not in node or node[key] is None:
+            if default is _MISSING:
+                self.error(here, "is required")
+                return None
+            return default
+        try:
+            return parse(node[key])
+        except (UnitError, ValueError, TypeError) as exc:
+            self.error(here, str(exc))
+            return default if default is not _MISSING else None
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _kind(node: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "nothing"}.get(type(node), type(node).__name__)
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_kind(value)}")
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_kind(value)}")
+    return value
+
+
+def _positive_duration(minimum: float) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        seconds = parse_duration(value)
+        if seconds < minimum:
+            raise ValueError(f"must be at least {format_duration(minimum)}")
+        return seconds
+    return parse
+
+
+def _positive_size(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        size = parse_size(value)
+        if size < minimum:
+            raise ValueError(f"must be at least {minimum} bytes")
+        return size
+    return parse
+
+
+def _env_name(value: Any) -> str:
+    name = _string(value)
+    if not _ENV_NAME.match(name):
+        raise ValueError("must be an environment variable name such as REDIS_PASSWORD")
+    return name
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        if isinstance(key, (str, int, float, bool)):
+            seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_config(path: str) -> LoadResult:
+    """Read and validate ``path``; raises ConfigError (with every problem) on failure."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_SIZE + 1)
+    except OSError as exc:
+        raise ConfigError(path, [("", f"cannot read config file: {exc.strerror or exc}")]) from None
+    if len(raw) > MAX_CONFIG_SIZE:
+        raise ConfigError(path, [("", "config file is larger than 1 MiB")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [("", f"config file is not UTF-8 (byte {exc.start})")]) from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, source: str) -> LoadResult:
+    """Validate YAML text; ``source`` names it in messages."""
+    try:
+        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(source, [(where, f"invalid YAML: {problem}")]) from None
+    except RecursionError:
+        raise ConfigError(source, [("", "invalid YAML: nesting too deep")]) from None
+    return build_config(document, source)
+
+
+def build_config(document: Any, source: str) -> LoadResult:
+    """Validate an already-parsed document (used by tests and the built-in default)."""
+    c = _Checker(source)
+    if document is None:
+        raise ConfigError(source, [("", "config is empty; it needs a 'targets' list")])
+    top = c.mapping(document, "", {"global", "targets"})
+    if top is None:
+        raise ConfigError(source, c.problems)
+    glob = _global(c, top.get("global"))
+    targets: list[Target] = []
+    raw_targets = top.get("targets")
+    if not isinstance(raw_targets, list):
+        c.error("targets", "is required and must be a list of targets"
+                if raw_targets is None else f"expected a list, got {_kind(raw_targets)}")
+    elif not raw_targets:
+        c.error("targets", "must list at least one target")
+    else:
+        names: dict[str, int] = {}
+        for i, node in enumerate(raw_targets):
+            target = _target(c, node, _join("targets", i), glob)
+            if target is None:
+                continue
+            if target.name in names:
+                c.error(_join(_join("targets", i), "name"),
+                        f"duplicate target name '{target.name}' (also targets[{names[target.name]}])")
+                continue
+            names[target.name] = i
+            targets.append(target)
+    if c.problems:
+        raise ConfigError(source, c.problems)
+    return LoadResult(Config(glob, tuple(targets), source), c.warnings)
+
+
+def _global(c: _Checker, node: Any) -> GlobalConfig:
+    g = c.mapping(node, "global", {"interval", "timeout", "labels", "forecast_window",
+                                   "reconnect_backoff_max", "max_reply_size"})
+    if g is None:
+        return GlobalConfig()
+    interval = c.take(g, "interval", "global", _positive_duration(0.1), DEFAULT_INTERVAL)
+    timeout = c.take(g, "timeout", "global", _positive_duration(0.05), min(DEFAULT_TIMEOUT, interval))
+    if timeout > interval:
+        c.error("global.timeout", f"({format_duration(timeout)}) must not exceed interval "
+                                  f"({format_duration(interval)}): polls would pile up")
+    return GlobalConfig(
+        interval=interval,
+        timeout=timeout,
+        labels=_labels(c, g.get("labels"), "global.labels"),
+        forecast_window=c.take(g, "forecast_window", "global", _positive_duration(60), DEFAULT_FORECAST_WINDOW),
+        reconnect_backoff_max=c.take(g, "reconnect_backoff_max", "global", _positive_duration(0.1),
+                                     DEFAULT_RECONNECT_BACKOFF_MAX),
+        max_reply_size=c.take(g, "max_reply_size", "global", _positive_size(64 * 1024), DEFAULT_MAX_REPLY_SIZE),
+    )
+
+
+def _labels(c: _Checker, node: Any, path: str) -> tuple[tuple[str, str], ...]:
+    if node is None:
+        return ()
+    if not isinstance(node, dict):
+        c.error(path, f"expected a mapping of label names to values, got {_kind(node)}")
+        return ()
+    reserved = catalog.label_names()
+    out: list[tuple[str, str]] = []
+    for name, value in node.items():
+        here = _join(path, str(name))
+        if not isinstance(name, str) or not _LABEL_NAME.match(name) or name.startswith("__"):
+            c.error(here, "label names must match [a-zA-Z_][a-zA-Z0-9_]* and not start with __")
+        elif name in _SCRAPE_LABELS:
+            c.error(here, f"'{name}' is set by Prometheus at scrape time; choose another label name")
+        elif name in reserved:
+            c.error(here, f"'{name}' is already a label of some cache-exporter metric; choose another name")
+        elif isinstance(value, (dict, list)) or value is None:
+            c.error(here, f"label values must be strings, got {_kind(value)}")
+        else:
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            if len(text) > 1024:
+                c.error(here, "label value is longer than 1024 characters")
+            else:
+                out.append((name, text))
+    return tuple(sorted(out))
+
+
+_COMMON_KEYS = {"name", "type", "labels", "interval", "timeout", "memory_limit"}
+_TYPE_KEYS: dict[str, set[str]] = {
+    "redis": {"url", "username", "password_env", "password_file", "tls"},
+}
+
+
+def _target(c: _Checker, node: Any, path: str, glob: GlobalConfig) -> Target | None:
+    if not isinstance(node, dict):
+        c.error(path, f"expected a mapping describing a target, got {_kind(node)}")
+        return None
+    kind = node.get("type")
+    if kind not in _TYPE_KEYS:
+        c.error(_join(path, "type"), "is required" if kind is None else
+                f"unknown target type {kind!r}; supported: {', '.join(sorted(_TYPE_KEYS))}")
+        return None
+    t = c.mapping(node, path, _COMMON_KEYS | _TYPE_KEYS[kind])
+    if t is None:
+        return None
+    before = len(c.problems)
+    name = c.take(t, "name", path, _target_name)
+    interval = c.take(t, "interval", path, _positive_duration(0.1), glob.interval)
+    timeout = c.take(t, "timeout", path, _positive_duration(0.05), min(glob.timeout, interval))
+    if timeout > interval:
+        c.error(_join(path, "timeout"), f"({format_duration(timeout)}) must not exceed interval "
+                                        f"({format_duration(interval)}): polls would pile up")
+    labels = dict(glob.labels)
+    labels.update(_labels(c, t.get("labels"), _join(path, "labels")))
+    common = dict(
+        name=name, type=kind, interval=interval, timeout=timeout, labels=tuple(sorted(labels.items())),
+        memory_limit=c.take(t, "memory_limit", path, _positive_size(1), None),
+        max_reply_size=glob.max_reply_size, reconnect_backoff_max=glob.reconnect_backoff_max,
+    )
+    target = _TARGET_BUILDERS[kind](c, t, path, common)
+    return target if len(c.problems) == before else None
+
+
+def _target_name(value: Any) -> str:
+    name = _string(value)
+    if len(name) > 200 or not name.isprintable():
+        raise ValueError("must be at most 200 printable characters")
+    return name
+
+
+def _redis_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, Any]) -> Target | None:
+    url = c.take(t, "url", path, _string)
+    if url is None:
+        return None
+    here = _join(path, "url")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        c.error(here, f"not a valid URL: {exc}")
+        return None
+    scheme = {"valkey": "redis", "valkeys": "rediss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("redis", "rediss", "unix"):
+        c.error(here, f"scheme '{parts.scheme}' is not supported; use redis://, rediss:// or unix://")
+        return None
+    if parts.username or parts.password or "@" in parts.netloc:
+        # Never echo the URL here: it may contain the password.
+        c.error(here, "credentials in the URL are not allowed; use username and password_env/password_file")
+        return None
+    db = 0
+    query = parse_qs(parts.query)
+    if scheme == "unix":
+        if not parts.path:
+            c.error(here, "unix:// needs a socket path, e.g. unix:///run/redis/redis.sock")
+            return None
+        db_text = query.pop("db", ["0"])[0]
+    else:
+        if not parts.hostname:
+            c.error(here, "needs a host, e.g. redis://10.0.0.5:6379")
+            return None
+        db_text = parts.path.strip("/") or "0"
+    if query:
+        c.error(here, f"unsupported URL parameters: {', '.join(sorted(query))}")
+    if not db_text.isdigit() or int(db_text) > 100000:
+        c.error(here, "the database must be a number, e.g. redis://host:6379/0")
+    else:
+        db = int(db_text)
+
+    tls = _tls(c, t.get("tls"), _join(path, "tls"))
+    if tls is not None and scheme != "rediss":
+        c.error(_join(path, "tls"), f"TLS settings need a rediss:// URL (this target uses {scheme}://)")
+
+    creds = Credentials(
+        username=c.take(t, "username", path, _string, None),
+        password_env=c.take(t, "password_env", path, _env_name, None),
+        password_file=c.take(t, "password_file", path, _string, None),
+    )
+    if creds.password_env and creds.password_file:
+        c.error(_join(path, "password_file"), "set either password_env or password_file, not both")
+    elif creds.password_env and creds.password_env not in os.environ:
+        c.warn(_join(path, "password_env"), f"environment variable {creds.password_env} is not set; "
+                                            "the target will report reason=\"config\" until it is")
+    elif creds.password_file and not os.access(creds.password_file, os.R_OK):
+        c.warn(_join(path, "password_file"), f"{creds.password_file} is not readable; "
+                                             "the target will report reason=\"config\" until it is")
+    if creds.username and not (creds.password_env or creds.password_file):
+        c.error(_join(path, "username"), "an ACL username needs password_env or password_file")
+
+    return RedisTarget(
+        **common,
+        scheme=scheme,
+        host=parts.hostname or "",
+        port=port or 6379,
+        path=parts.path if scheme == "unix" else None,
+        db=db,
+        credentials=creds,
+        tls=tls,
+    )
+
+
+def _tls(c: _Checker, node: Any, path: str) -> TLSConfig | None:
+    if node is None:
+        return None
+    t = c.mapping(node, path, {"ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"})
+    if t is None:
+        return None
+    files = {}
+    for key in ("ca_file", "cert_file", "key_file"):
+        value = c.take(t, key, path, _string, None)
+        if value is not None and not os.access(value, os.R_OK):
+            c.error(_join(path, key), f"{value} does not exist or is not readable")
+        files[key] = value
+    if files["key_file"] and not files["cert_file"]:
+        c.error(_join(path, "key_file"), "key_file needs cert_file")
+    return TLSConfig(
+        **files,
+        server_name=c.take(t, "server_name", path, _string, None),
+        insecure_skip_verify=c.take(t, "insecure_skip_verify", path, _boolean, False),
+    )
+
+
+_TARGET_BUILDERS: dict[str, Callable[[_Checker, dict[str, Any], str, dict[str, Any]], Target | None]] = {
+    "redis": _redis_target,
+}
+
+
+def default_config() -> Config:
+    """What runs without --config: the local stores (design.md, "Interfaces")."""
+    document = {"targets": [{"name": "redis", "type": "redis", "url": "redis://localhost:6379"}]}
+    return build_config(document, BUILTIN).config

@@ -1,0 +1,128 @@
+"""Wire config, scheduler, store, exposition and HTTP together; handle reload and signals."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from exporter.config import BUILTIN, ConfigError, LoadResult, load_config
+from exporter.exposition import Exposition
+from exporter.http import make_server
+from exporter.scheduler import Scheduler
+from exporter.store import SnapshotStore
+from exporter.targets import Config
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    """One running exporter. ``run()`` blocks until SIGTERM/SIGINT or ``stop()``."""
+
+    def __init__(self, loaded: LoadResult, listen: str, config_path: str | None) -> None:
+        self.config: Config = loaded.config
+        self.config_path = config_path
+        self.store = SnapshotStore()
+        self.scheduler = Scheduler(self.store)
+        self.exposition = Exposition(self.store)
+        self.server = make_server(listen, self)
+        self._stop = threading.Event()
+        self._reload_requested = threading.Event()
+        self._reload_lock = threading.Lock()
+        self._started = time.time()
+        self._mark_reload(ok=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        """Start polling and serving without blocking (tests and the demo use this)."""
+        self.scheduler.start(self.config.targets)
+        threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
+        host, port = self.address
+        log.info("listening on http://%s:%d/ with %d targets from %s",
+                 host, port, len(self.config.targets), self.config.source)
+
+    def run(self) -> int:
+        """Start, then serve until a termination signal; returns the process exit code."""
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload_requested.set())
+        self.start()
+        while not self._stop.is_set():
+            # Signal handlers only set flags; the reload itself runs here, in the main thread.
+            if self._reload_requested.wait(timeout=0.2):
+                self._reload_requested.clear()
+                self.reload()
+        self.stop()
+        return 0
+
+    def stop(self) -> None:
+        log.info("shutting down")
+        self._stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.scheduler.shutdown()
+
+    def reload(self) -> tuple[bool, str]:
+        """Re-read the config file; on any error keep the running config and say why."""
+        with self._reload_lock:
+            if self.config_path is None:
+                return True, f"running the {BUILTIN}; nothing to reload"
+            try:
+                loaded = load_config(self.config_path)
+            except ConfigError as exc:
+                self._mark_reload(ok=False)
+                log.error("config reload failed, keeping the running config:\n%s", exc)
+                return False, f"config reload failed, keeping the running config:\n{exc}"
+            for warning in loaded.warnings:
+                log.warning("%s", warning)
+            changes = self.scheduler.apply(loaded.config.targets)
+            self.config = loaded.config
+            self._mark_reload(ok=True)
+            summary = ", ".join(f"{k}: {len(v)}" for k, v in changes.items())
+            log.info("config reloaded (%s)", summary)
+            return True, f"config reloaded ({summary})"
+
+    def _mark_reload(self, ok: bool) -> None:
+        self.exposition.reload_ok.set(1 if ok else 0)
+        if ok:
+            self.exposition.reload_time.set(time.time())
+            counts = Counter(t.type for t in self.config.targets)
+            self.exposition.targets.clear()
+            for kind, n in counts.items():
+                self.exposition.targets.labels(kind).set(n)
+
+    def targets_status(self) -> list[dict[str, Any]]:
+        """The /targets body: configuration and last outcome per target, never a secret."""
+        snapshots = self.store.snapshots()
+        out = []
+        for name, rt in list(self.scheduler.runtimes.items()):
+            t = rt.target
+            snap = snapshots.get(name)
+            entry: dict[str, Any] = {
+                "name": name,
+                "type": t.type,
+                "address": t.address,
+                "labels": dict(t.labels),
+                "interval_seconds": t.interval,
+                "timeout_seconds": t.timeout,
+                "memory_limit_bytes": t.memory_limit,
+                "up": None if snap is None else snap.ok,
+                "polls": rt.stats.polls,
+                "last_poll_time": None if snap is None else snap.time,
+                "last_poll_duration_seconds": rt.stats.last_duration,
+                "last_success_time": rt.stats.last_success,
+                "last_error": None if rt.last_error is None else {
+                    "reason": rt.last_error.reason, "message": str(rt.last_error)},
+            }
+            if snap is not None and snap.ok:
+                entry["details"] = snap.details
+                entry["memory"] = {k: getattr(snap.memory, k) for k in snap.memory.__slots__}
+            out.append(entry)
+        return out

@@ -1,0 +1,123 @@
+"""Render stored snapshots as Prometheus text: chunks at poll time, one join per scrape.
+
+A scrape never contacts a target and never formats a number: each poll renders its own
+samples into per-family text chunks (``render_chunks``), and a scrape joins the chunks
+family by family behind one HELP/TYPE header (``Exposition.body``). The joined body and its
+gzip form are cached until the store changes. The exporter's process-wide metrics (build
+info, config reload status, process stats) come from a prometheus_client registry and are
+rendered per scrape; they are few.
+
+Gzip uses multi-member streams (RFC 1952 2.2): the small registry part is compressed per
+scrape and prepended to the cached compressed store part. Go's and Python's gzip readers
+both read multi-member streams as one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import platform
+import threading
+import time
+from typing import Iterable
+
+from prometheus_client import CollectorRegistry, Gauge, Summary, generate_latest
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.utils import floatToGoString
+
+from exporter import __version__, catalog
+from exporter.snapshot import LabelPairs, Sample
+from exporter.store import SnapshotStore
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def escape_label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def label_prefix(target: str, static: LabelPairs) -> str:
+    """The rendered labels every series of a target carries: ``target="x",env="prod"``."""
+    pairs = ((catalog.TARGET_LABEL, target),) + tuple(static)
+    return ",".join(f'{k}="{escape_label_value(v)}"' for k, v in pairs)
+
+
+def render_chunks(samples: Iterable[Sample], prefix: str) -> dict[str, str]:
+    """Group a target's samples by family and render each group to exposition lines."""
+    lines: dict[str, list[str]] = {}
+    for s in samples:
+        if s.labels:
+            own = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in s.labels)
+            labels = f"{prefix},{own}"
+        else:
+            labels = prefix
+        lines.setdefault(s.family, []).append(
+            f"{s.family}{s.suffix}{{{labels}}} {floatToGoString(s.value)}\n")
+    return {family: "".join(parts) for family, parts in lines.items()}
+
+
+def _header(spec: catalog.MetricSpec) -> str:
+    return f"# HELP {spec.name} {_escape_help(spec.help)}\n# TYPE {spec.name} {spec.type}\n"
+
+
+class Exposition:
+    """Builds /metrics bodies from a SnapshotStore plus the process-wide registry."""
+
+    def __init__(self, store: SnapshotStore) -> None:
+        self.store = store
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        build = Gauge("cache_exporter_build_info", "Constant 1; labels: version and Python version.",
+                      ["version", "python_version"], registry=self.registry)
+        build.labels(__version__, platform.python_version()).set(1)
+        self.targets = Gauge("cache_exporter_targets", "Configured targets by type.", ["type"],
+                             registry=self.registry)
+        self.reload_ok = Gauge("cache_exporter_config_last_reload_successful",
+                               "1 if the last config (re)load succeeded.", registry=self.registry)
+        self.reload_time = Gauge("cache_exporter_config_last_reload_success_timestamp_seconds",
+                                 "Unix time of the last successful config (re)load.", registry=self.registry)
+        self.render_time = Summary("cache_exporter_render_duration_seconds",
+                                   "Time to build a /metrics body.", registry=self.registry)
+        self._lock = threading.Lock()
+        self._cache_generation = -1
+        self._cache_text = b""
+        self._cache_gzip: bytes | None = None
+        self._headers = {}
+
+    def _store_part(self, compress: bool) -> bytes:
+        with self._lock:
+            generation = self.store.generation
+            if generation != self._cache_generation:
+                generation, by_family = self.store.family_chunks()
+                parts: list[str] = []
+                for spec in catalog.families():
+                    chunks = by_family.get(spec.name)
+                    if chunks:
+                        header = self._headers.get(spec.name)
+                        if header is None:
+                            header = self._headers[spec.name] = _header(spec)
+                        parts.append(header)
+                        parts.extend(chunks)
+                self._cache_text = "".join(parts).encode("utf-8")
+                self._cache_gzip = None
+                self._cache_generation = generation
+            if compress and self._cache_gzip is None:
+                # Level 1: /metrics bodies compress ~10x even at the fastest level.
+                self._cache_gzip = gzip.compress(self._cache_text, compresslevel=1, mtime=0)
+            return self._cache_gzip if compress else self._cache_text  # type: ignore[return-value]
+
+    def body(self, compress: bool = False) -> bytes:
+        started = time.perf_counter()
+        head = generate_latest(self.registry)
+        store_part = self._store_part(compress)
+        if compress:
+            out = gzip.compress(head, compresslevel=1, mtime=0) + store_part
+        else:
+            out = head + store_part
+        self.render_time.observe(time.perf_counter() - started)
+        return out

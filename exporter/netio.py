@@ -1,0 +1,136 @@
+"""Connection plumbing shared by TCP sources: per-poll deadlines and byte budgets, TLS, backoff.
+
+Client libraries apply their socket timeout to each ``recv``; a server that trickles one
+byte per second, or streams an endless bulk reply, would hold a poll (and memory) forever.
+``GuardedSocket`` wraps the real socket and enforces, for the current poll, one absolute
+deadline across every send/recv and one byte budget across every reply.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import ssl
+import time
+from typing import Any
+
+from exporter.errors import TIMEOUT, TOO_LARGE
+from exporter.targets import TLSConfig
+
+
+class Guard:
+    """The current poll's limits. Re-armed by the source at the start of every poll."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.deadline = time.monotonic()
+        self.received = 0
+        self.tripped: str | None = None  # TIMEOUT or TOO_LARGE once a limit fired
+
+    def arm(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.received = 0
+        self.tripped = None
+
+    def remaining(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self.tripped = TIMEOUT
+            raise socket.timeout("poll deadline exceeded")
+        return left
+
+    def count(self, n: int) -> None:
+        self.received += n
+        if self.received > self.max_bytes:
+            self.tripped = TOO_LARGE
+            raise OSError(f"reply larger than {self.max_bytes} bytes")
+
+
+class GuardedSocket:
+    """A socket proxy that applies a ``Guard`` to every blocking call.
+
+    Unknown attributes delegate to the wrapped socket, so ``hasattr(sock, "pending")``
+    stays true exactly when the real socket is an ``ssl.SSLSocket``.
+    """
+
+    def __init__(self, sock: socket.socket, guard: Guard) -> None:
+        self._sock = sock
+        self._guard = guard
+        self._requested_timeout: float | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def _bound(self) -> None:
+        left = self._guard.remaining()
+        req = self._requested_timeout
+        self._sock.settimeout(left if req is None else min(left, req))
+
+    def settimeout(self, value: float | None) -> None:
+        self._requested_timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self._requested_timeout
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        self._bound()
+        data = self._sock.recv(bufsize, flags)
+        if not flags & socket.MSG_PEEK:
+            self._guard.count(len(data))
+        return data
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        self._bound()
+        n = self._sock.recv_into(buffer, nbytes, flags)
+        self._guard.count(n)
+        return n
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self._bound()
+        self._sock.sendall(data, flags)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        self._bound()
+        return self._sock.send(data, flags)
+
+    def abort(self) -> None:
+        """Unblock a thread stuck in recv/send on this socket (called from the watchdog)."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def client_tls_context(tls: TLSConfig) -> ssl.SSLContext:
+    """Build a client context; raises ``ssl.SSLError``/``OSError`` for unusable files."""
+    ctx = ssl.create_default_context(cafile=tls.ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if tls.cert_file:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    return ctx
+
+
+class Backoff:
+    """Exponential reconnect backoff with jitter, so a dead target is not hammered every poll."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+        self.not_before = 0.0
+
+    def ready(self) -> bool:
+        return time.monotonic() >= self.not_before
+
+    def failed(self) -> None:
+        self.failures += 1
+        delay = min(self.cap, self.base * 2 ** min(self.failures - 1, 30))
+        # Equal jitter: at least half the delay, so retries still spread out.
+        self.not_before = time.monotonic() + delay / 2 + random.uniform(0, delay / 2)
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.not_before = 0.0

@@ -1,0 +1,19 @@
+"""Sources by target type. Importing this package declares every source's metric families."""
+
+from __future__ import annotations
+
+from exporter.sources.base import Reading, Source
+from exporter.sources.redis import RedisSource
+from exporter.targets import Target
+
+SOURCES: dict[str, type] = {
+    "redis": RedisSource,
+}
+
+
+def source_for(target: Target) -> Source:
+    """A new source instance (with its own connection) for ``target``."""
+    return SOURCES[target.type](target)
+
+
+__all__ = ["Reading", "Source", "SOURCES", "source_for"]

@@ -1,0 +1,108 @@
+"""Typed, validated descriptions of what to poll: the output of config, the input of sources.
+
+Instances are frozen and comparable, so a reload can tell an unchanged target (keep its
+connection and series) from a changed one (replace it) with ``==``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_INTERVAL = 15.0
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_FORECAST_WINDOW = 3600.0
+DEFAULT_RECONNECT_BACKOFF_MAX = 30.0
+DEFAULT_MAX_REPLY_SIZE = 16 * 2**20
+DEFAULT_LISTEN = ":9611"
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """Client TLS settings for a target; file paths are checked when the config loads."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Where a target's secret lives. The secret itself is read at connect time, never stored here."""
+
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+
+    def password(self) -> str | None:
+        """Read the password now (env var or file); raises ``SecretUnavailable`` if it is missing."""
+        from exporter.secrets import read_password
+
+        return read_password(self)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Settings every target type shares."""
+
+    name: str
+    type: str
+    interval: float
+    timeout: float
+    labels: tuple[tuple[str, str], ...] = ()
+    memory_limit: int | None = None
+    max_reply_size: int = DEFAULT_MAX_REPLY_SIZE
+    reconnect_backoff_max: float = DEFAULT_RECONNECT_BACKOFF_MAX
+
+    @property
+    def address(self) -> str:
+        """Where the target lives, for humans (/targets, logs); never contains credentials."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class RedisTarget(Target):
+    """A Redis or Valkey server reached over TCP, TLS or a unix socket."""
+
+    scheme: str = "redis"  # redis | rediss | unix
+    host: str = "localhost"
+    port: int = 6379
+    path: str | None = None  # unix socket path
+    db: int = 0
+    credentials: Credentials = field(default_factory=Credentials)
+    tls: TLSConfig | None = None
+
+    @property
+    def address(self) -> str:
+        if self.scheme == "unix":
+            return f"unix://{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class GlobalConfig:
+    """The ``global`` section: defaults and labels applied to every target."""
+
+    interval: float = DEFAULT_INTERVAL
+    timeout: float = DEFAULT_TIMEOUT
+    labels: tuple[tuple[str, str], ...] = ()
+    forecast_window: float = DEFAULT_FORECAST_WINDOW
+    reconnect_backoff_max: float = DEFAULT_RECONNECT_BACKOFF_MAX
+    max_reply_size: int = DEFAULT_MAX_REPLY_SIZE
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole, validated configuration."""
+
+    global_: GlobalConfig
+    targets: tuple[Target, ...]
+    source: str  # file path, or "<built-in default>"
+
+    def target(self, name: str) -> Target | None:
+        for t in self.targets:
+            if t.name == name:
+                return t
+        return None
