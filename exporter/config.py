@@ -12,8 +12,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
@@ -299,7 +300,7 @@ def _target(c: _Checker, node: Any, path: str, glob: GlobalConfig) -> Target | N
         c.error(path, f"expected a mapping describing a target, got {_kind(node)}")
         return None
     kind = node.get("type")
-    if kind not in _TYPE_KEYS:
+    if not isinstance(kind, str) or kind not in _TYPE_KEYS:
         c.error(_join(path, "type"), "is required" if kind is None else
                 f"unknown target type {kind!r}; supported: {', '.join(sorted(_TYPE_KEYS))}")
         return None
@@ -336,19 +337,24 @@ def _redis_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, A
     if url is None:
         return None
     here = _join(path, "url")
+    # Checked before anything parses the URL: a password containing '/', '?' or '#' ends
+    # the host part early, and urlsplit's port errors would then echo part of the password.
+    if "@" in url:
+        c.error(here, "credentials in the URL are not allowed; use username and password_env/password_file")
+        return None
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        c.error(here, f"not a valid URL: {exc}")
+    except ValueError:
+        # Never echo the URL or urlsplit's message: they may contain a secret.
+        c.error(here, "not a valid URL; the port must be a number from 1 to 65535")
         return None
     scheme = {"valkey": "redis", "valkeys": "rediss"}.get(parts.scheme, parts.scheme)
     if scheme not in ("redis", "rediss", "unix"):
-        c.error(here, f"scheme '{parts.scheme}' is not supported; use redis://, rediss:// or unix://")
+        c.error(here, f"scheme '{parts.scheme[:20]}' is not supported; use redis://, rediss:// or unix://")
         return None
-    if parts.username or parts.password or "@" in parts.netloc:
-        # Never echo the URL here: it may contain the password.
-        c.error(here, "credentials in the URL are not allowed; use username and password_env/password_file")
+    if port is not None and not 1 <= port <= 65535:
+        c.error(here, "the port must be a number from 1 to 65535")
         return None
     db = 0
     query = parse_qs(parts.query)
@@ -364,7 +370,7 @@ def _redis_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, A
         db_text = parts.path.strip("/") or "0"
     if query:
         c.error(here, f"unsupported URL parameters: {', '.join(sorted(query))}")
-    if not db_text.isdigit() or int(db_text) > 100000:
+    if not re.fullmatch(r"[0-9]{1,6}", db_text):
         c.error(here, "the database must be a number, e.g. redis://host:6379/0")
     else:
         db = int(db_text)
@@ -393,7 +399,7 @@ def _redis_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, A
         **common,
         scheme=scheme,
         host=parts.hostname or "",
-        port=port or 6379,
+        port=6379 if port is None else port,
         path=parts.path if scheme == "unix" else None,
         db=db,
         credentials=creds,

@@ -18,10 +18,17 @@ import gzip
 import platform
 import threading
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Gauge, Summary, generate_latest
-from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    Summary,
+    generate_latest,
+)
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__, catalog

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import socket
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from exporter import __version__
 from exporter.exposition import CONTENT_TYPE
@@ -47,7 +48,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], handler: type, app: "Daemon") -> None:
+    def __init__(self, address: tuple[str, int], handler: type, app: Daemon) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.app = app
@@ -138,5 +139,5 @@ class _Handler(BaseHTTPRequestHandler):
         self._text(200 if ok else 400, message + "\n")
 
 
-def make_server(listen: str, app: "Daemon") -> _Server:
+def make_server(listen: str, app: Daemon) -> _Server:
     return _Server(parse_listen(listen), _Handler, app)

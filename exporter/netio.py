@@ -36,7 +36,7 @@ class Guard:
         left = self.deadline - time.monotonic()
         if left <= 0:
             self.tripped = TIMEOUT
-            raise socket.timeout("poll deadline exceeded")
+            raise TimeoutError("poll deadline exceeded")
         return left
 
     def count(self, n: int) -> None:

@@ -16,9 +16,9 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -142,7 +142,7 @@ class Scheduler:
         self._sched = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(MAX_POLL_THREADS)},
             job_defaults={"coalesce": True, "max_instances": 1},
-            timezone=timezone.utc,
+            timezone=UTC,
         )
         self._sched.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         # APScheduler logs every skipped run at WARNING; we count them in a metric instead.
@@ -198,7 +198,7 @@ class Scheduler:
         self._sched.add_job(
             self._run, IntervalTrigger(seconds=target.interval, jitter=min(target.interval * 0.1, 2.0)),
             args=[target.name], id=target.name, name=target.name, replace_existing=True,
-            next_run_time=datetime.now(timezone.utc) + timedelta(seconds=spread),
+            next_run_time=datetime.now(UTC) + timedelta(seconds=spread),
             misfire_grace_time=max(1, int(target.interval)),
         )
 

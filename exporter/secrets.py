@@ -43,7 +43,7 @@ def redact(text: str) -> str:
     return text
 
 
-def read_password(creds: "Credentials") -> str | None:
+def read_password(creds: Credentials) -> str | None:
     """Return the password from ``password_env`` or ``password_file``, or None if none is configured."""
     if creds.password_env:
         value = os.environ.get(creds.password_env)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal, InvalidOperation
 
 _SIZE_UNITS: dict[str, int] = {
     "": 1,
@@ -29,6 +30,9 @@ _DURATION_UNITS: dict[str, float] = {
     "d": 86400.0,
 }
 
+MAX_SIZE = 2**60  # 1 EiB: anything larger is a typo, not a memory limit
+MAX_DURATION = 10 * 365 * 86400.0
+
 _NUMBER_UNIT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 
@@ -44,11 +48,11 @@ def parse_size(value: object) -> int:
     if isinstance(value, int):
         if value < 0:
             raise UnitError("a size cannot be negative")
-        return value
+        return _bounded_size(value)
     if isinstance(value, float):
         if not math.isfinite(value) or value < 0:
             raise UnitError("a size must be a finite, non-negative number")
-        return int(value)
+        return _bounded_size(int(value))
     if not isinstance(value, str):
         raise UnitError("expected a size such as 2GiB, 512MiB or a number of bytes")
     match = _NUMBER_UNIT.match(value)
@@ -57,7 +61,14 @@ def parse_size(value: object) -> int:
         raise UnitError(
             "expected a size such as 2GiB, 512MiB, 2Gi, 1GB or a number of bytes"
         )
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    # Decimal keeps "8.2MB" exactly 8200000 and large integers exact (floats do neither).
+    return _bounded_size(int(Decimal(match.group(1)) * _SIZE_UNITS[unit]))
+
+
+def _bounded_size(size: int) -> int:
+    if size > MAX_SIZE:
+        raise UnitError("a size must be at most 1 EiB")
+    return size
 
 
 def parse_duration(value: object) -> float:
@@ -65,18 +76,32 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise UnitError("expected a duration such as 15s, 500ms, 1m or 1h")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value < 0:
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+        if not math.isfinite(seconds) or seconds < 0:
             raise UnitError("a duration must be a finite, non-negative number of seconds")
-        return float(value)
+        return _bounded_duration(seconds)
     if not isinstance(value, str):
         raise UnitError("expected a duration such as 15s, 500ms, 1m or 1h")
     text = value.strip()
     if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", text):
-        return float(text)
+        return _bounded_duration(float(Decimal(text)))
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         raise UnitError("expected a duration such as 15s, 500ms, 1m30s or 1h")
-    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    try:
+        total = sum(Decimal(number) * Decimal(str(_DURATION_UNITS[unit])) for number, unit in parts)
+    except InvalidOperation:
+        raise UnitError("expected a duration such as 15s, 500ms, 1m30s or 1h") from None
+    return _bounded_duration(float(total))
+
+
+def _bounded_duration(seconds: float) -> float:
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise UnitError("a duration must be at most 10 years")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import redis
 from redis.backoff import NoBackoff
@@ -30,7 +30,7 @@ from exporter import errors as E
 from exporter.errors import PollError
 from exporter.netio import Backoff, Guard, GuardedSocket, client_tls_context
 from exporter.secrets import SecretUnavailable
-from exporter.snapshot import LabelPairs, MemoryView, Samples
+from exporter.snapshot import MemoryView, Samples
 from exporter.sources.base import Reading
 from exporter.targets import RedisTarget, TLSConfig
 
@@ -655,7 +655,7 @@ class RedisSource:
                 replies.append(exc)
         self.fresh_connection = False
 
-        by_name = dict(zip((c[0] for c in commands), replies))
+        by_name = dict(zip((c[0] for c in commands), replies, strict=True))
         if "CLIENT" in by_name:
             self._note_capability("client", by_name["CLIENT"], now)
         if want_config:
