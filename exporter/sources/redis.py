@@ -240,6 +240,8 @@ INFO_FIELDS: dict[str, Field] = {
     # Replication
     "connected_slaves": _gauge("redis_connected_slaves", "Connected replicas.", "2.0"),
     "master_repl_offset": _gauge("redis_master_repl_offset", "Replication offset of the primary.", "2.8"),
+    "second_repl_offset": _gauge(
+        "redis_second_repl_offset", "Offset up to which replication IDs are accepted (-1 if none).", "4.0"),
     "repl_backlog_active": _gauge("redis_repl_backlog_is_active", "1 if the replication backlog is active.", "2.8"),
     "repl_backlog_size": _gauge("redis_replication_backlog_bytes", "Replication backlog size.", "2.8"),
     "repl_backlog_histlen": _gauge("redis_repl_backlog_history_bytes", "Data in the replication backlog.", "2.8"),

@@ -1,0 +1,67 @@
+# cache-exporter: `make demo`, `make test`, `make lint`, `make bench`, `make docs`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DURATION ?= 20
+
+# command:debian-package pairs; a package is installed only when its command is missing.
+DEMO_SYSTEM := redis-server:redis-server
+TEST_SYSTEM := redis-server:redis-server redis-cli:redis-tools promtool:prometheus openssl:openssl gcc:gcc make:make
+
+.PHONY: demo test lint bench docs clean
+
+define ensure_system
+	missing=""; \
+	for pair in $(1); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v "$$cmd" >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing system packages:$$missing -- run as root on Debian (make installs them) or install them yourself"; \
+	    exit 1; \
+	  fi; \
+	fi
+endef
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.stamp-base: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.stamp-test: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.stamp-lint: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[lint]'
+	touch $@
+
+demo:
+	@$(call ensure_system,$(DEMO_SYSTEM))
+	@$(MAKE) --no-print-directory $(VENV)/.stamp-base
+	$(VENV)/bin/cache-exporter demo --duration $(DURATION)
+
+test:
+	@$(call ensure_system,$(TEST_SYSTEM))
+	@$(MAKE) --no-print-directory $(VENV)/.stamp-test
+	$(PY) -m pytest
+
+lint: $(VENV)/.stamp-lint
+	$(VENV)/bin/ruff check exporter tests benchmarks
+
+bench: $(VENV)/.stamp-test
+	$(PY) benchmarks/run_all.py
+
+docs: $(VENV)/.stamp-base
+	$(PY) -m exporter.docs
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .ruff_cache
