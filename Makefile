@@ -57,7 +57,9 @@ test:
 lint: $(VENV)/.stamp-lint
 	$(VENV)/bin/ruff check exporter tests benchmarks
 
-bench: $(VENV)/.stamp-test
+bench:
+	@$(call ensure_system,$(DEMO_SYSTEM))
+	@$(MAKE) --no-print-directory $(VENV)/.stamp-test
 	$(PY) benchmarks/run_all.py
 
 docs: $(VENV)/.stamp-base

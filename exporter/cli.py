@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -106,7 +108,23 @@ def _check_config(path: str) -> int:
     return 0
 
 
+def limit_malloc_arenas() -> None:
+    """Cap glibc malloc arenas at 2, unless MALLOC_ARENA_MAX is set.
+
+    Every poll and HTTP thread may get its own arena, and each keeps the multi-MB /metrics
+    buffers it once freed: measured at 1000 targets, RSS went 247 -> 521 MiB after scrapes
+    on ~30 connections, and stayed at 245 MiB with two arenas. Best effort: not glibc, no-op.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # -8 = M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def _run(args: argparse.Namespace) -> int:
+    limit_malloc_arenas()  # before any thread exists
     setup_logging(args.log_level, args.log_format)
     from exporter.config import ConfigError, LoadResult, default_config, load_config
     from exporter.daemon import Daemon

@@ -52,7 +52,7 @@ def label_prefix(target: str, static: LabelPairs) -> str:
     return ",".join(f'{k}="{escape_label_value(v)}"' for k, v in pairs)
 
 
-def render_chunks(samples: Iterable[Sample], prefix: str) -> dict[str, str]:
+def render_chunks(samples: Iterable[Sample], prefix: str) -> dict[str, bytes]:
     """Group a target's samples by family and render each group to exposition lines."""
     lines: dict[str, list[str]] = {}
     for s in samples:
@@ -63,11 +63,11 @@ def render_chunks(samples: Iterable[Sample], prefix: str) -> dict[str, str]:
             labels = prefix
         lines.setdefault(s.family, []).append(
             f"{s.family}{s.suffix}{{{labels}}} {floatToGoString(s.value)}\n")
-    return {family: "".join(parts) for family, parts in lines.items()}
+    return {family: "".join(parts).encode("utf-8") for family, parts in lines.items()}
 
 
-def _header(spec: catalog.MetricSpec) -> str:
-    return f"# HELP {spec.name} {_escape_help(spec.help)}\n# TYPE {spec.name} {spec.type}\n"
+def _header(spec: catalog.MetricSpec) -> bytes:
+    return f"# HELP {spec.name} {_escape_help(spec.help)}\n# TYPE {spec.name} {spec.type}\n".encode()
 
 
 class Exposition:
@@ -94,14 +94,14 @@ class Exposition:
         self._cache_generation = -1
         self._cache_text = b""
         self._cache_gzip: bytes | None = None
-        self._headers = {}
+        self._headers: dict[str, bytes] = {}
 
     def _store_part(self, compress: bool) -> bytes:
         with self._lock:
             generation = self.store.generation
             if generation != self._cache_generation:
                 generation, by_family = self.store.family_chunks()
-                parts: list[str] = []
+                parts: list[bytes] = []
                 for spec in catalog.families():
                     chunks = by_family.get(spec.name)
                     if chunks:
@@ -110,7 +110,8 @@ class Exposition:
                             header = self._headers[spec.name] = _header(spec)
                         parts.append(header)
                         parts.extend(chunks)
-                self._cache_text = "".join(parts).encode("utf-8")
+                # One allocation for the whole body: chunks are already bytes.
+                self._cache_text = b"".join(parts)
                 self._cache_gzip = None
                 self._cache_generation = generation
             if compress and self._cache_gzip is None:
@@ -118,13 +119,15 @@ class Exposition:
                 self._cache_gzip = gzip.compress(self._cache_text, compresslevel=1, mtime=0)
             return self._cache_gzip if compress else self._cache_text  # type: ignore[return-value]
 
-    def body(self, compress: bool = False) -> bytes:
+    def body_parts(self, compress: bool = False) -> tuple[bytes, bytes]:
+        """(process-wide part, stored-targets part): send both; never concatenate 20 MB."""
         started = time.perf_counter()
         head = generate_latest(self.registry)
-        store_part = self._store_part(compress)
         if compress:
-            out = gzip.compress(head, compresslevel=1, mtime=0) + store_part
-        else:
-            out = head + store_part
+            head = gzip.compress(head, compresslevel=1, mtime=0)
+        store_part = self._store_part(compress)
         self.render_time.observe(time.perf_counter() - started)
-        return out
+        return head, store_part
+
+    def body(self, compress: bool = False) -> bytes:
+        return b"".join(self.body_parts(compress))

@@ -17,11 +17,11 @@ class SnapshotStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._snapshots: dict[str, Snapshot] = {}
-        self._chunks: dict[str, dict[str, str]] = {}  # target -> family -> text
-        self._by_family: dict[str, dict[str, str]] = {}  # family -> target -> text
+        self._chunks: dict[str, dict[str, bytes]] = {}  # target -> family -> text
+        self._by_family: dict[str, dict[str, bytes]] = {}  # family -> target -> text
         self.generation = 0
 
-    def put(self, target: str, snapshot: Snapshot, chunks: dict[str, str]) -> None:
+    def put(self, target: str, snapshot: Snapshot, chunks: dict[str, bytes]) -> None:
         with self._lock:
             self._drop_chunks(target)
             self._snapshots[target] = snapshot
@@ -45,7 +45,7 @@ class SnapshotStore:
                 if not per_target:
                     del self._by_family[family]
 
-    def family_chunks(self) -> tuple[int, dict[str, list[str]]]:
+    def family_chunks(self) -> tuple[int, dict[str, list[bytes]]]:
         """(generation, family -> chunks) as one consistent view."""
         with self._lock:
             return self.generation, {f: list(t.values()) for f, t in self._by_family.items()}

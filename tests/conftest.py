@@ -127,7 +127,7 @@ class RedisServer:
 
     def client(self, **kw: object) -> redis.Redis:
         opts: dict[str, object] = dict(host="127.0.0.1", port=self.port, password=self.password,
-                                       socket_timeout=5, decode_responses=True)
+                                       socket_timeout=5, decode_responses=True, protocol=2)
         if self.tls:
             opts.update(ssl=True, ssl_ca_certs=self.tls.ca, ssl_certfile=self.tls.client_cert,
                         ssl_keyfile=self.tls.client_key)

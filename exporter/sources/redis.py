@@ -270,6 +270,15 @@ INFO_FIELDS: dict[str, Field] = {
     "cluster_enabled": _gauge("redis_cluster_enabled", "1 if cluster mode is enabled.", "3.0"),
 }
 
+# CONFIG GET settings kept per target (for metrics below and the config audit); the rest of
+# the ~200 settings are dropped at once rather than held in memory for every target.
+CONFIG_KEYS = frozenset({
+    "maxmemory", "maxmemory-policy", "maxmemory-samples", "maxmemory-eviction-tenacity", "maxclients",
+    "io-threads", "save", "appendonly", "appendfsync", "stop-writes-on-bgsave-error",
+    "replica-ignore-maxmemory", "lazyfree-lazy-eviction", "activedefrag", "maxmemory-clients",
+    "client-output-buffer-limit", "repl-backlog-size",
+})
+
 # CONFIG GET values exported as metrics; INFO wins where both have a value (maxclients).
 CONFIG_FIELDS: dict[str, Field] = {
     "maxmemory": _gauge("redis_config_maxmemory", "The maxmemory setting, from CONFIG GET.", "2.0"),
@@ -617,6 +626,11 @@ class RedisSource:
             username=t.credentials.username, password=password, db=t.db,
             socket_timeout=t.timeout, socket_connect_timeout=max(0.001, self.guard.remaining()),
             retry=Retry(NoBackoff(), 0), driver_info=None, health_check_interval=0,
+            # RESP2: redis-py 8 defaults to RESP3, whose HELLO handshake costs a round trip
+            # and fails outright on Redis 5 and on servers with HELLO renamed away.
+            protocol=2,
+            # INFO ALL is ~10 KiB; redis-py's 64 KiB default buffer per target is waste at scale.
+            socket_read_size=16384,
         )
         conn: redis.connection.AbstractConnection
         if t.scheme == "unix":
@@ -643,7 +657,8 @@ class RedisSource:
         if self.fresh_connection and self.caps["client"].wanted(now):
             commands.append(("CLIENT", "SETNAME", CLIENT_NAME))
         commands.append(("INFO", "ALL"))
-        want_config = (now - self.config_fetched_at >= CONFIG_REFRESH_SECONDS
+        # CONFIG waits for the poll after a connect, so no poll sends more than 2 commands.
+        want_config = (len(commands) == 1 and now - self.config_fetched_at >= CONFIG_REFRESH_SECONDS
                        and self.caps["config"].wanted(now))
         if want_config:
             commands.append(("CONFIG", "GET", "*"))
@@ -724,7 +739,9 @@ def _config_dict(reply: object) -> dict[str, str]:
         return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
     if isinstance(reply, dict):
-        return {text(k): text(v) for k, v in reply.items()}
-    if isinstance(reply, list):
-        return {text(reply[i]): text(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
-    return {}
+        pairs = list(reply.items())
+    elif isinstance(reply, list):
+        pairs = [(reply[i], reply[i + 1]) for i in range(0, len(reply) - 1, 2)]
+    else:
+        return {}
+    return {key: text(v)[:1024] for k, v in pairs if (key := text(k)) in CONFIG_KEYS}

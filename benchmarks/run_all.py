@@ -1,0 +1,36 @@
+"""Run every benchmark in order: bench_render, bench_poll, bench_rss. ``make bench`` calls this.
+
+Each script starts and stops its own redis-server on a free 127.0.0.1 port and prints tables.
+Exit status: 0 if every script ran to the end, else 1 (figures themselves are never pass/fail).
+
+    .venv/bin/python benchmarks/run_all.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = ("bench_render.py", "bench_poll.py", "bench_rss.py")
+
+
+def main() -> int:
+    failed = []
+    for name in SCRIPTS:
+        print(f"===== benchmarks/{name} =====", flush=True)
+        started = time.monotonic()
+        code = subprocess.call([sys.executable, str(HERE / name)], cwd=HERE.parent)
+        print(f"----- benchmarks/{name}: exit {code} after {time.monotonic() - started:.1f} s\n", flush=True)
+        if code != 0:
+            failed.append(name)
+    if failed:
+        print(f"run_all: failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
