@@ -579,6 +579,8 @@ class RedisSource:
 
     # The scheduler's watchdog may call this from another thread.
     def abort(self) -> None:
+        # Say why first: the poll thread will see EOF, which must classify as a timeout.
+        self.guard.tripped = E.TIMEOUT
         conn = self.conn
         sock = getattr(conn, "_sock", None) if conn is not None else None
         if isinstance(sock, GuardedSocket):
