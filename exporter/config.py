@@ -133,22 +133,21 @@ def _boolean(value: Any) -> bool:
     return value
 
 
+def _at_least(parse: Callable[[Any], float], minimum: float, shown: str) -> Callable[[Any], Any]:
+    def checked(value: Any) -> Any:
+        parsed = parse(value)
+        if parsed < minimum:
+            raise ValueError(f"must be at least {shown}")
+        return parsed
+    return checked
+
+
 def _positive_duration(minimum: float) -> Callable[[Any], float]:
-    def parse(value: Any) -> float:
-        seconds = parse_duration(value)
-        if seconds < minimum:
-            raise ValueError(f"must be at least {format_duration(minimum)}")
-        return seconds
-    return parse
+    return _at_least(parse_duration, minimum, format_duration(minimum))
 
 
 def _positive_size(minimum: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        size = parse_size(value)
-        if size < minimum:
-            raise ValueError(f"must be at least {minimum} bytes")
-        return size
-    return parse
+    return _at_least(parse_size, minimum, f"{minimum} bytes")
 
 
 def _env_name(value: Any) -> str:
