@@ -7,8 +7,8 @@ PY := $(VENV)/bin/python
 DURATION ?= 20
 
 # command:debian-package pairs; a package is installed only when its command is missing.
-DEMO_SYSTEM := redis-server:redis-server
-TEST_SYSTEM := redis-server:redis-server redis-cli:redis-tools promtool:prometheus openssl:openssl gcc:gcc make:make
+DEMO_SYSTEM := redis-server:redis-server memcached:memcached
+TEST_SYSTEM := redis-server:redis-server redis-cli:redis-tools memcached:memcached promtool:prometheus openssl:openssl gcc:gcc make:make
 
 .PHONY: demo test lint bench docs clean
 

@@ -185,3 +185,10 @@ MALFORMED_FIELDS = counter(
     (),
     EXPORTER,
 )
+SECTION_ERRORS = counter(
+    "cache_exporter_section_errors_total",
+    "Polls where an optional part of the reply failed (e.g. memcached 'stats items' answered ERROR); "
+    "the rest of the poll was used.",
+    ("section",),
+    EXPORTER,
+)

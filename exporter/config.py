@@ -30,6 +30,7 @@ from exporter.targets import (
     Config,
     Credentials,
     GlobalConfig,
+    MemcachedTarget,
     RedisTarget,
     Target,
     TLSConfig,
@@ -289,8 +290,10 @@ def _labels(c: _Checker, node: Any, path: str) -> tuple[tuple[str, str], ...]:
 
 
 _COMMON_KEYS = {"name", "type", "labels", "interval", "timeout", "memory_limit"}
+_CREDENTIAL_KEYS = {"username", "password_env", "password_file"}
 _TYPE_KEYS: dict[str, set[str]] = {
-    "redis": {"url", "username", "password_env", "password_file", "tls"},
+    "redis": {"url", "tls"} | _CREDENTIAL_KEYS,
+    "memcached": {"address", "tls", "slabs"} | _CREDENTIAL_KEYS,
 }
 
 
@@ -378,6 +381,21 @@ def _redis_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, A
     if tls is not None and scheme != "rediss":
         c.error(_join(path, "tls"), f"TLS settings need a rediss:// URL (this target uses {scheme}://)")
 
+    creds = _credentials(c, t, path, username_required=False)
+
+    return RedisTarget(
+        **common,
+        scheme=scheme,
+        host=parts.hostname or "",
+        port=6379 if port is None else port,
+        path=parts.path if scheme == "unix" else None,
+        db=db,
+        credentials=creds,
+        tls=tls,
+    )
+
+
+def _credentials(c: _Checker, t: dict[str, Any], path: str, username_required: bool) -> Credentials:
     creds = Credentials(
         username=c.take(t, "username", path, _string, None),
         password_env=c.take(t, "password_env", path, _env_name, None),
@@ -392,17 +410,50 @@ def _redis_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, A
         c.warn(_join(path, "password_file"), f"{creds.password_file} is not readable; "
                                              "the target will report reason=\"config\" until it is")
     if creds.username and not (creds.password_env or creds.password_file):
-        c.error(_join(path, "username"), "an ACL username needs password_env or password_file")
+        c.error(_join(path, "username"), "a username needs password_env or password_file")
+    if username_required and (creds.password_env or creds.password_file) and not creds.username:
+        c.error(_join(path, "username"), "memcached ASCII authentication needs a username with the password")
+    return creds
 
-    return RedisTarget(
+
+_HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[A-Za-z0-9._-]+))(?::(?P<port>[0-9]{1,5}))?$")
+
+
+def _memcached_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, Any]) -> Target | None:
+    address = c.take(t, "address", path, _string)
+    if address is None:
+        return None
+    here = _join(path, "address")
+    host, port, socket_path = "", 11211, None
+    if address.startswith("/") or address.startswith("unix:"):
+        socket_path = address.removeprefix("unix://").removeprefix("unix:")
+        if not socket_path.startswith("/"):
+            c.error(here, "a unix socket address must be an absolute path, e.g. /run/memcached/memcached.sock")
+            return None
+    else:
+        match = _HOST_PORT.match(address)
+        if match is None:
+            c.error(here, "expected host:port (e.g. 10.0.0.7:11211, [::1]:11211) or a unix socket path")
+            return None
+        host = match.group("v6") or match.group("host")
+        if match.group("port"):
+            port = int(match.group("port"))
+            if not 1 <= port <= 65535:
+                c.error(here, "the port must be a number from 1 to 65535")
+                return None
+    tls = _tls(c, t.get("tls"), _join(path, "tls")) if "tls" in t else None
+    if "tls" in t and tls is None and t.get("tls") is None:
+        tls = TLSConfig()  # `tls: {}` or a bare `tls:` turns TLS on with the system CAs
+    if tls is not None and socket_path:
+        c.error(_join(path, "tls"), "TLS is not used over a unix socket")
+    return MemcachedTarget(
         **common,
-        scheme=scheme,
-        host=parts.hostname or "",
-        port=6379 if port is None else port,
-        path=parts.path if scheme == "unix" else None,
-        db=db,
-        credentials=creds,
+        host=host,
+        port=port,
+        path=socket_path,
+        credentials=_credentials(c, t, path, username_required=True),
         tls=tls,
+        slabs=c.take(t, "slabs", path, _boolean, True),
     )
 
 
@@ -429,10 +480,14 @@ def _tls(c: _Checker, node: Any, path: str) -> TLSConfig | None:
 
 _TARGET_BUILDERS: dict[str, Callable[[_Checker, dict[str, Any], str, dict[str, Any]], Target | None]] = {
     "redis": _redis_target,
+    "memcached": _memcached_target,
 }
 
 
 def default_config() -> Config:
     """What runs without --config: the local stores (design.md, "Interfaces")."""
-    document = {"targets": [{"name": "redis", "type": "redis", "url": "redis://localhost:6379"}]}
+    document = {"targets": [
+        {"name": "redis", "type": "redis", "url": "redis://localhost:6379"},
+        {"name": "memcached", "type": "memcached", "address": "localhost:11211"},
+    ]}
     return build_config(document, BUILTIN).config

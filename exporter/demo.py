@@ -1,12 +1,13 @@
-"""``cache-exporter demo``: throwaway redis-servers under load, the exporter, live figures.
+"""``cache-exporter demo``: throwaway redis-servers and a memcached under load, the exporter.
 
-Three servers show the three cases the exporter tells apart: one that rejects writes when
-full (noeviction), one that evicts (allkeys-lru), and one with no maxmemory at all (its
-limit falls back to the target's memory_limit).
+Three Redis servers show the three cases the exporter tells apart: one that rejects writes
+when full (noeviction), one that evicts (allkeys-lru), and one with no maxmemory at all (its
+limit falls back to the target's memory_limit). A small memcached fills up and evicts.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -54,6 +55,46 @@ def _start_server(binary: str, workdir: Path, port: int, args: list[str]) -> sub
     raise RuntimeError(f"redis-server on port {port} did not start")
 
 
+def _start_memcached(binary: str, port: int) -> subprocess.Popen:
+    user = ["-u", "root"] if os.geteuid() == 0 else []
+    proc = subprocess.Popen([binary, *user, "-U", "0", "-l", "127.0.0.1", "-p", str(port), "-m", "8"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"memcached on port {port} did not start")
+
+
+def _load_memcached(port: int, stop: threading.Event) -> None:
+    """Sets of mixed sizes (several slab classes) until it evicts, with hits and misses."""
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+    except OSError:
+        return
+    i = 0
+    with sock:
+        while not stop.is_set():
+            i += 1
+            size = 200 + (i % 7) * 900
+            value = b"m" * size
+            sock.sendall(b"set frag:%d 0 0 %d noreply\r\n%s\r\nget frag:%d\r\nget nope:%d\r\n"
+                         % (i, size, value, i // 2, i))
+            reply = b""
+            try:
+                while reply.count(b"END\r\n") < 2 and not stop.is_set():
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return
+                    reply += chunk
+            except OSError:
+                return
+            if i % 50 == 0:
+                stop.wait(0.05)
+
+
 def _load(ports: dict[str, int], stop: threading.Event) -> None:
     """Grow 'sessions' until it rejects writes, churn 'catalog' so it evicts, read both."""
     clients = {name: redis.Redis(port=port, socket_timeout=1) for name, port in ports.items()}
@@ -93,7 +134,7 @@ def _fmt_bytes(n: float | None) -> str:
 def _table(values: dict[tuple[str, str], float]) -> str:
     rows = [f"  {'target':<10} {'up':>2} {'used':>11} {'limit':>11} {'used%':>6} {'evicts':>6} "
             f"{'hit%':>5} {'evicted':>8} {'rejected':>8}"]
-    for name, _, _ in SERVERS:
+    for name in [n for n, _, _ in SERVERS] + ["memcached"]:
         get = lambda metric, name=name: values.get((metric, name))  # noqa: E731
         hits, misses = get("cache_hits_total") or 0, get("cache_misses_total") or 0
         ratio = get("cache_memory_utilization_ratio")
@@ -131,20 +172,30 @@ def run_demo(duration: float, listen: str) -> int:
             procs.append(_start_server(binary, workdir, port, args))
             ports[name] = port
             targets.append({"name": name, "type": "redis", "url": f"redis://127.0.0.1:{port}", **extra})
+        memcached = shutil.which("memcached")
+        if memcached:
+            mc_port = _free_port()
+            procs.append(_start_memcached(memcached, mc_port))
+            targets.append({"name": "memcached", "type": "memcached", "address": f"127.0.0.1:{mc_port}"})
         config = build_config({"global": {"interval": "2s", "timeout": "1s", "labels": {"env": "demo"}},
                                "targets": targets}, "<demo>").config
-        loader = threading.Thread(target=_load, args=(ports, stop), daemon=True)
-        loader.start()
+        threading.Thread(target=_load, args=(ports, stop), daemon=True).start()
+        if memcached:
+            threading.Thread(target=_load_memcached, args=(mc_port, stop), daemon=True).start()
         from exporter.config import LoadResult
 
         daemon = Daemon(LoadResult(config), listen, None)
         daemon.start()
         host, port = daemon.address
         base = f"http://{host}:{port}"
-        print(f"cache-exporter demo: 3 throwaway redis-servers under load (data in {workdir})")
+        print(f"cache-exporter demo: throwaway servers under load (data in {workdir})")
         for name, args, extra in SERVERS:
             desc = " ".join(args) or f"no maxmemory, memory_limit {extra.get('memory_limit')}"
             print(f"  {name:<10} redis://127.0.0.1:{ports[name]:<5}  {desc}")
+        if memcached:
+            print(f"  {'memcached':<10} 127.0.0.1:{mc_port:<13}  -m 8 (evicts when full)")
+        else:
+            print("  (memcached is not installed: the demo runs without it)")
         print(f"\nLook at:  {base}/metrics   {base}/targets   {base}/\n")
         deadline = None if duration <= 0 else time.monotonic() + duration
         time.sleep(2.5)
@@ -159,6 +210,7 @@ def run_demo(duration: float, listen: str) -> int:
         print("\nsessions rejects writes when full (noeviction): watch 'rejected' grow once used% nears 100.")
         print("catalog evicts (allkeys-lru): at 100% it is working as designed; watch 'evicted' and hit%.")
         print("unbounded has no maxmemory: its limit is the memory_limit from the config.")
+        print("memcached counts slab pages (total_malloced) against -m: at 100% it evicts by design.")
         if deadline is not None:
             print("Run `make demo DURATION=0` to keep it running until Ctrl-C.")
         return 0

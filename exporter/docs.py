@@ -13,6 +13,7 @@ END = "<!-- metrics-reference:end -->"
 _GROUPS = [
     ("unified", "Unified families (every store; dashboards and alerts use these)"),
     ("redis", "Redis / Valkey"),
+    ("memcached", "Memcached"),
     ("exporter", "Exporter self-metrics, per target"),
 ]
 

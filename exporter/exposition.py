@@ -27,6 +27,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
     Summary,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.utils import floatToGoString
@@ -36,6 +37,9 @@ from exporter.snapshot import LabelPairs, Sample
 from exporter.store import SnapshotStore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# `_created` series only add noise to a text-format scrape (and change on every restart).
+disable_created_metrics()
 
 
 def escape_label_value(value: str) -> str:

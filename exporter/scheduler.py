@@ -101,6 +101,7 @@ class PollStats:
     last_duration: float | None = None
     last_success: float | None = None
     malformed_fields: int = 0
+    section_errors: dict[str, int] = field(default_factory=dict)
 
     def samples(self, out: Samples) -> None:
         out.add(catalog.POLLS, self.polls)
@@ -112,6 +113,8 @@ class PollStats:
         out.add(catalog.LAST_POLL_DURATION, self.last_duration)
         out.add(catalog.LAST_SUCCESS, self.last_success)
         out.add(catalog.MALFORMED_FIELDS, self.malformed_fields)
+        for section, count in self.section_errors.items():
+            out.add(catalog.SECTION_ERRORS, count, (("section", section),))
 
 
 class TargetRuntime:
@@ -259,6 +262,8 @@ class Scheduler:
             else:
                 stats.last_success = now
                 stats.malformed_fields += result.malformed_fields
+                for section in result.section_errors:
+                    stats.section_errors[section] = stats.section_errors.get(section, 0) + 1
                 snapshot = Snapshot(rt.target.name, rt.source.store, True, now, duration,
                                     result.samples, result.memory, details=result.details)
                 snapshot.samples.add(catalog.CACHE_UP, 1, (("store", rt.source.store),))

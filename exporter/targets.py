@@ -82,6 +82,25 @@ class RedisTarget(Target):
 
 
 @dataclass(frozen=True)
+class MemcachedTarget(Target):
+    """A memcached server over TCP, TLS or a unix socket (text protocol)."""
+
+    host: str = "localhost"
+    port: int = 11211
+    path: str | None = None  # unix socket path
+    credentials: Credentials = field(default_factory=Credentials)  # ASCII auth (-Y authfile)
+    tls: TLSConfig | None = None
+    slabs: bool = True  # export per-slab-class series
+
+    @property
+    def address(self) -> str:
+        if self.path:
+            return f"unix://{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'tls' if self.tls else 'tcp'}://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class GlobalConfig:
     """The ``global`` section: defaults and labels applied to every target."""
 

@@ -210,6 +210,114 @@ def redis_server(redis_factory: Callable[..., RedisServer]) -> RedisServer:
     return redis_factory()
 
 
+@dataclass
+class MemcachedServer:
+    """A throwaway memcached on a free loopback port (or a unix socket)."""
+
+    workdir: Path
+    args: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    unixsocket: str | None = None
+    tls: TLSFiles | None = None
+    proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        cmd = [BINARIES_MEMCACHED or "memcached", "-u", "root" if os.geteuid() == 0 else os.environ.get("USER", ""),
+               "-U", "0"]
+        if os.geteuid() != 0:
+            cmd = cmd[:1] + cmd[3:]
+        if self.unixsocket:
+            cmd += ["-s", self.unixsocket, "-a", "0700"]
+        else:
+            cmd += ["-l", "127.0.0.1", "-p", str(self.port)]
+        if self.tls:
+            cmd += ["-Z", "-o", f"ssl_chain_cert={self.tls.server_cert},ssl_key={self.tls.server_key},"
+                                f"ssl_ca_cert={self.tls.ca}"]
+        return cmd + self.args
+
+    def start(self) -> MemcachedServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
+                                     stderr=open(self.workdir / "memcached.log", "wb"))
+        wait_until(self._ready, timeout=10, message=f"memcached on {self.unixsocket or self.port}")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"memcached exited with {self.proc.returncode}: "
+                               f"{(self.workdir / 'memcached.log').read_text(errors='replace')[-2000:]}")
+        if self.unixsocket:
+            return os.path.exists(self.unixsocket)
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def client(self):  # noqa: ANN201 - pymemcache is optional for non-memcached tests
+        from pymemcache.client.base import Client
+
+        if self.unixsocket:
+            return Client(self.unixsocket, timeout=5)
+        return Client(("127.0.0.1", self.port), timeout=5)
+
+    def stats(self, *args: str) -> dict[str, str]:
+        """Raw ``stats [args]`` over the text protocol, as {name: value} strings."""
+        sock = socket.socket(socket.AF_UNIX) if self.unixsocket else socket.socket()
+        sock.settimeout(5)
+        sock.connect(self.unixsocket or ("127.0.0.1", self.port))
+        with sock:
+            sock.sendall(("stats " + " ".join(args)).strip().encode() + b"\r\n")
+            data = b""
+            while not data.endswith(b"END\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        out = {}
+        for line in data.decode().splitlines():
+            parts = line.split(" ", 2)
+            if parts[0] == "STAT" and len(parts) == 3:
+                out[parts[1]] = parts[2]
+        return out
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+BINARIES_MEMCACHED = shutil.which("memcached")
+
+
+@pytest.fixture
+def memcached_factory(tmp_path: Path) -> Iterator[Callable[..., MemcachedServer]]:
+    """``memcached_factory(args=["-m", "8"], unixsocket=..., tls=...)``."""
+    servers: list[MemcachedServer] = []
+
+    def make(args: list[str] | None = None, **kw: object) -> MemcachedServer:
+        need(BINARIES_MEMCACHED is not None, "memcached not installed")
+        server = MemcachedServer(workdir=tmp_path / f"memcached-{len(servers)}", args=list(args or []),
+                                 **kw)  # type: ignore[arg-type]
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in servers:
+        server.kill()
+
+
+def memcached_target(name: str, server: MemcachedServer, **extra: object) -> dict:
+    address = server.unixsocket or f"127.0.0.1:{server.port}"
+    entry: dict[str, object] = {"name": name, "type": "memcached", "address": address}
+    entry.update(extra)
+    return entry
+
+
 # --- the exporter as a subprocess -------------------------------------------------------
 
 Sample = tuple[str, dict[str, str], float]

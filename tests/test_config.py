@@ -35,6 +35,7 @@ from exporter.targets import (
     Config,
     Credentials,
     GlobalConfig,
+    MemcachedTarget,
     RedisTarget,
     TLSConfig,
 )
@@ -267,9 +268,12 @@ def test_label_values_are_stringified():
 def test_default_config():
     config = default_config()
     assert config.source == BUILTIN == "<built-in default>"
-    assert len(config.targets) == 1
-    (t,) = config.targets
+    assert len(config.targets) == 2
+    t, mc = config.targets
     assert isinstance(t, RedisTarget)
+    assert isinstance(mc, MemcachedTarget)
+    assert (mc.name, mc.host, mc.port, mc.path, mc.slabs, mc.tls) == ("memcached", "localhost", 11211, None, True, None)
+    assert mc.address == "tcp://localhost:11211"
     assert (t.name, t.type, t.scheme, t.host, t.port, t.db) == ("redis", "redis", "redis", "localhost", 6379, 0)
     assert t.address == "redis://localhost:6379"
     assert t.credentials == Credentials()
@@ -305,7 +309,7 @@ INVALID = [
     ("duplicate-names", doc(target(), target(url="redis://10.0.0.6")), "targets[1].name",
      "duplicate target name 'cache' (also targets[0])"),
     ("unknown-type", doc(target(type="memcache")), "targets[0].type",
-     "unknown target type 'memcache'; supported: redis"),
+     "unknown target type 'memcache'; supported: memcached, redis"),
     ("missing-type", doc(target(type=None)), "targets[0].type", "is required"),
     ("missing-url", doc(target(url=None)), "targets[0].url", "is required"),
     ("url-not-string", doc(target(url=6379)), "targets[0].url", "expected a string, got a number"),
@@ -342,7 +346,7 @@ INVALID = [
     ("env-and-file", doc(target(password_env="PW", password_file="/run/secrets/pw")),
      "targets[0].password_file", "set either password_env or password_file, not both"),
     ("username-without-password", doc(target(username="exporter")), "targets[0].username",
-     "an ACL username needs password_env or password_file"),
+     "a username needs password_env or password_file"),
     ("bad-env-name", doc(target(password_env="REDIS-PASSWORD")), "targets[0].password_env",
      "must be an environment variable name such as REDIS_PASSWORD"),
     ("env-name-digit", doc(target(password_env="1PW")), "targets[0].password_env",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from conftest import REPO
 
 import exporter.config as config_module
@@ -41,18 +42,22 @@ def test_every_config_key_is_documented():
     assert not missing, missing
 
 
-def test_redis_exporter_families_are_emitted_or_explained():
-    theirs = [ln.strip() for ln in REDIS_EXPORTER_FAMILIES.read_text().splitlines() if ln.startswith("redis_")]
+@pytest.mark.parametrize("peer,fixture,prefix", [
+    ("redis_exporter", REDIS_EXPORTER_FAMILIES, "redis_"),
+    ("memcached_exporter", REPO / "tests" / "fixtures" / "memcached_exporter_0.16_families.txt", "memcached_"),
+])
+def test_peer_families_are_emitted_or_explained(peer, fixture, prefix):
+    theirs = [ln.strip() for ln in fixture.read_text().splitlines() if ln.startswith(prefix)]
     ours = {s.name for s in catalog.families()}
-    differences = README.split("## Differences from redis_exporter", 1)[1].split("\n## ", 1)[0]
+    differences = README.split(f"## Differences from {peer}", 1)[1].split("\n## ", 1)[0]
     for name in theirs:
         if name in ours:
             continue
-        prefix_explained = name.startswith("redis_exporter_") and "`redis_exporter_*`" in differences
+        prefix_explained = name.startswith(f"{peer}_") and f"`{peer}_*`" in differences
         assert prefix_explained or f"`{name}`" in differences, f"{name} neither emitted nor explained"
     # Every replacement the table names exists.
     for row in differences.splitlines():
-        if row.startswith("| `redis_") and "same with" not in row and "not exported" not in row:
+        if row.startswith(f"| `{prefix}") and "same with" not in row and "not exported" not in row:
             replacement = row.split("|")[2]
             for new in re.findall(r"`([a-z_*]+)`", replacement):
                 assert new.endswith("*") or new in ours, new

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from exporter.sources.base import Reading, Source
+from exporter.sources.memcached import MemcachedSource
 from exporter.sources.redis import RedisSource
 from exporter.targets import Target
 
 SOURCES: dict[str, type] = {
     "redis": RedisSource,
+    "memcached": MemcachedSource,
 }
 
 

@@ -17,6 +17,7 @@ class Reading:
     memory: MemoryView = field(default_factory=MemoryView)
     details: dict[str, object] = field(default_factory=dict)
     malformed_fields: int = 0  # fields present but unparseable; counted, not fatal
+    section_errors: list[str] = field(default_factory=list)  # optional sections that failed
 
 
 class Source(Protocol):

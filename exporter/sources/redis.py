@@ -32,6 +32,17 @@ from exporter.netio import Backoff, Guard, GuardedSocket, client_tls_context
 from exporter.secrets import SecretUnavailable
 from exporter.snapshot import MemoryView, Samples
 from exporter.sources.base import Reading
+from exporter.sources.fields import (
+    MICROSECONDS,
+    MILLISECONDS,
+    Field,
+    Parser,
+    counter_field,
+    gauge_field,
+    number,
+    percent,
+    status,
+)
 from exporter.targets import RedisTarget, TLSConfig
 
 log = logging.getLogger(__name__)
@@ -44,47 +55,12 @@ REDIS = "redis"
 
 # --- field tables -----------------------------------------------------------------------
 
-def _number(raw: str) -> float:
-    return float(raw)
+def _gauge(metric: str, help: str, since: str, parse: Parser = number) -> Field:
+    return gauge_field(REDIS, metric, help, since, parse)
 
 
-def _status(raw: str) -> float:
-    """ok/up/yes -> 1, err/down/no/fail -> 0 (redis_exporter's convention)."""
-    value = raw.strip().lower()
-    if value in ("ok", "up", "yes", "true", "1"):
-        return 1.0
-    if value in ("err", "down", "no", "false", "fail", "0"):
-        return 0.0
-    raise ValueError(raw)
-
-
-def _scaled(factor: float) -> Callable[[str], float]:
-    return lambda raw: float(raw) * factor
-
-
-def _percent(raw: str) -> float:
-    return float(raw.rstrip("%")) / 100.0
-
-
-_USEC = _scaled(1e-6)
-_MSEC = _scaled(1e-3)
-
-
-@dataclass(frozen=True)
-class Field:
-    metric: str
-    parse: Callable[[str], float]
-    since: str
-
-
-def _gauge(metric: str, help: str, since: str, parse: Callable[[str], float] = _number) -> Field:
-    catalog.gauge(metric, help, (), REDIS)
-    return Field(metric, parse, since)
-
-
-def _counter(metric: str, help: str, since: str, parse: Callable[[str], float] = _number) -> Field:
-    catalog.counter(metric, help, (), REDIS)
-    return Field(metric, parse, since)
+def _counter(metric: str, help: str, since: str, parse: Parser = number) -> Field:
+    return counter_field(REDIS, metric, help, since, parse)
 
 
 REDIS_UP = catalog.gauge("redis_up", "1 if the last poll of the Redis server succeeded, else 0.", (), REDIS)
@@ -155,7 +131,7 @@ INFO_FIELDS: dict[str, Field] = {
     "rdb_last_save_time": _gauge(
         "redis_rdb_last_save_timestamp_seconds", "Unix time of the last successful RDB save.", "2.6"),
     "rdb_last_bgsave_status": _gauge(
-        "redis_rdb_last_bgsave_status", "1 if the last BGSAVE succeeded, 0 if it failed.", "2.6", _status),
+        "redis_rdb_last_bgsave_status", "1 if the last BGSAVE succeeded, 0 if it failed.", "2.6", status),
     "rdb_last_bgsave_time_sec": _gauge(
         "redis_rdb_last_bgsave_duration_seconds", "Duration of the last BGSAVE (-1 if none).", "2.6"),
     "rdb_current_bgsave_time_sec": _gauge(
@@ -171,9 +147,9 @@ INFO_FIELDS: dict[str, Field] = {
     "aof_current_rewrite_time_sec": _gauge(
         "redis_aof_current_rewrite_duration_seconds", "Duration of the running AOF rewrite (-1 if none).", "2.6"),
     "aof_last_bgrewrite_status": _gauge(
-        "redis_aof_last_bgrewrite_status", "1 if the last AOF rewrite succeeded.", "2.6", _status),
+        "redis_aof_last_bgrewrite_status", "1 if the last AOF rewrite succeeded.", "2.6", status),
     "aof_last_write_status": _gauge(
-        "redis_aof_last_write_status", "1 if the last AOF write succeeded.", "2.6", _status),
+        "redis_aof_last_write_status", "1 if the last AOF write succeeded.", "2.6", status),
     "aof_last_cow_size": _gauge(
         "redis_aof_last_cow_size_bytes", "Copy-on-write memory of the last AOF rewrite.", "4.0"),
     "module_fork_in_progress": _gauge("redis_module_fork_in_progress", "1 while a module fork runs.", "6.0"),
@@ -184,7 +160,7 @@ INFO_FIELDS: dict[str, Field] = {
     "current_cow_peak": _gauge(
         "redis_current_cow_peak_bytes", "Peak copy-on-write bytes of the running fork.", "7.0"),
     "current_fork_perc": _gauge(
-        "redis_current_fork_progress_ratio", "Progress of the running fork child (0-1).", "6.2", _percent),
+        "redis_current_fork_progress_ratio", "Progress of the running fork child (0-1).", "6.2", percent),
     # Stats
     "total_connections_received": _counter(
         "redis_connections_received_total", "Connections accepted.", "1.0"),
@@ -207,14 +183,14 @@ INFO_FIELDS: dict[str, Field] = {
     "evicted_clients": _counter(
         "redis_evicted_clients_total", "Clients evicted due to maxmemory-clients.", "7.0"),
     "total_eviction_exceeded_time": _counter(
-        "redis_eviction_exceeded_seconds_total", "Time used_memory spent above maxmemory.", "7.0", _MSEC),
+        "redis_eviction_exceeded_seconds_total", "Time used_memory spent above maxmemory.", "7.0", MILLISECONDS),
     "current_eviction_exceeded_time": _gauge(
-        "redis_current_eviction_exceeded_seconds", "Time since used_memory went above maxmemory.", "7.0", _MSEC),
+        "redis_current_eviction_exceeded_seconds", "Time since used_memory went above maxmemory.", "7.0", MILLISECONDS),
     "keyspace_hits": _counter("redis_keyspace_hits_total", "Successful key lookups.", "1.0"),
     "keyspace_misses": _counter("redis_keyspace_misses_total", "Failed key lookups.", "1.0"),
     "pubsub_channels": _gauge("redis_pubsub_channels", "Pub/Sub channels with subscribers.", "2.0"),
     "pubsub_patterns": _gauge("redis_pubsub_patterns", "Pub/Sub pattern subscriptions.", "2.0"),
-    "latest_fork_usec": _gauge("redis_latest_fork_seconds", "Duration of the latest fork.", "2.4", _USEC),
+    "latest_fork_usec": _gauge("redis_latest_fork_seconds", "Duration of the latest fork.", "2.4", MICROSECONDS),
     "total_forks": _counter("redis_forks_total", "Forks since startup.", "6.2"),
     "migrate_cached_sockets": _gauge("redis_migrate_cached_sockets", "Sockets open for MIGRATE.", "3.0"),
     "slave_expires_tracked_keys": _gauge(
@@ -248,7 +224,7 @@ INFO_FIELDS: dict[str, Field] = {
     "repl_backlog_first_byte_offset": _gauge(
         "redis_repl_backlog_first_byte_offset", "First offset held by the backlog.", "2.8"),
     "master_link_status": _gauge("redis_master_link_up", "1 if the replica's link to its primary is up.", "2.0",
-                                 _status),
+                                 status),
     "master_last_io_seconds_ago": _gauge(
         "redis_master_last_io_seconds_ago", "Seconds since the last interaction with the primary.", "2.0"),
     "master_link_down_since_seconds": _gauge(
@@ -283,7 +259,7 @@ CONFIG_KEYS = frozenset({
 CONFIG_FIELDS: dict[str, Field] = {
     "maxmemory": _gauge("redis_config_maxmemory", "The maxmemory setting, from CONFIG GET.", "2.0"),
     "io-threads": _gauge("redis_config_io_threads", "The io-threads setting, from CONFIG GET.", "6.0"),
-    "maxclients": Field("redis_config_maxclients", _number, "2.6"),
+    "maxclients": Field("redis_config_maxclients", number, "2.6"),
 }
 
 DB_KEYS = catalog.gauge("redis_db_keys", "Keys in the database.", ("db",), REDIS)

@@ -1,0 +1,59 @@
+"""Field tables: how a store's stat field becomes a metric (name, type, parser, first version).
+
+Sources declare tables of ``Field`` built with ``gauge_field``/``counter_field``; declaring
+a field also declares its metric family in the catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from exporter import catalog
+
+Parser = Callable[[str], float]
+
+
+def number(raw: str) -> float:
+    return float(raw)
+
+
+def status(raw: str) -> float:
+    """ok/up/yes/on -> 1, err/down/no/off/fail -> 0 (redis_exporter's convention)."""
+    value = raw.strip().lower()
+    if value in ("ok", "up", "yes", "true", "on", "1"):
+        return 1.0
+    if value in ("err", "down", "no", "false", "off", "fail", "0"):
+        return 0.0
+    raise ValueError(raw)
+
+
+def scaled(factor: float) -> Parser:
+    return lambda raw: float(raw) * factor
+
+
+def percent(raw: str) -> float:
+    return float(raw.rstrip("%")) / 100.0
+
+
+MICROSECONDS = scaled(1e-6)
+MILLISECONDS = scaled(1e-3)
+
+
+@dataclass(frozen=True)
+class Field:
+    metric: str
+    parse: Parser
+    since: str  # the server version that introduced the field
+
+
+def gauge_field(group: str, metric: str, help: str, since: str, parse: Parser = number,
+                labels: tuple[str, ...] = ()) -> Field:
+    catalog.gauge(metric, help, labels, group)
+    return Field(metric, parse, since)
+
+
+def counter_field(group: str, metric: str, help: str, since: str, parse: Parser = number,
+                  labels: tuple[str, ...] = ()) -> Field:
+    catalog.counter(metric, help, labels, group)
+    return Field(metric, parse, since)
