@@ -224,3 +224,163 @@ def load_workload(server: RedisServer) -> None:
             except redis.ResponseError:
                 pass
     c.close()
+
+
+# --- memcached --------------------------------------------------------------------------
+
+class MemcachedServer:
+    """A memcached on a free loopback port (TCP only, no UDP, 64 MB); use as a context manager.
+
+    Started the way the tests start it: ``memcached -u root -U 0 -l 127.0.0.1 -p PORT -m 64``
+    (``-u root`` only when running as root, where memcached insists on it)."""
+
+    def __init__(self, extra_args: Sequence[str] = (), memory_mb: int = 64) -> None:
+        binary = shutil.which("memcached")
+        if binary is None:
+            raise SystemExit("memcached not found on PATH (Debian: apt-get install memcached)")
+        self.binary = binary
+        self.port = free_port()
+        self.memory_mb = memory_mb
+        self.extra_args = list(extra_args)
+        self._tmp = tempfile.TemporaryDirectory(prefix="cache-exporter-bench-memcached-")
+        self.log = Path(self._tmp.name) / "memcached.log"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> MemcachedServer:
+        cmd = [self.binary]
+        if os.geteuid() == 0:
+            cmd += ["-u", "root"]
+        cmd += ["-U", "0", "-l", "127.0.0.1", "-p", str(self.port), "-m", str(self.memory_mb), *self.extra_args]
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            wait_until(self._ready, timeout=15, message=f"memcached on 127.0.0.1:{self.port}")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"memcached exited with {self.proc.returncode}: "
+                               f"{self.log.read_text(errors='replace')[-2000:]}")
+        with MemcachedClient(self.port) as c:
+            return c.request(b"version\r\n").startswith(b"VERSION")
+
+    def client(self) -> MemcachedClient:
+        return MemcachedClient(self.port)
+
+    def stats(self, section: str = "") -> dict[str, str]:
+        with self.client() as c:
+            return c.stats(section)
+
+    def version(self) -> str:
+        return self.stats()["version"]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._tmp.cleanup()
+
+
+class MemcachedClient:
+    """A minimal text-protocol client on one persistent connection (no pymemcache needed)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+
+    def __enter__(self) -> MemcachedClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("memcached closed the connection")
+        self.buf += chunk
+
+    def request(self, data: bytes, terminator: bytes = b"\r\n") -> bytes:
+        """Send ``data``; read until the buffered reply ends with ``terminator``."""
+        self.sock.sendall(data)
+        while not self.buf.endswith(terminator):
+            self._fill()
+        out = bytes(self.buf)
+        self.buf.clear()
+        return out
+
+    def stats(self, section: str = "") -> dict[str, str]:
+        reply = self.request(f"stats {section}".strip().encode() + b"\r\n", b"END\r\n")
+        out = {}
+        for line in reply.decode().splitlines():
+            parts = line.split(" ", 2)
+            if parts[0] == "STAT" and len(parts) == 3:
+                out[parts[1]] = parts[2]
+        return out
+
+    def pipeline(self, commands: Sequence[bytes]) -> bytes:
+        """Send ``commands`` (plus a trailing ``version`` as a barrier) in one write; return
+        every reply up to the barrier. Values must not contain ``VERSION``."""
+        self.sock.sendall(b"".join(commands) + b"version\r\n")
+        while True:
+            at = self.buf.rfind(b"VERSION ")
+            if at >= 0 and self.buf.endswith(b"\r\n") and self.buf.find(b"\r\n", at) == len(self.buf) - 2:
+                out = bytes(self.buf[:at])
+                self.buf.clear()
+                return out
+            self._fill()
+
+
+# Value sizes of the memcached workload: 30 sizes, x1.25 apart like the default slab growth
+# factor, from 40 bytes to ~25 KB. The smallest few share class 1 (96-byte chunks), so on
+# memcached 1.6 with -m 64 the items fill 26 slab classes.
+MEMCACHED_VALUE_SIZES = tuple(int(40 * 1.25 ** i) for i in range(30))
+
+
+def load_memcached(server: MemcachedServer) -> dict[str, int]:
+    """Items of 30 sizes (filling ~26 slab classes) plus a mix of gets (hits and
+    misses), gets/cas (hit, badval, miss), incr/decr, touch, delete, append, so `stats`,
+    `stats slabs` and `stats items` have realistic per-class counters. Returns counts."""
+    stored = 0
+    with server.client() as c:
+        for i, size in enumerate(MEMCACHED_VALUE_SIZES):
+            value = b"x" * size
+            n = max(20, min(400, (256 << 10) // size))  # well under one 1 MB page per class
+            cmds = []
+            for j in range(n):
+                ttl = 3600 if j % 4 == 0 else 0  # some items with a TTL
+                cmds.append(b"set s%d:%d 0 %d %d noreply\r\n%s\r\n" % (i, j, ttl, size, value))
+            c.pipeline(cmds)
+            stored += n
+            # Per class: hits, misses, a few deletes and touches, so per-slab counters move.
+            c.pipeline([b"get s%d:%d\r\n" % (i, j) for j in range(0, n, 2)]
+                       + [b"get s%d:missing%d\r\n" % (i, j) for j in range(10)]
+                       + [b"touch s%d:%d 7200 noreply\r\n" % (i, j) for j in range(1, 6)]
+                       + [b"delete s%d:%d noreply\r\n" % (i, j) for j in range(n - 3, n)]
+                       + [b"delete s%d:missing%d noreply\r\n" % (i, j) for j in range(2)])
+            # cas: one hit (the unique from gets), one badval, one miss.
+            reply = c.request(b"gets s%d:6\r\n" % i, b"END\r\n")
+            unique = int(reply.split(b"\r\n", 1)[0].split()[-1])
+            c.pipeline([b"cas s%d:6 0 0 %d %d noreply\r\n%s\r\n" % (i, size, unique, value),
+                        b"cas s%d:7 0 0 %d 1 noreply\r\n%s\r\n" % (i, size, value),
+                        b"cas s%d:missing 0 0 %d 1 noreply\r\n%s\r\n" % (i, size, value)])
+        counters = [b"set ctr%d 0 0 1 noreply\r\n0\r\n" % k for k in range(20)]
+        c.pipeline(counters
+                   + [b"incr ctr%d 5 noreply\r\n" % (k % 20) for k in range(200)]
+                   + [b"decr ctr%d 2 noreply\r\n" % (k % 20) for k in range(100)]
+                   + [b"incr nosuch%d 1 noreply\r\n" % k for k in range(5)]
+                   + [b"append s0:%d 0 0 1 noreply\r\ny\r\n" % j for j in range(8, 12)])
+        sizes = len(MEMCACHED_VALUE_SIZES)
+        c.pipeline([b"get s%d:10 s%d:11\r\n" % (i % sizes, (i + 3) % sizes) for i in range(300)])
+    return {"stored": stored}

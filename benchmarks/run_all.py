@@ -1,6 +1,8 @@
-"""Run every benchmark in order: bench_render, bench_poll, bench_rss. ``make bench`` calls this.
+"""Run every benchmark in order: bench_render, bench_poll, bench_poll_memcached, bench_rss.
+``make bench`` calls this.
 
-Each script starts and stops its own redis-server on a free 127.0.0.1 port and prints tables.
+Each script starts and stops its own redis-server and/or memcached on free 127.0.0.1 ports and
+prints tables.
 Exit status: 0 if every script ran to the end, else 1 (figures themselves are never pass/fail).
 
     .venv/bin/python benchmarks/run_all.py
@@ -14,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("bench_render.py", "bench_poll.py", "bench_rss.py")
+SCRIPTS = ("bench_render.py", "bench_poll.py", "bench_poll_memcached.py", "bench_rss.py")
 
 
 def main() -> int:

@@ -67,9 +67,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         log.debug("http %s - " + format, self.client_address[0], *args)
 
-    def _send(self, status: int, body: bytes | tuple[bytes, ...], content_type: str,
+    def _send(self, status: int, body: bytes | list[bytes], content_type: str,
               extra: dict[str, str] | None = None) -> None:
-        parts = body if isinstance(body, tuple) else (body,)
+        parts = body if isinstance(body, list) else [body]
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(sum(len(p) for p in parts)))
@@ -77,7 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         if self.command != "HEAD":
-            for part in parts:
+            for part in parts:  # the exposition hands over ~1 MiB pieces
                 self.wfile.write(part)
 
     def _text(self, status: int, text: str, extra: dict[str, str] | None = None) -> None:

@@ -500,19 +500,22 @@ class _Conn:
     def __init__(self, sock: GuardedSocket) -> None:
         self.sock = sock
         self.buf = bytearray()
+        self.pos = 0  # read offset: consumed bytes are dropped in bulk, not line by line
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
     def line(self) -> str:
         while True:
-            end = self.buf.find(b"\r\n")
+            end = self.buf.find(b"\r\n", self.pos)
             if end >= 0:
-                raw = bytes(self.buf[:end])
-                del self.buf[:end + 2]
+                raw = self.buf[self.pos:end]
+                self.pos = end + 2
                 return raw.decode("utf-8", "replace")
-            if len(self.buf) > MAX_LINE:
+            if len(self.buf) - self.pos > MAX_LINE:
                 raise PollError(E.PROTOCOL, f"a reply line is longer than {MAX_LINE} bytes")
+            del self.buf[:self.pos]
+            self.pos = 0
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise PollError(E.RESET, "connection closed by the server mid-reply")
