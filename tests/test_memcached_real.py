@@ -270,3 +270,27 @@ def test_mixed_fleet_promtool_clean(memcached_factory, redis_factory, exporter_f
     with_slabs = len([s for s in m.samples if s[1].get("target") == "mc"])
     without = len([s for s in m.samples if s[1].get("target") == "mc_noslabs"])
     assert without < with_slabs / 2, (with_slabs, without)
+
+
+def test_auth_mode_is_probed_on_every_connection(memcached_factory, exporter_factory, tmp_path):
+    """A server restarted with or without -Y: never store the password, always recover."""
+    authfile = tmp_path / "authfile"
+    authfile.write_text(f"exporter:{SECRET}\n")
+    plain = memcached_factory()
+    port = plain.port
+    ep = exporter_factory({"global": fast_global(), "targets": [
+        memcached_target("m", plain, username="exporter", password_env="MC_PW")]}, env={"MC_PW": SECRET})
+    assert ep.metrics().value("cache_up", target="m") == 1
+    plain.kill()
+    secured = memcached_factory(args=["-Y", str(authfile)], port=port)
+    wait_until(lambda: ep.metrics().value("cache_up", target="m") == 1
+               and ep.metrics().value("memcached_auth_commands_total", target="m"), timeout=15,
+               message="authenticated after the server came back with -Y")
+    secured.kill()
+    plain_again = memcached_factory(port=port)
+    wait_until(lambda: ep.metrics().value("cache_up", target="m") == 1
+               and not ep.metrics().value("memcached_auth_commands_total", target="m"), timeout=15,
+               message="polled without auth after the server came back without -Y")
+    stats = plain_again.stats()
+    assert stats["cmd_set"] == "0" and stats["curr_items"] == "0"  # the password was never stored
+    assert SECRET not in ep.log()

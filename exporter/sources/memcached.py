@@ -560,7 +560,8 @@ class MemcachedSource:
         self.sections = {name: _Capability() for name in SECTIONS[1:]}
         self.history = _History.new()
         self.connections_opened = 0
-        # Whether the server demands ASCII auth: None until a connection has found out.
+        # What the last connection's probe found (for /targets and logging once); never trusted
+        # for the next connection.
         self.auth_required: bool | None = None
 
     def abort(self) -> None:
@@ -609,27 +610,27 @@ class MemcachedSource:
         self.conn = self._open()
         if t.credentials.username is None:
             return
-        if self.auth_required is None:
-            # Probe before sending the secret: on a server without -Y, the auth `set` would
-            # store the password as an ordinary key.
-            self.conn.send(b"version\r\n")
-            answer = self.conn.line()
-            if answer.startswith("VERSION"):
-                self.auth_required = False
+        # Probe on every new connection before sending the secret: the server may have been
+        # restarted with or without -Y since the last one, and on a server without -Y the
+        # auth `set` would store the password as an ordinary key.
+        self.conn.send(b"version\r\n")
+        answer = self.conn.line()
+        if answer.startswith("VERSION"):
+            if self.auth_required is not False:
                 log.info("target %s: the server does not require authentication; credentials are not sent",
                          t.name)
-                return
-            if "unauthenticated" not in answer:
-                raise PollError(E.PROTOCOL, f"unexpected reply to version: {answer[:60]!r}")
-            self.auth_required = True
-            self.close()  # the server drops unauthenticated connections
-            self.conn = self._open()
-        if self.auth_required:
-            token = f"{t.credentials.username} {password or ''}".encode()
-            self.conn.send(b"set auth 0 0 %d\r\n%s\r\n" % (len(token), token))
-            answer = self.conn.line()
-            if answer != "STORED":
-                raise PollError(E.AUTH, f"authentication refused ({answer.split(' ', 1)[0][:40]})")
+            self.auth_required = False
+            return
+        if "unauthenticated" not in answer:
+            raise PollError(E.PROTOCOL, f"unexpected reply to version: {answer[:60]!r}")
+        self.auth_required = True
+        self.close()  # the server drops unauthenticated connections
+        self.conn = self._open()
+        token = f"{t.credentials.username} {password or ''}".encode()
+        self.conn.send(b"set auth 0 0 %d\r\n%s\r\n" % (len(token), token))
+        answer = self.conn.line()
+        if answer != "STORED":
+            raise PollError(E.AUTH, f"authentication refused ({answer.split(' ', 1)[0][:40]})")
 
     def _open(self) -> _Conn:
         t = self.target
