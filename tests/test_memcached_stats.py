@@ -165,3 +165,25 @@ def test_arbitrary_values_never_crash(values):
     r = map_sections(sections(stats=stats, slabs=dict(load("stats_slabs"), **values),
                               items=dict(load("stats_items"), **values)), target(), _History.new())
     assert all(math.isfinite(s.value) for s in r.samples)
+
+
+@pytest.mark.parametrize("payload", [
+    b"STAT huge " + b"x" * 9000 + b"\r\nEND\r\n",  # an over-long line that arrives with its CRLF
+    b"STAT huge " + b"x" * 9000,  # ... or without one
+])
+def test_over_long_lines_are_refused(payload):
+    import socket
+    import time
+
+    from exporter.netio import Guard, GuardedSocket
+    from exporter.sources.memcached import _Conn
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(payload)
+        guard = Guard(1 << 20)
+        guard.arm(time.monotonic() + 2)
+        conn = _Conn(GuardedSocket(ours, guard))
+        with pytest.raises(PollError) as err:
+            conn.reply()
+        assert err.value.reason == "protocol" and "longer than" in str(err.value)

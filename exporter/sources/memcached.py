@@ -508,6 +508,8 @@ class _Conn:
     def line(self) -> str:
         while True:
             end = self.buf.find(b"\r\n", self.pos)
+            if end - self.pos > MAX_LINE:
+                raise PollError(E.PROTOCOL, f"a reply line is longer than {MAX_LINE} bytes")
             if end >= 0:
                 raw = self.buf[self.pos:end]
                 self.pos = end + 2
@@ -530,6 +532,9 @@ class _Conn:
                 return lines, None
             if not lines and (line == "ERROR" or line.startswith(("CLIENT_ERROR", "SERVER_ERROR"))):
                 return None, line
+            if not line.startswith("STAT "):
+                # Fail now: waiting for an END that a non-memcached peer never sends costs a timeout.
+                raise PollError(E.PROTOCOL, f"unexpected line in a stats reply: {line[:80]!r}")
             lines.append(line)
 
     def close(self) -> None:
