@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
+from exporter import errors as E
+from exporter.errors import PollError
+from exporter.netio import Backoff, Guard, GuardedSocket
+from exporter.secrets import SecretUnavailable
 from exporter.snapshot import MemoryView, Samples
 from exporter.targets import Target
 
@@ -38,3 +42,91 @@ class Source(Protocol):
     def abort(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+class PersistentConnectionSource:
+    """Polling over one persistent connection: the part every TCP source shares.
+
+    Arms the per-poll guard, reconnects (with backoff) when there is no connection, reads the
+    secret at connect time, and on failure closes the connection and classifies the error.
+    Subclasses implement ``_connect``, ``_poll_once``, ``close`` and ``_socket``, and may extend
+    ``_classify``. Only ``EXPECTED_ERRORS`` are classified: anything else is a bug in the
+    source, and goes on to the scheduler, which logs its traceback.
+    """
+
+    store: ClassVar[str]
+    up_family: ClassVar[str]
+    EXPECTED_ERRORS: ClassVar[tuple[type[BaseException], ...]] = (OSError,)
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.guard = Guard(target.max_reply_size)
+        self.backoff = Backoff(cap=target.reconnect_backoff_max)
+        self.last_failure: PollError | None = None
+        self.connections_opened = 0
+
+    # -- for subclasses -------------------------------------------------------------------
+
+    def _connected(self) -> bool:
+        raise NotImplementedError
+
+    def _connect(self, password: str | None) -> None:
+        raise NotImplementedError
+
+    def _poll_once(self) -> Reading:
+        raise NotImplementedError
+
+    def _socket(self) -> GuardedSocket | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _classify(self, exc: BaseException) -> PollError:
+        return PollError(E.classify_os_error(exc) or E.ERROR, E.describe(exc))
+
+    # -- the shared flow ----------------------------------------------------------------
+
+    def abort(self) -> None:
+        """Called by the scheduler's watchdog, from another thread, at the poll's deadline."""
+        self.guard.tripped = E.TIMEOUT  # the poll thread will see EOF: it was a timeout
+        sock = self._socket()
+        if sock is not None:
+            sock.abort()
+
+    def poll(self, deadline: float) -> Reading:
+        self.guard.arm(deadline)
+        try:
+            if not self._connected():
+                self._reconnect()
+            reading = self._poll_once()
+        except PollError as exc:
+            err = exc
+        except self.EXPECTED_ERRORS as exc:
+            err = self._classify(exc)
+        except BaseException:
+            self._failed(None)
+            raise
+        else:
+            self.backoff.succeeded()
+            self.last_failure = None
+            return reading
+        if self.guard.tripped and err.reason != self.guard.tripped:
+            err = PollError(self.guard.tripped, err.detail)  # a limit fired; the rest is its echo
+        self._failed(err)
+        raise err from None
+
+    def _reconnect(self) -> None:
+        if not self.backoff.ready() and self.last_failure is not None:
+            raise PollError(self.last_failure.reason, "waiting to reconnect after: " + self.last_failure.detail)
+        credentials = getattr(self.target, "credentials", None)
+        try:
+            password = credentials.password() if credentials is not None else None
+        except SecretUnavailable as exc:
+            raise PollError(E.CONFIG, str(exc)) from None
+        self._connect(password)
+
+    def _failed(self, err: PollError | None) -> None:
+        self.close()
+        self.backoff.failed()
+        self.last_failure = err

@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from exporter import catalog
 from exporter import errors as E
 from exporter.errors import PollError
-from exporter.netio import Backoff, Guard, GuardedSocket, client_tls_context
-from exporter.secrets import SecretUnavailable
+from exporter.netio import GuardedSocket, client_tls_context
 from exporter.snapshot import MemoryView, Samples
-from exporter.sources.base import Reading
+from exporter.sources.base import PersistentConnectionSource, Reading
 from exporter.sources.fields import MICROSECONDS, Field, Parser, counter_field, gauge_field, number, status
 from exporter.targets import MemcachedTarget
 
@@ -550,68 +549,35 @@ class _Capability:
     reprobe_at: float = 0.0
 
 
-class MemcachedSource:
+class MemcachedSource(PersistentConnectionSource):
     """Polls one memcached target over a persistent connection."""
 
     store = MEMCACHED
     up_family = MEMCACHED_UP
 
     def __init__(self, target: MemcachedTarget) -> None:
-        self.target = target
-        self.guard = Guard(target.max_reply_size)
-        self.backoff = Backoff(cap=target.reconnect_backoff_max)
+        super().__init__(target)
+        self.target: MemcachedTarget = target
         self.conn: _Conn | None = None
-        self.last_failure: PollError | None = None
         self.sections = {name: _Capability() for name in SECTIONS[1:]}
         self.history = _History.new()
-        self.connections_opened = 0
-        # What the last connection's probe found (for /targets and logging once); never trusted
-        # for the next connection.
+        # What the last connection's probe found (for logging once); never trusted for the
+        # next connection.
         self.auth_required: bool | None = None
 
-    def abort(self) -> None:
-        self.guard.tripped = E.TIMEOUT  # the poll thread will see EOF: it was a timeout
-        conn = self.conn
-        if conn is not None:
-            conn.sock.abort()
+    def _connected(self) -> bool:
+        return self.conn is not None
+
+    def _socket(self) -> GuardedSocket | None:
+        return self.conn.sock if self.conn is not None else None
 
     def close(self) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.close()
 
-    def poll(self, deadline: float) -> Reading:
-        self.guard.arm(deadline)
-        try:
-            if self.conn is None:
-                self._connect()
-            reading = self._poll_once()
-        except PollError as err:
-            if self.guard.tripped and err.reason != self.guard.tripped:
-                err = PollError(self.guard.tripped, err.detail)
-            self._failed(err)
-            raise err from None
-        except (OSError, ValueError) as exc:
-            err = PollError(self.guard.tripped or E.classify_os_error(exc) or E.ERROR, E.describe(exc))
-            self._failed(err)
-            raise err from None
-        self.backoff.succeeded()
-        self.last_failure = None
-        return reading
-
-    def _failed(self, err: PollError) -> None:
-        self.close()
-        self.backoff.failed()
-        self.last_failure = err
-
-    def _connect(self) -> None:
-        if not self.backoff.ready() and self.last_failure is not None:
-            raise PollError(self.last_failure.reason, "waiting to reconnect after: " + self.last_failure.detail)
+    def _connect(self, password: str | None) -> None:
         t = self.target
-        try:
-            password = t.credentials.password()
-        except SecretUnavailable as exc:
-            raise PollError(E.CONFIG, str(exc)) from None
         self.conn = self._open()
         if t.credentials.username is None:
             return

@@ -28,10 +28,9 @@ from redis.retry import Retry
 from exporter import catalog
 from exporter import errors as E
 from exporter.errors import PollError
-from exporter.netio import Backoff, Guard, GuardedSocket, client_tls_context
-from exporter.secrets import SecretUnavailable
+from exporter.netio import Guard, GuardedSocket, client_tls_context
 from exporter.snapshot import MemoryView, Samples
-from exporter.sources.base import Reading
+from exporter.sources.base import PersistentConnectionSource, Reading
 from exporter.sources.fields import (
     MICROSECONDS,
     MILLISECONDS,
@@ -535,32 +534,28 @@ class _Capability:
         return self.available is not False or now >= self.reprobe_at
 
 
-class RedisSource:
+class RedisSource(PersistentConnectionSource):
     """Polls one Redis/Valkey target over a persistent connection."""
 
     store = REDIS
     up_family = REDIS_UP
+    EXPECTED_ERRORS = (OSError, redis.exceptions.RedisError, UnicodeError)
 
     def __init__(self, target: RedisTarget) -> None:
-        self.target = target
-        self.guard = Guard(target.max_reply_size)
-        self.backoff = Backoff(cap=target.reconnect_backoff_max)
+        super().__init__(target)
+        self.target: RedisTarget = target
         self.conn: redis.connection.AbstractConnection | None = None
         self.fresh_connection = False
-        self.last_failure: PollError | None = None
         self.caps = {"config": _Capability(), "client": _Capability()}
         self.config_values: dict[str, str] = {}
         self.config_fetched_at = float("-inf")
-        self.connections_opened = 0
 
-    # The scheduler's watchdog may call this from another thread.
-    def abort(self) -> None:
-        # Say why first: the poll thread will see EOF, which must classify as a timeout.
-        self.guard.tripped = E.TIMEOUT
-        conn = self.conn
-        sock = getattr(conn, "_sock", None) if conn is not None else None
-        if isinstance(sock, GuardedSocket):
-            sock.abort()
+    def _connected(self) -> bool:
+        return self.conn is not None
+
+    def _socket(self) -> GuardedSocket | None:
+        sock = getattr(self.conn, "_sock", None)
+        return sock if isinstance(sock, GuardedSocket) else None
 
     def close(self) -> None:
         conn, self.conn = self.conn, None
@@ -570,36 +565,8 @@ class RedisSource:
             except Exception:  # closing a broken socket must never fail a reload
                 pass
 
-    def poll(self, deadline: float) -> Reading:
-        self.guard.arm(deadline)
-        try:
-            if self.conn is None:
-                self._connect()
-            reading = self._poll_once()
-        except PollError as err:
-            self._failed(err)
-            raise
-        except Exception as exc:  # classified below; never escapes unclassified
-            err = self._classify(exc)
-            self._failed(err)
-            raise err from None
-        self.backoff.succeeded()
-        self.last_failure = None
-        return reading
-
-    def _failed(self, err: PollError) -> None:
-        self.close()
-        self.backoff.failed()
-        self.last_failure = err
-
-    def _connect(self) -> None:
-        if not self.backoff.ready() and self.last_failure is not None:
-            raise PollError(self.last_failure.reason, "waiting to reconnect after: " + self.last_failure.detail)
+    def _connect(self, password: str | None) -> None:
         t = self.target
-        try:
-            password = t.credentials.password()
-        except SecretUnavailable as exc:
-            raise PollError(E.CONFIG, str(exc)) from None
         common = dict(
             username=t.credentials.username, password=password, db=t.db,
             socket_timeout=t.timeout, socket_connect_timeout=max(0.001, self.guard.remaining()),
@@ -685,8 +652,6 @@ class RedisSource:
         return ok
 
     def _classify(self, exc: BaseException) -> PollError:
-        if self.guard.tripped:
-            return PollError(self.guard.tripped, E.describe(exc))
         if isinstance(exc, (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)):
             return PollError(E.AUTH, E.describe(exc))
         if isinstance(exc, redis.exceptions.ResponseError):
