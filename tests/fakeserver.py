@@ -1,0 +1,384 @@
+"""Plumbing shared by the fault-injection tests: a scripted fake TCP server and exporter helpers.
+
+``FakeServer`` listens on 127.0.0.1, accepts connections on a thread, runs each one in its own
+thread as a ``Session`` and keeps the counters the tests assert on (connections, the peak number
+of simultaneously open ones, the most bytes sent on one connection). A subclass speaks the
+protocol by implementing ``_handle(session)``; ``close()`` stops everything and joins the threads.
+
+The helpers start an exporter subprocess, wait for / read its metrics, and hold the checks
+both fault labs make (Redis: test_faults.py, memcached: test_memcached_faults.py).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import yaml
+from conftest import REPO, ExporterProcess, Metrics, free_port, wait_until
+
+REASONS = ("refused", "unreachable", "dns", "timeout", "tls", "auth", "reset", "protocol", "too_large",
+           "config", "error")
+
+
+# --- the fake server ----------------------------------------------------------------------
+
+class SessionClosed(Exception):
+    """Raised by a behaviour to end the connection (the behaviour already closed it)."""
+
+
+class ServerStopping(Exception):
+    """The fake server is shutting down."""
+
+
+class Session:
+    """One accepted connection: a byte buffer with line/exact readers plus send/close helpers."""
+
+    POLL = 0.05  # socket timeout so every blocking call notices server shutdown quickly
+
+    def __init__(self, server: FakeServer, conn: socket.socket) -> None:
+        self.server = server
+        self.conn = conn
+        self.buf = b""
+        self.sent = 0
+        self.closed = False
+        conn.settimeout(self.POLL)
+
+    # reading
+    def _fill(self) -> bool:
+        """Read more bytes into the buffer; False on EOF (or a reset from the client)."""
+        while True:
+            if self.server.stopping.is_set():
+                raise ServerStopping
+            try:
+                data = self.conn.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return False
+            if not data:
+                return False
+            self.server.note_received(data)
+            self.buf += data
+            return True
+
+    def read_line(self) -> str | None:
+        """The next CRLF-terminated line (without the CRLF), or None at EOF."""
+        while True:
+            line, sep, rest = self.buf.partition(b"\r\n")
+            if sep:
+                self.buf = rest
+                return line.decode("utf-8", "replace")
+            if not self._fill():
+                return None
+
+    def read_exact(self, n: int) -> bytes | None:
+        """The next ``n`` bytes, or None at EOF."""
+        while len(self.buf) < n:
+            if not self._fill():
+                return None
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def wait_eof(self) -> None:
+        """Discard input until the client closes."""
+        while self._fill():
+            self.buf = b""
+
+    # writing
+    def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self.server.stopping.is_set():
+                raise ServerStopping
+            try:
+                n = self.conn.send(view)
+            except TimeoutError:
+                continue
+            self.sent += n
+            self.server.note_sent(self.sent)
+            view = view[n:]
+
+    def close_graceful(self) -> None:
+        """FIN (never RST): half-close, drain until the client closes, then close."""
+        self.conn.shutdown(socket.SHUT_WR)
+        self.wait_eof()
+        self.close()
+        raise SessionClosed
+
+    def close_reset(self) -> None:
+        """Abortive close: SO_LINGER 0 makes close() send an RST."""
+        self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close()
+        raise SessionClosed
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.conn.close()
+
+
+class FakeServer:
+    """A threaded TCP server on 127.0.0.1 (``port`` 0: any free port) running one Session per connection.
+
+    Subclasses implement ``_handle(session)`` (return, or raise SessionClosed, to end the
+    connection) and may set ``session_class``. The constructor starts accepting, so a subclass
+    sets up its own state *before* calling ``super().__init__()``. An unexpected exception in
+    ``_handle`` (a bug in the fake itself) is recorded in ``errors``.
+    """
+
+    session_class: type[Session] = Session
+
+    def __init__(self, *, name: str = "fake", port: int = 0) -> None:
+        self.name = name
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.active = 0
+        self.max_active = 0
+        self.max_sent = 0
+        self.errors: list[str] = []
+        self._sessions: list[Session] = []
+        self._threads: list[threading.Thread] = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(64)
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self._acceptor = threading.Thread(target=self._accept_loop, name=f"{name}-accept", daemon=True)
+        self._acceptor.start()
+
+    def note_sent(self, n: int) -> None:
+        if n > self.max_sent:
+            self.max_sent = n
+
+    def note_received(self, data: bytes) -> None:
+        """Called with every chunk a session reads; a hook for recording servers."""
+
+    def _accept_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                self.active += 1
+                self.max_active = max(self.max_active, self.active)
+                session = self.session_class(self, conn)
+                self._sessions.append(session)
+                t = threading.Thread(target=self._serve, args=(session,), name=f"{self.name}-conn", daemon=True)
+                self._threads.append(t)
+            t.start()
+
+    def _serve(self, s: Session) -> None:
+        try:
+            self._handle(s)
+        except (SessionClosed, ServerStopping, OSError):
+            pass
+        except Exception as exc:  # a bug in the fake itself: keep it visible
+            self.errors.append(repr(exc))
+        finally:
+            s.close()
+            with self.lock:
+                self.active -= 1
+
+    def _handle(self, s: Session) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.sock.close()
+        self._acceptor.join(5)
+        with self.lock:
+            threads = list(self._threads)
+        for t in threads:
+            t.join(5)
+        for s in self._sessions:
+            s.close()
+        assert not [t for t in threads if t.is_alive()], f"{self.name}: connection threads did not stop"
+
+
+# --- the exporter ------------------------------------------------------------------------
+
+def start_exporter(workdir: Path, config: dict, env: dict[str, str]) -> ExporterProcess:
+    """The same as conftest's exporter_factory, usable from a module-scoped fixture."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path, log_path, port = workdir / "exporter.yml", workdir / "exporter.log", free_port()
+    config_path.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "exporter", "run", "--listen", f"127.0.0.1:{port}", "--log-level", "debug",
+           "--config", str(config_path)]
+    full_env = {**os.environ, **env}
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
+    ep = ExporterProcess(config_path, port, log_path, proc, full_env)
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"exporter exited with {proc.returncode}:\n{ep.log()}")
+        return ep.get("/healthz", timeout=1)[0] == 200
+    try:
+        wait_until(healthy, timeout=20, message="exporter /healthz")
+        wait_until(lambda: ep.get("/readyz", timeout=2)[0] == 200, timeout=30, message="exporter /readyz")
+    except BaseException:
+        proc.kill()
+        proc.wait(5)
+        raise
+    return ep
+
+
+def stop_lab(ep: ExporterProcess | None, fakes: dict[str, FakeServer]) -> None:
+    """Teardown of a fault lab: kill the exporter, close every fake, then check none of them failed."""
+    if ep is not None and ep.proc.poll() is None:
+        ep.proc.kill()
+        ep.proc.wait(5)
+    for fake in fakes.values():
+        fake.close()
+    for fake in fakes.values():
+        assert not fake.errors, f"fake server {fake.name} failed: {fake.errors}"
+
+
+def errors_by_reason(m: Metrics, target: str) -> dict[str, float]:
+    return {r: m.value("cache_exporter_poll_errors_total", target=target, reason=r) or 0.0 for r in REASONS}
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
+def wait_metrics(ep: ExporterProcess, ok: Callable[[Metrics], object], timeout: float, message: str) -> Metrics:
+    """Poll /metrics until ``ok(metrics)`` is true; return those metrics."""
+    def check() -> Metrics | None:
+        m = ep.metrics()
+        return m if ok(m) else None
+    return wait_until(check, timeout=timeout, message=message)  # type: ignore[return-value]
+
+
+def wait_for_reason(ep: ExporterProcess, target: str, reason: str, count: int = 1, timeout: float = 15) -> Metrics:
+    return wait_metrics(
+        ep, lambda m: (m.value("cache_exporter_poll_errors_total", target=target, reason=reason) or 0) >= count,
+        timeout=timeout, message=f"{count} {reason} errors for {target}")
+
+
+# --- checks shared by the Redis and memcached fault labs ----------------------------------
+
+def assert_down(m: Metrics, target: str, store: str) -> None:
+    """``target`` is down (cache_up and <store>_up 0) and has never been polled successfully."""
+    assert m.value("cache_up", target=target, store=store) == 0
+    assert m.value(f"{store}_up", target=target) == 0
+    assert m.value("cache_exporter_last_poll_success_timestamp_seconds", target=target) is None
+
+
+def assert_status_failed(ep: ExporterProcess, target: str, reason: str) -> None:
+    """/targets shows ``target`` down, last failed with ``reason``, never successful."""
+    status = ep.target(target)
+    assert status["up"] is False
+    assert status["last_error"]["reason"] == reason, status["last_error"]
+    assert status["last_success_time"] is None
+
+
+def assert_polls_cut_at_timeout(ep: ExporterProcess, target: str) -> None:
+    """Polls of a target that never finishes its reply end at the 0.4 s timeout, as ``timeout`` errors."""
+    # Sample the duration of every poll (keyed by poll number). Polls inside the reconnect
+    # backoff fail at once; the ones that reached the fake are cut at the 0.4 s timeout.
+    durations: dict[float, float] = {}
+
+    def trickled_polls() -> bool:
+        m = ep.metrics()
+        durations[m.value("cache_exporter_polls_total", target=target)] = m.value(
+            "cache_exporter_last_poll_duration_seconds", target=target)
+        return sum(1 for d in durations.values() if d >= 0.3) >= 3
+    wait_until(trickled_polls, timeout=20, message="3 polls that waited for the trickling fake")
+    assert max(durations.values()) < 1.5, durations
+    m = wait_for_reason(ep, target, "timeout", count=3)
+    count = m.value("cache_exporter_poll_duration_seconds_count", target=target)
+    total = m.value("cache_exporter_poll_duration_seconds_sum", target=target)
+    assert count and total / count < 1.5, (total, count)
+    status = ep.target(target)
+    assert status["timeout_seconds"] == 0.4
+    assert status["last_poll_duration_seconds"] < 1.5
+
+
+def assert_reply_cut_at_max_size(ep: ExporterProcess, fake: FakeServer, target: str, store: str) -> None:
+    """An endless fast reply is a ``too_large`` error, and neither side buffered it."""
+    m = wait_for_reason(ep, target, "too_large", count=3)
+    assert m.value("cache_up", target=target, store=store) == 0
+    assert fake.connections >= 2
+    # The exporter stopped reading at ~64 KiB: the fake could only fill the socket buffers.
+    assert fake.max_sent < 16 * 2**20, fake.max_sent
+    rss = rss_bytes(ep.proc.pid)
+    assert rss < 200 * 2**20, f"exporter RSS {rss / 2**20:.0f} MiB"
+
+
+def assert_never_overlaps(ep: ExporterProcess, fake: FakeServer, target: str) -> None:
+    """A stalled target times out poll after poll, with never more than one connection open."""
+    wait_for_reason(ep, target, "timeout", count=3)
+    wait_until(lambda: fake.connections >= 3, timeout=15, message="3 connections to the stalled fake")
+    assert fake.max_active == 1, f"{fake.max_active} simultaneous connections from one target"
+    # Every timed-out connection was closed by the exporter (the fake saw EOF on all but the current one).
+    assert fake.active <= 1
+
+
+def assert_secret_not_exposed(ep: ExporterProcess, secret: str) -> None:
+    """Neither the secret nor a part of it shows up in /metrics, /targets, / or the log."""
+    _, metrics_body, _ = ep.get("/metrics")
+    _, targets_body, _ = ep.get("/targets")
+    _, landing, _ = ep.get("/")
+    for where, text in (("/metrics", metrics_body.decode()), ("/targets", targets_body.decode()),
+                        ("/", landing.decode()), ("log", ep.log())):
+        assert secret not in text, f"secret leaked in {where}"
+        assert secret[:12] not in text, f"part of the secret leaked in {where}"
+
+
+def assert_daemon_survived(ep: ExporterProcess, targets: Iterable[str]) -> None:
+    """Every target was polled repeatedly and the daemon is still alive, healthy and ready."""
+    m = ep.metrics()
+    for target in targets:  # every fault has been exercised repeatedly
+        assert (m.value("cache_exporter_polls_total", target=target) or 0) >= 2, target
+    assert ep.proc.poll() is None, ep.log()[-3000:]
+    assert ep.get("/healthz")[0] == 200
+    assert ep.get("/readyz")[0] == 200
+    assert "Traceback" not in ep.log(), ep.log()[-3000:]
+
+
+def watch_good_target(ep: ExporterProcess, store: str, target: str = "real") -> tuple[Metrics, list[float]]:
+    """Scrape /metrics every 0.1 s for 4 s while bad targets misbehave: ``target`` must stay up
+    and be polled without errors. Returns the last metrics and the scrape latencies."""
+    start_polls = ep.metrics().value("cache_exporter_polls_total", target=target)
+    latencies: list[float] = []
+    t_end = time.monotonic() + 4.0
+    while time.monotonic() < t_end:
+        t0 = time.monotonic()
+        m = ep.metrics()
+        latencies.append(time.monotonic() - t0)
+        assert m.value("cache_up", target=target, store=store) == 1
+        assert m.value(f"{store}_up", target=target) == 1
+        time.sleep(0.1)
+    m = ep.metrics()
+    polls = m.value("cache_exporter_polls_total", target=target) - start_polls
+    assert polls >= 5, f"{target} target polled {polls} times in 4 s at interval 0.5 s"
+    assert sum(errors_by_reason(m, target).values()) == 0, errors_by_reason(m, target)
+    return m, latencies
+
+
+def assert_not_delayed(m: Metrics, latencies: list[float], store: str) -> None:
+    """/metrics stayed fast while the bad targets ("stall", "trickle") kept timing out."""
+    assert statistics.median(latencies) < 0.25, latencies
+    assert max(latencies) < 0.5, latencies
+    for name in ("stall", "trickle"):
+        assert m.value("cache_up", target=name, store=store) == 0
+        assert errors_by_reason(m, name)["timeout"] >= 2, errors_by_reason(m, name)
