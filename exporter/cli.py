@@ -16,7 +16,7 @@ from exporter.secrets import RedactingFilter
 from exporter.targets import DEFAULT_LISTEN
 
 EXIT_CONFIG = 2
-SUBCOMMANDS = ("run", "check-config", "demo")
+SUBCOMMANDS = ("run", "check-config", "audit", "demo")
 
 
 class _LogfmtFormatter(logging.Formatter):
@@ -69,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file; exit 2 if it is invalid")
     check.add_argument("file")
 
+    audit = sub.add_parser(
+        "audit", help="poll every target once, report configuration findings; exit non-zero for CI",
+        description="Exit codes: 0 no finding at or above --fail-on, 1 findings at or above it, "
+                    "2 invalid config, 3 a target could not be polled.")
+    audit.add_argument("--config", "-c", metavar="FILE", help="YAML config; without it, the built-in default")
+    audit.add_argument("--fail-on", choices=["warning", "critical"], default="warning",
+                       help="lowest severity that makes the exit code 1 (default warning)")
+    audit.add_argument("--format", choices=["text", "json"], default="text")
+
     demo = sub.add_parser("demo", help="start throwaway redis-servers, load them, run the exporter")
     demo.add_argument("--duration", type=float, default=20.0,
                       help="seconds to run before cleaning up; 0 runs until Ctrl-C (default 20)")
@@ -84,12 +93,31 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(args_in)
     if args.command == "check-config":
         return _check_config(args.file)
+    if args.command == "audit":
+        return _audit(args)
     if args.command == "demo":
         from exporter.demo import run_demo
 
         setup_logging("warning")
         return run_demo(args.duration, args.listen)
     return _run(args)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    setup_logging("error")
+    from exporter import audit
+    from exporter.config import ConfigError, LoadResult, default_config, load_config
+
+    try:
+        loaded = load_config(args.config) if args.config else LoadResult(default_config())
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    reports = audit.audit_all(loaded.config.targets)
+    code = audit.exit_code(reports, args.fail_on)
+    formatter = audit.format_json if args.format == "json" else audit.format_text
+    print(formatter(reports, args.fail_on, code))
+    return code
 
 
 def _check_config(path: str) -> int:

@@ -151,6 +151,14 @@ def _positive_size(minimum: int) -> Callable[[Any], int]:
     return _at_least(parse_size, minimum, f"{minimum} bytes")
 
 
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of: {', '.join(choices)}")
+        return value
+    return parse
+
+
 def _env_name(value: Any) -> str:
     name = _string(value)
     if not _ENV_NAME.match(name):
@@ -289,7 +297,8 @@ def _labels(c: _Checker, node: Any, path: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out))
 
 
-_COMMON_KEYS = {"name", "type", "labels", "interval", "timeout", "memory_limit"}
+_COMMON_KEYS = {"name", "type", "labels", "interval", "timeout", "memory_limit", "role"}
+ROLES = ("cache", "database")
 _CREDENTIAL_KEYS = {"username", "password_env", "password_file"}
 _TYPE_KEYS: dict[str, set[str]] = {
     "redis": {"url", "tls"} | _CREDENTIAL_KEYS,
@@ -322,6 +331,8 @@ def _target(c: _Checker, node: Any, path: str, glob: GlobalConfig) -> Target | N
         name=name, type=kind, interval=interval, timeout=timeout, labels=tuple(sorted(labels.items())),
         memory_limit=c.take(t, "memory_limit", path, _positive_size(1), None),
         max_reply_size=glob.max_reply_size, reconnect_backoff_max=glob.reconnect_backoff_max,
+        forecast_window=glob.forecast_window,
+        role=c.take(t, "role", path, _one_of(ROLES), None),
     )
     target = _TARGET_BUILDERS[kind](c, t, path, common)
     return target if len(c.problems) == before else None

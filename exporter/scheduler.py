@@ -25,10 +25,11 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from exporter import catalog
+from exporter import audit, catalog
 from exporter import errors as E
 from exporter.errors import PollError
 from exporter.exposition import label_prefix, render_chunks
+from exporter.forecast import Forecaster
 from exporter.snapshot import Samples, Snapshot
 from exporter.sources import Reading, Source, source_for
 from exporter.store import SnapshotStore
@@ -130,6 +131,8 @@ class TargetRuntime:
         self.down_reason: str | None = None  # reason of the current outage, for transition logs
         self.failed_in_row = 0
         self.last_error: PollError | None = None
+        self.forecaster = Forecaster(target.forecast_window)
+        self.findings: set[tuple[str, str]] = set()
 
 
 class Scheduler:
@@ -261,6 +264,7 @@ class Scheduler:
                 snapshot = self._failure_snapshot(rt, result, now, duration)
             else:
                 stats.last_success = now
+                self._forecast_and_audit(rt, result)
                 stats.malformed_fields += result.malformed_fields
                 for section in result.section_errors:
                     stats.section_errors[section] = stats.section_errors.get(section, 0) + 1
@@ -271,6 +275,21 @@ class Scheduler:
             self._log_transition(rt, result)
             rt.polls_done += 1
         self._publish(rt, snapshot)
+
+    def _forecast_and_audit(self, rt: TargetRuntime, reading: Reading) -> None:
+        """The stages after the poll: forecast from the target's history, then the config audit."""
+        reading.details["forecast"] = rt.forecaster.update(time.monotonic(), reading.memory, rt.source.store,
+                                                           reading.samples)
+        findings = audit.evaluate(rt.target, reading)
+        audit.add_samples(findings, reading.samples)
+        reading.details["findings"] = [f.__dict__ for f in findings]
+        current = {(f.check, f.severity) for f in findings}
+        for f in findings:
+            if (f.check, f.severity) not in rt.findings:
+                log.warning("target %s: audit %s (%s): %s", rt.target.name, f.check, f.severity, f.message)
+        for check, severity in rt.findings - current:
+            log.info("target %s: audit %s (%s) cleared", rt.target.name, check, severity)
+        rt.findings = current
 
     def _failure_snapshot(self, rt: TargetRuntime, err: PollError, now: float, duration: float) -> Snapshot:
         samples = Samples()
@@ -285,7 +304,7 @@ class Scheduler:
         with rt.lock:
             samples = Samples()
             for s in snapshot.samples:
-                samples.add(s.family, s.value, s.labels, s.suffix)
+                samples.add(s.family, s.value, s.labels, s.suffix, allow_inf=True)
             rt.stats.samples(samples)
         chunks = render_chunks(samples, rt.prefix)
         with self._lock:

@@ -31,11 +31,13 @@ class Samples:
     def __init__(self) -> None:
         self._items: list[Sample] = []
 
-    def add(self, family: str, value: float | int | None, labels: LabelPairs = (), suffix: str = "") -> None:
+    def add(self, family: str, value: float | int | None, labels: LabelPairs = (), suffix: str = "",
+            allow_inf: bool = False) -> None:
+        """Add a sample; NaN never, +/-Inf only where a family defines it (``allow_inf``)."""
         if value is None:
             return
         value = float(value)
-        if math.isfinite(value):
+        if math.isfinite(value) or (allow_inf and math.isinf(value)):
             self._items.append(Sample(family, labels, value, suffix))
 
     def __iter__(self) -> Iterator[Sample]:

@@ -54,6 +54,8 @@ class Target:
     memory_limit: int | None = None
     max_reply_size: int = DEFAULT_MAX_REPLY_SIZE
     reconnect_backoff_max: float = DEFAULT_RECONNECT_BACKOFF_MAX
+    forecast_window: float = DEFAULT_FORECAST_WINDOW
+    role: str | None = None  # "cache" (data is disposable) or "database" (data must survive)
 
     @property
     def address(self) -> str:

@@ -180,7 +180,7 @@ def test_full_config_tcp_target_with_overrides(full_config):
         name="main", type="redis", interval=10.0, timeout=2.0,
         # global labels merged with the target's; the target wins on 'team'; sorted by name
         labels=(("canary", "false"), ("env", "prod"), ("shard", "1"), ("team", "payments")),
-        memory_limit=2 * GiB, max_reply_size=32 * MiB, reconnect_backoff_max=60.0,
+        memory_limit=2 * GiB, max_reply_size=32 * MiB, reconnect_backoff_max=60.0, forecast_window=7200.0,
         scheme="redis", host="10.0.0.5", port=6380, path=None, db=3,
         credentials=Credentials(username="exporter", password_env="CE_MAIN_PASSWORD", password_file=None),
         tls=None)
@@ -436,7 +436,15 @@ def test_unknown_key_lists_allowed_keys():
     assert info.value.problems == [(
         "targets[0].intervall",
         "unknown key (did you mean 'interval'?); allowed: interval, labels, memory_limit, name, password_env, "
-        "password_file, timeout, tls, type, url, username")]
+        "password_file, role, timeout, tls, type, url, username")]
+
+
+def test_role():
+    loaded = build_config(doc(target(role="cache")), "s.yml")
+    assert loaded.config.targets[0].role == "cache"
+    with pytest.raises(ConfigError) as info:
+        build_config(doc(target(role="primary")), "s.yml")
+    assert info.value.problems == [("targets[0].role", "must be one of: cache, database")]
 
 
 SECRET_URLS = [

@@ -126,9 +126,11 @@ BASE = (FIXTURES / "info_redis_7.0.txt").read_text()
     ("volatile-lru", False, False),
     ("volatile-ttl", True, True),
     ("volatile-random", False, False),
+    ("volatile-lru", "few", False),  # 5 % of keys with a TTL: eviction frees little, writes fail
 ])
-def test_evicts_when_full_by_policy(policy: str, expiring: bool, expected: bool) -> None:
-    keyspace = "keys=10,expires=3,avg_ttl=1000" if expiring else "keys=10,expires=0,avg_ttl=0"
+def test_evicts_when_full_by_policy(policy: str, expiring: bool | str, expected: bool) -> None:
+    keyspace = {True: "keys=10,expires=3,avg_ttl=1000", False: "keys=10,expires=0,avg_ttl=0",
+                "few": "keys=100,expires=5,avg_ttl=1000"}[expiring]
     text = _with(BASE, maxmemory=str(GiB), maxmemory_policy=policy, db0=keyspace)
     text = "\n".join(line for line in text.splitlines() if not line.startswith("db1:"))
     r = reading("", text=text)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -279,6 +280,21 @@ SLAVE_LAG = catalog.gauge(
     "redis_connected_slave_lag_seconds", "Seconds since a connected replica last acknowledged.", SLAVE_LABELS,
     REDIS)
 START_TIME = catalog.gauge("redis_start_time_seconds", "Unix time the server started.", (), REDIS)
+RDB_ENABLED = catalog.gauge(
+    "redis_rdb_enabled", "1 if RDB snapshots are configured (CONFIG save is not empty).", (), REDIS)
+STOP_WRITES = catalog.gauge(
+    "redis_config_stop_writes_on_bgsave_error",
+    "1 if Redis refuses writes (-MISCONF) after a failed background save.", (), REDIS)
+COW_PEAK = catalog.gauge(
+    "redis_recent_cow_peak_bytes",
+    "Largest copy-on-write size of any fork (RDB, AOF rewrite, module) seen in the forecast window.", (), REDIS)
+FORK_RISK = catalog.gauge(
+    "redis_fork_memory_risk_ratio",
+    "(resident memory + redis_recent_cow_peak_bytes) / cache_resident_memory_limit_bytes: above 1, the "
+    "next fork is likely to fail or get the process killed (failed BGSAVE, then -MISCONF if "
+    "stop-writes-on-bgsave-error).", (), REDIS)
+_COW_FIELDS = ("rdb_last_cow_size", "aof_last_cow_size", "module_fork_last_cow_size", "current_cow_peak",
+               "current_cow_size")
 
 
 def _kv(raw: str) -> dict[str, str]:
@@ -341,6 +357,17 @@ EVICTION_POLICIES: dict[str, bool | None] = {
     "volatile-random": None,
     "volatile-ttl": None,
 }
+
+# volatile-* counts as "evicts when full" only if at least this share of keys has a TTL.
+VOLATILE_MIN_EXPIRING = 0.10
+
+
+def expiring_fraction(samples: Samples) -> float:
+    """Share of keys (all databases) that have a TTL; 0 with no keys."""
+    keys = sum(s.value for s in samples if s.family == DB_KEYS)
+    expiring = sum(s.value for s in samples if s.family == DB_KEYS_EXPIRING)
+    return expiring / keys if keys > 0 else 0.0
+
 
 ROLES = {"master": "primary", "primary": "primary", "slave": "replica", "replica": "replica"}
 
@@ -421,6 +448,10 @@ def map_info(info: Info, target: RedisTarget, config: dict[str, str], now: float
         ("process_id", f.get("process_id", "")),
     ))
 
+    if "save" in config:
+        out.add(RDB_ENABLED, int(bool(config["save"].strip())))
+    if "stop-writes-on-bgsave-error" in config:
+        out.add(STOP_WRITES, int(config["stop-writes-on-bgsave-error"] == "yes"))
     memory = _memory_view(out, f, target, policy)
     _add_unified(out, info, memory, version, ROLES.get(role, role))
     details: dict[str, object] = {
@@ -457,8 +488,9 @@ def _memory_view(out: Samples, f: dict[str, str], target: RedisTarget, policy: s
     if maxmemory <= 0:
         evicts = False  # no maxmemory: Redis never evicts, it grows until killed
     elif evicts is None and policy in EVICTION_POLICIES:
-        # volatile-* can only evict keys with a TTL; with none, writes fail like noeviction.
-        evicts = sum(s.value for s in out if s.family == DB_KEYS_EXPIRING) > 0
+        # volatile-* can only evict keys with a TTL: with few of them, eviction frees little
+        # and writes soon fail as under noeviction.
+        evicts = expiring_fraction(out) >= VOLATILE_MIN_EXPIRING
     return MemoryView(
         used=used, limit=limit, limit_source=limit_source,
         resident=_float(f.get("used_memory_rss")), resident_limit=resident_limit,
@@ -549,6 +581,7 @@ class RedisSource(PersistentConnectionSource):
         self.caps = {"config": _Capability(), "client": _Capability()}
         self.config_values: dict[str, str] = {}
         self.config_fetched_at = float("-inf")
+        self.cow_history: deque[tuple[float, float]] = deque()
 
     def _connected(self) -> bool:
         return self.conn is not None
@@ -634,10 +667,31 @@ class RedisSource(PersistentConnectionSource):
         if not isinstance(info, (bytes, str)):
             raise PollError(E.PROTOCOL, f"INFO returned {type(info).__name__}, expected a bulk string")
         text = info.decode("utf-8", "replace") if isinstance(info, bytes) else info
-        reading = map_info(parse_info(text), self.target, self.config_values, time.time())
+        info = parse_info(text)
+        reading = map_info(info, self.target, self.config_values, time.time())
+        self._fork_risk(info, reading, now)
+        reading.details["config"] = dict(self.config_values)
         reading.details["capabilities"] = {k: v.available for k, v in self.caps.items()}
         reading.details["connections_opened"] = self.connections_opened
         return reading
+
+    def _fork_risk(self, info: Info, reading: Reading, now: float) -> None:
+        """The largest fork copy-on-write seen in the window, against the hard limit."""
+        cow = max((_float(info.fields.get(k)) or 0.0 for k in _COW_FIELDS), default=0.0)
+        # One entry per run of equal values (stamped when last seen): COW sizes change only
+        # after a fork, so this stays a handful of entries at any poll rate.
+        if self.cow_history and self.cow_history[-1][1] == cow:
+            self.cow_history.pop()
+        self.cow_history.append((now, cow))
+        while self.cow_history and self.cow_history[0][0] < now - self.target.forecast_window:
+            self.cow_history.popleft()
+        peak = max(c for _, c in self.cow_history)
+        reading.samples.add(COW_PEAK, peak)
+        m = reading.memory
+        if m.resident is not None and m.resident_limit:
+            ratio = (m.resident + peak) / m.resident_limit
+            reading.samples.add(FORK_RISK, ratio)
+            reading.details["fork_memory_risk_ratio"] = ratio
 
     def _note_capability(self, name: str, reply: object, now: float) -> bool:
         cap = self.caps[name]

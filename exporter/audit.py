@@ -1,0 +1,329 @@
+"""Configuration audit: findings about settings that turn memory pressure into an outage.
+
+Each check is a row of ``CHECKS``: a name, the store it applies to, and a function of the
+poll's facts returning ``(severity, message)`` or None. The daemon evaluates the checks on
+every successful poll and exports ``cache_config_finding{check,severity}``; ``cache-exporter
+audit`` evaluates them once and exits non-zero for CI/CD. A check whose inputs are unknown
+(CONFIG disabled, no hard limit configured) stays silent rather than guessing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from exporter import catalog
+from exporter.snapshot import Samples
+from exporter.sources.base import Reading
+from exporter.targets import MemcachedTarget, RedisTarget, Target
+
+INFO, WARNING, CRITICAL = "info", "warning", "critical"
+SEVERITY_ORDER = {INFO: 0, WARNING: 1, CRITICAL: 2}
+
+FINDING = catalog.gauge(
+    "cache_config_finding",
+    "Constant 1 per active configuration-audit finding; labels check and severity (info, warning, critical).",
+    ("check", "severity"), catalog.UNIFIED)
+
+# Host files behind the same-host checks, under CACHE_EXPORTER_HOST_ROOT (default "/"): an
+# exporter in a container sees the node's /proc and /sys only where they are mounted (/host).
+OVERCOMMIT_PATH = "proc/sys/vm/overcommit_memory"
+THP_PATH = "sys/kernel/mm/transparent_hugepage/enabled"
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    severity: str
+    message: str
+
+
+@dataclass
+class Facts:
+    """What a check may look at: the target's settings and one poll's reading."""
+
+    target: Target
+    reading: Reading
+
+    def value(self, family: str) -> float | None:
+        return self.reading.samples.value(family)
+
+    @property
+    def samples(self) -> Samples:
+        return self.reading.samples
+
+
+Result = tuple[str, str] | None
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+# --- Redis ------------------------------------------------------------------------------
+
+def _maxmemory_unset(f: Facts) -> Result:
+    if f.value("redis_memory_max_bytes") != 0:
+        return None
+    severity = CRITICAL if f.target.role == "cache" else WARNING
+    return severity, ("maxmemory is 0: Redis never evicts and grows until the container or host kills it; "
+                      "set maxmemory below the memory limit")
+
+
+def _noeviction_on_cache(f: Facts) -> Result:
+    if f.target.role == "cache" and f.reading.memory.eviction_policy == "noeviction" \
+            and (f.value("redis_memory_max_bytes") or 0) > 0:
+        return WARNING, ("maxmemory-policy is noeviction on a cache: at maxmemory writes fail with -OOM "
+                         "instead of evicting; use allkeys-lru or allkeys-lfu")
+    return None
+
+
+def _volatile_few_expiring(f: Facts) -> Result:
+    from exporter.sources.redis import expiring_fraction
+
+    policy = f.reading.memory.eviction_policy or ""
+    if not policy.startswith("volatile-") or not (f.value("redis_memory_max_bytes") or 0) > 0:
+        return None
+    share = expiring_fraction(f.samples)
+    if share >= 0.5:
+        return None
+    severity = CRITICAL if share < 0.1 else WARNING
+    return severity, (f"maxmemory-policy is {policy} but only {share:.0%} of keys have a TTL: eviction can free "
+                      "only those, then writes fail with -OOM")
+
+
+def _persistence_on_cache(f: Facts) -> Result:
+    rdb, aof = f.value("redis_rdb_enabled"), f.value("redis_aof_enabled")
+    if f.target.role == "cache" and (rdb or aof):
+        kinds = " and ".join(k for k, on in (("RDB", rdb), ("AOF", aof)) if on)
+        return WARNING, (f"{kinds} persistence is on for a cache: every save forks and can nearly double "
+                         "resident memory, for data that is disposable")
+    return None
+
+
+def _stop_writes_fork_risk(f: Facts) -> Result:
+    risk = f.value("redis_fork_memory_risk_ratio")
+    persists = f.value("redis_rdb_enabled") or f.value("redis_aof_enabled")
+    if risk is None or not persists or f.value("redis_config_stop_writes_on_bgsave_error") != 1 or risk < 0.8:
+        return None
+    severity = CRITICAL if risk >= 1.0 else WARNING
+    return severity, (f"stop-writes-on-bgsave-error is yes and resident memory plus the largest recent "
+                      f"copy-on-write is {risk:.0%} of the hard limit: a failed BGSAVE will make Redis refuse "
+                      "all writes (-MISCONF)")
+
+
+def _redis_limit_above_hard_limit(f: Facts) -> Result:
+    maxmemory = f.value("redis_memory_max_bytes") or 0
+    hard = f.reading.memory.resident_limit
+    if maxmemory <= 0 or not hard or not f.target.memory_limit:
+        return None  # only against a configured container limit: the host's RAM is not a budget
+    # Overhead in bytes (RSS beyond used_memory), not the fragmentation ratio: on a near-empty
+    # server the ratio is 5-10x and would flag every instance.
+    rss = f.value("redis_memory_used_rss_bytes") or 0
+    overhead = max(0.0, rss - (f.value("redis_memory_used_bytes") or 0))
+    expected = maxmemory + overhead + (f.value("redis_mem_not_counted_for_eviction_bytes") or 0)
+    return _over_hard_limit(expected, hard, f"maxmemory {_mib(maxmemory)} + {_mib(overhead)} of overhead")
+
+
+def _over_hard_limit(expected: float, hard: float, what: str) -> Result:
+    if expected > hard:
+        return CRITICAL, (f"{what} comes to ~{_mib(expected)}, above the hard limit {_mib(hard)}: the process "
+                          "is killed before the store ever reaches its own limit")
+    if expected > 0.9 * hard:
+        return WARNING, (f"{what} comes to ~{_mib(expected)}, {expected / hard:.0%} of the hard limit "
+                         f"{_mib(hard)}: no room for forks, buffers or fragmentation")
+    return None
+
+
+def _is_local(target: Target) -> bool:
+    if isinstance(target, RedisTarget):
+        return target.scheme == "unix" or target.host in LOCAL_HOSTS
+    return False
+
+
+def _read(path: str) -> str | None:
+    root = os.environ.get("CACHE_EXPORTER_HOST_ROOT", "/")
+    try:
+        with open(os.path.join(root, path), encoding="ascii", errors="replace") as fh:
+            return fh.read(4096).strip()
+    except OSError:
+        return None
+
+
+def _host_overcommit(f: Facts) -> Result:
+    value = _read(OVERCOMMIT_PATH) if _is_local(f.target) else None
+    if value is None or value == "1":
+        return None
+    return WARNING, (f"vm.overcommit_memory is {value} on this host: the kernel may refuse the fork of a "
+                     "BGSAVE or AOF rewrite under memory pressure (Redis asks for 1)")
+
+
+def _host_thp(f: Facts) -> Result:
+    value = _read(THP_PATH) if _is_local(f.target) else None
+    if value is None or "[always]" not in value:
+        return None
+    return WARNING, ("transparent huge pages are 'always' on this host: forks copy 2 MiB pages, inflating "
+                     "copy-on-write memory and latency (Redis asks for madvise or never)")
+
+
+# --- Memcached --------------------------------------------------------------------------
+
+def _memcached_no_eviction_low_headroom(f: Facts) -> Result:
+    m = f.reading.memory
+    if m.evicts_when_full is not False or m.limit is None or m.used is None:
+        return None
+    free_pages = f.value("memcached_free_pages")
+    headroom = (m.limit - m.used) / m.limit
+    if free_pages == 0 or headroom <= 0.02:
+        return CRITICAL, ("evictions are off (-M) and no slab page is left: stores that need a new page fail "
+                          "with SERVER_ERROR out of memory")
+    if headroom < 0.10:
+        return WARNING, f"evictions are off (-M) and only {headroom:.0%} of the memory limit is left"
+    return None
+
+
+def _memcached_limit_above_hard_limit(f: Facts) -> Result:
+    limit = f.value("memcached_limit_bytes") or 0
+    hard = f.reading.memory.resident_limit
+    if limit <= 0 or not hard:
+        return None
+    expected = limit + (f.value("memcached_hash_bytes") or 0)
+    return _over_hard_limit(expected, hard, f"-m {_mib(limit)} plus the hash table")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    store: type
+    evaluate: Callable[[Facts], Result]
+    summary: str  # one line for the docs
+
+
+CHECKS: list[Check] = [
+    Check("redis_maxmemory_unset", RedisTarget, _maxmemory_unset,
+          "maxmemory is 0 (critical when role is cache)"),
+    Check("redis_noeviction_on_cache", RedisTarget, _noeviction_on_cache,
+          "noeviction on a target with role cache"),
+    Check("redis_volatile_few_expiring", RedisTarget, _volatile_few_expiring,
+          "volatile-* policy with under 50 % of keys having a TTL (critical under 10 %)"),
+    Check("redis_persistence_on_cache", RedisTarget, _persistence_on_cache,
+          "RDB or AOF persistence on a target with role cache"),
+    Check("redis_stop_writes_fork_risk", RedisTarget, _stop_writes_fork_risk,
+          "stop-writes-on-bgsave-error with fork risk >= 80 % of the hard limit (critical >= 100 %)"),
+    Check("redis_maxmemory_above_hard_limit", RedisTarget, _redis_limit_above_hard_limit,
+          "maxmemory + current RSS overhead + buffers above 90 % of memory_limit (critical above 100 %)"),
+    Check("host_overcommit_memory", RedisTarget, _host_overcommit,
+          "same host: vm.overcommit_memory is not 1"),
+    Check("host_transparent_hugepages", RedisTarget, _host_thp,
+          "same host: transparent huge pages set to always"),
+    Check("memcached_no_eviction_low_headroom", MemcachedTarget, _memcached_no_eviction_low_headroom,
+          "-M (evictions off) with under 10 % headroom (critical when no page is left)"),
+    Check("memcached_limit_above_hard_limit", MemcachedTarget, _memcached_limit_above_hard_limit,
+          "-m plus the hash table above 90 % of memory_limit (critical above 100 %)"),
+]
+
+
+def evaluate(target: Target, reading: Reading) -> list[Finding]:
+    """The findings for one successful poll, most severe first."""
+    facts = Facts(target, reading)
+    findings = []
+    for check in CHECKS:
+        if isinstance(target, check.store):
+            result = check.evaluate(facts)
+            if result is not None:
+                findings.append(Finding(check.name, *result))
+    return sorted(findings, key=lambda x: -SEVERITY_ORDER[x.severity])
+
+
+def add_samples(findings: list[Finding], out: Samples) -> None:
+    for finding in findings:
+        out.add(FINDING, 1, (("check", finding.check), ("severity", finding.severity)))
+
+
+
+# --- one-shot audit (the CLI) ---------------------------------------------------------
+
+EXIT_OK, EXIT_FINDINGS, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
+AUDIT_POLLS = 2  # Redis sends CONFIG GET on the poll after a connect
+
+
+@dataclass
+class TargetReport:
+    name: str
+    type: str
+    address: str
+    error: str | None = None
+    reason: str | None = None
+    findings: list[Finding] | None = None
+
+
+def audit_target(target: Target) -> TargetReport:
+    """Connect, poll, evaluate; never raises."""
+    import time
+
+    from exporter.errors import PollError
+    from exporter.sources import source_for
+
+    report = TargetReport(target.name, target.type, target.address)
+    source = source_for(target)
+    try:
+        reading = None
+        for _ in range(AUDIT_POLLS):
+            reading = source.poll(time.monotonic() + target.timeout)
+        assert reading is not None
+        report.findings = evaluate(target, reading)
+    except PollError as err:
+        report.error, report.reason = str(err), err.reason
+    finally:
+        source.close()
+    return report
+
+
+def audit_all(targets: tuple[Target, ...], workers: int = 16) -> list[TargetReport]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
+        return list(pool.map(audit_target, targets))
+
+
+def exit_code(reports: list[TargetReport], fail_on: str) -> int:
+    if any(r.error for r in reports):
+        return EXIT_UNREACHABLE
+    threshold = SEVERITY_ORDER[fail_on]
+    if any(SEVERITY_ORDER[f.severity] >= threshold for r in reports for f in r.findings or []):
+        return EXIT_FINDINGS
+    return EXIT_OK
+
+
+def format_text(reports: list[TargetReport], fail_on: str, code: int) -> str:
+    rows = [("TARGET", "SEVERITY", "CHECK", "MESSAGE")]
+    for r in reports:
+        if r.error:
+            rows.append((r.name, "error", r.reason or "", f"could not poll {r.address}: {r.error}"))
+        elif not r.findings:
+            rows.append((r.name, "ok", "-", "no findings"))
+        for f in r.findings or []:
+            rows.append((r.name, f.severity, f.check, f.message))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
+             for row in rows]
+    counts = {s: sum(1 for r in reports for f in r.findings or [] if f.severity == s)
+              for s in (CRITICAL, WARNING, INFO)}
+    unreachable = sum(1 for r in reports if r.error)
+    lines.append(f"{len(reports)} targets: {counts[CRITICAL]} critical, {counts[WARNING]} warning, "
+                 f"{counts[INFO]} info, {unreachable} unreachable; failing on {fail_on}: exit {code}")
+    return "\n".join(lines)
+
+
+def format_json(reports: list[TargetReport], fail_on: str, code: int) -> str:
+    import json
+
+    payload = {
+        "fail_on": fail_on,
+        "exit_code": code,
+        "targets": [{"name": r.name, "type": r.type, "address": r.address, "error": r.error, "reason": r.reason,
+                     "findings": [f.__dict__ for f in r.findings or []]} for r in reports],
+    }
+    return json.dumps(payload, indent=2)

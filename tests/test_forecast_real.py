@@ -1,0 +1,94 @@
+"""The forecast against real redis-servers filled at a steady rate."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import redis
+from conftest import redis_target, wait_until
+
+MiB = 2**20
+VALUE = b"v" * 1000
+
+
+def fast_forecast() -> dict:
+    # The shortest window config allows (1 m): a forecast is given once 15 s are in it.
+    return {"interval": "0.25s", "timeout": "0.2s", "forecast_window": "60s"}
+
+
+class Writer(threading.Thread):
+    """Writes ~80 KB/s: 4 x 1 KB every 50 ms; records when the first -OOM reply came."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(daemon=True)
+        self.client = client
+        self.stop = threading.Event()
+        self.first_oom: float | None = None
+        self.i = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            started = time.monotonic()
+            for _ in range(4):
+                self.i += 1
+                try:
+                    self.client.set(f"k{self.i}", VALUE)
+                except redis.exceptions.OutOfMemoryError:
+                    if self.first_oom is None:
+                        self.first_oom = time.monotonic()
+            self.stop.wait(max(0.0, 0.05 - (time.monotonic() - started)))
+
+
+def test_noeviction_countdown_matches_the_first_oom(redis_factory, exporter_factory):
+    server = redis_factory(args=["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"])
+    ep = exporter_factory({"global": fast_forecast(), "targets": [redis_target("r", server)]})
+    writer = Writer(server.client())
+    writer.start()
+    try:
+        # Warm: the window needs 15 s of history; then take a prediction 5 s later.
+        wait_until(lambda: ep.metrics().has("cache_memory_seconds_until_full", target="r"), timeout=30,
+                   message="the forecast to appear")
+        time.sleep(5)
+        asked = time.monotonic()
+        m = ep.metrics()
+        until_full = m.value("cache_memory_seconds_until_full", target="r")
+        growth = m.value("cache_memory_growth_bytes_per_second", target="r")
+        assert writer.first_oom is None, "filled up before the prediction was taken"
+        assert 0 < until_full < math.inf and growth > 0
+        wait_until(lambda: writer.first_oom is not None, timeout=120, message="the first -OOM reply")
+        actual = writer.first_oom - asked
+        print(f"forecast: predicted {until_full:.1f} s to full, first -OOM came after {actual:.1f} s")
+        assert abs(until_full - actual) <= 0.25 * actual, (until_full, actual)
+        # At the limit the countdown reaches 0, and the rejections are counted.
+        wait_until(lambda: ep.metrics().value("cache_memory_seconds_until_full", target="r") == 0, timeout=10)
+        assert ep.metrics().value("cache_write_rejections_total", target="r") > 0
+        assert ep.metrics().value("cache_evicts_when_full", target="r") == 0
+    finally:
+        writer.stop.set()
+        writer.join(5)
+
+
+def test_evicting_store_at_its_limit_has_no_countdown(redis_factory, exporter_factory):
+    server = redis_factory(args=["--maxmemory", "3mb", "--maxmemory-policy", "allkeys-lru"])
+    ep = exporter_factory({"global": fast_forecast(), "targets": [redis_target("r", server)]})
+    writer = Writer(server.client())
+    writer.start()
+    try:
+        wait_until(lambda: (ep.metrics().value("cache_evictions_total", target="r") or 0) > 100, timeout=90,
+                   message="evictions")
+        wait_until(lambda: ep.metrics().has("cache_memory_seconds_until_full", target="r"), timeout=30)
+        for _ in range(8):  # stays +Inf at the limit, poll after poll
+            m = ep.metrics()
+            assert m.value("cache_memory_seconds_until_full", target="r") == math.inf
+            assert m.value("cache_memory_utilization_ratio", target="r") > 0.9
+            time.sleep(0.5)
+        assert writer.first_oom is None
+        assert m.value("cache_evictions_total", target="r") == m.value("redis_evicted_keys_total", target="r")
+        assert m.value("cache_evicts_when_full", target="r") == 1
+        # The hard-limit forecast still runs for an evicting store.
+        assert m.has("cache_resident_memory_seconds_until_full", target="r")
+    finally:
+        writer.stop.set()
+        writer.join(5)
