@@ -21,10 +21,7 @@ from exporter.targets import MemcachedTarget, RedisTarget, Target
 INFO, WARNING, CRITICAL = "info", "warning", "critical"
 SEVERITY_ORDER = {INFO: 0, WARNING: 1, CRITICAL: 2}
 
-FINDING = catalog.gauge(
-    "cache_config_finding",
-    "Constant 1 per active configuration-audit finding; labels check and severity (info, warning, critical).",
-    ("check", "severity"), catalog.UNIFIED)
+FINDING = catalog.CACHE_CONFIG_FINDING
 
 # Host files behind the same-host checks, under CACHE_EXPORTER_HOST_ROOT (default "/"): an
 # exporter in a container sees the node's /proc and /sys only where they are mounted (/host).

@@ -151,6 +151,27 @@ CACHE_WRITE_REJECTIONS = counter(
     UNIFIED,
 )
 CACHE_ITEMS = gauge("cache_items", "Keys / items / entries currently stored.", ("store",), UNIFIED)
+# Written by the forecast stage (exporter.forecast) for every store.
+CACHE_MEMORY_GROWTH = gauge(
+    "cache_memory_growth_bytes_per_second",
+    "Trend of cache_memory_used_bytes over the forecast window (Theil-Sen slope of the rolling peak "
+    "envelope); negative when shrinking. Absent until the window holds enough history.",
+    ("store",), UNIFIED)
+CACHE_MEMORY_UNTIL_FULL = gauge(
+    "cache_memory_seconds_until_full",
+    "Forecast seconds until cache_memory_used_bytes reaches cache_memory_limit_bytes; +Inf when not "
+    "growing, and for stores that evict when full (they do not run out at their limit); 0 when at the limit.",
+    ("store",), UNIFIED)
+CACHE_RESIDENT_UNTIL_FULL = gauge(
+    "cache_resident_memory_seconds_until_full",
+    "Forecast seconds until the resident memory reaches cache_resident_memory_limit_bytes (the hard limit "
+    "that kills the process), for every eviction policy; +Inf when not growing.",
+    ("store",), UNIFIED)
+# Written by the audit stage (exporter.audit) for every store.
+CACHE_CONFIG_FINDING = gauge(
+    "cache_config_finding",
+    "Constant 1 per active configuration-audit finding; labels check and severity (info, warning, critical).",
+    ("check", "severity"), UNIFIED)
 
 # Per-target self-metrics of the exporter, rendered alongside each target's snapshot.
 EXPORTER = "exporter"

@@ -43,22 +43,9 @@ MIN_HISTORY_FRACTION = 0.25  # the window must be this full before a forecast is
 MIN_POINTS = 6
 NOISE_FACTOR = 3.0
 
-FORECAST = "forecast"
-GROWTH = catalog.gauge(
-    "cache_memory_growth_bytes_per_second",
-    "Trend of cache_memory_used_bytes over the forecast window (Theil-Sen slope of the rolling peak "
-    "envelope); negative when shrinking. Absent until the window holds enough history.",
-    ("store",), catalog.UNIFIED)
-UNTIL_FULL = catalog.gauge(
-    "cache_memory_seconds_until_full",
-    "Forecast seconds until cache_memory_used_bytes reaches cache_memory_limit_bytes; +Inf when not "
-    "growing, and for stores that evict when full (they do not run out at their limit); 0 when at the limit.",
-    ("store",), catalog.UNIFIED)
-RESIDENT_UNTIL_FULL = catalog.gauge(
-    "cache_resident_memory_seconds_until_full",
-    "Forecast seconds until the resident memory reaches cache_resident_memory_limit_bytes (the hard limit "
-    "that kills the process), for every eviction policy; +Inf when not growing.",
-    ("store",), catalog.UNIFIED)
+GROWTH = catalog.CACHE_MEMORY_GROWTH
+UNTIL_FULL = catalog.CACHE_MEMORY_UNTIL_FULL
+RESIDENT_UNTIL_FULL = catalog.CACHE_RESIDENT_UNTIL_FULL
 
 
 @dataclass(frozen=True)

@@ -71,3 +71,11 @@ def test_ci_runs_make_test():
     makefile = (REPO / "Makefile").read_text()
     for target in ("demo:", "test:", "lint:", "bench:"):
         assert f"\n{target}" in makefile
+
+
+def test_audit_checks_table_is_generated_and_current():
+    from exporter.audit import CHECKS
+    from exporter.docs import audit_checks
+
+    assert audit_checks() in README, "README audit checks are stale: run `make docs`"
+    assert all(f"`{c.name}`" in README for c in CHECKS)
