@@ -8,7 +8,7 @@ DURATION ?= 20
 
 # command:debian-package pairs; a package is installed only when its command is missing.
 DEMO_SYSTEM := redis-server:redis-server memcached:memcached
-TEST_SYSTEM := redis-server:redis-server redis-cli:redis-tools memcached:memcached promtool:prometheus openssl:openssl gcc:gcc make:make
+TEST_SYSTEM := redis-server:redis-server redis-cli:redis-tools memcached:memcached promtool:prometheus amtool:prometheus-alertmanager openssl:openssl gcc:gcc make:make
 
 .PHONY: demo test lint bench docs clean
 
@@ -63,6 +63,7 @@ bench:
 	$(PY) benchmarks/run_all.py
 
 docs: $(VENV)/.stamp-base
+	$(PY) alerts/build_rules.py
 	$(PY) -m exporter.docs
 
 clean:

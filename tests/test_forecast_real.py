@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-import threading
 import time
 
-import redis
 from conftest import redis_target, wait_until
+from loadgen import SteadyWriter
 
 MiB = 2**20
-VALUE = b"v" * 1000
 
 
 def fast_forecast() -> dict:
@@ -18,33 +16,10 @@ def fast_forecast() -> dict:
     return {"interval": "0.25s", "timeout": "0.2s", "forecast_window": "60s"}
 
 
-class Writer(threading.Thread):
-    """Writes ~80 KB/s: 4 x 1 KB every 50 ms; records when the first -OOM reply came."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        super().__init__(daemon=True)
-        self.client = client
-        self.stop = threading.Event()
-        self.first_oom: float | None = None
-        self.i = 0
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            started = time.monotonic()
-            for _ in range(4):
-                self.i += 1
-                try:
-                    self.client.set(f"k{self.i}", VALUE)
-                except redis.exceptions.OutOfMemoryError:
-                    if self.first_oom is None:
-                        self.first_oom = time.monotonic()
-            self.stop.wait(max(0.0, 0.05 - (time.monotonic() - started)))
-
-
 def test_noeviction_countdown_matches_the_first_oom(redis_factory, exporter_factory):
     server = redis_factory(args=["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"])
     ep = exporter_factory({"global": fast_forecast(), "targets": [redis_target("r", server)]})
-    writer = Writer(server.client())
+    writer = SteadyWriter(server.client())
     writer.start()
     try:
         # Warm: the window needs 15 s of history; then take a prediction 5 s later.
@@ -66,14 +41,13 @@ def test_noeviction_countdown_matches_the_first_oom(redis_factory, exporter_fact
         assert ep.metrics().value("cache_write_rejections_total", target="r") > 0
         assert ep.metrics().value("cache_evicts_when_full", target="r") == 0
     finally:
-        writer.stop.set()
-        writer.join(5)
+        writer.halt()
 
 
 def test_evicting_store_at_its_limit_has_no_countdown(redis_factory, exporter_factory):
     server = redis_factory(args=["--maxmemory", "3mb", "--maxmemory-policy", "allkeys-lru"])
     ep = exporter_factory({"global": fast_forecast(), "targets": [redis_target("r", server)]})
-    writer = Writer(server.client())
+    writer = SteadyWriter(server.client())
     writer.start()
     try:
         wait_until(lambda: (ep.metrics().value("cache_evictions_total", target="r") or 0) > 100, timeout=90,
@@ -90,5 +64,4 @@ def test_evicting_store_at_its_limit_has_no_countdown(redis_factory, exporter_fa
         # The hard-limit forecast still runs for an evicting store.
         assert m.has("cache_resident_memory_seconds_until_full", target="r")
     finally:
-        writer.stop.set()
-        writer.join(5)
+        writer.halt()

@@ -1,0 +1,261 @@
+"""Build alerts/cache-exporter.rules.yml: the alert rules, with every time constant in one place.
+
+The committed rules file is this script's output at ``scale=1`` (a test fails when they
+differ). The end-to-end test builds the same rules at a small scale, so a 30 minute ``for``
+becomes seconds without a forked copy of the rules. Run ``python alerts/build_rules.py`` (or
+``make docs``) after editing.
+
+Conventions (design.md): CamelCase names with a Cache/Redis/Memcached prefix; ``severity`` in
+critical|warning|info; annotations summary, description, runbook_url ->
+docs/runbooks.md#<lowercase-alertname>. Rules use the unified ``cache_*`` families, so they
+cover Redis, Memcached and app heaps alike, plus store-specific rules for store-specific
+failure modes. The forecast itself (sawtooth, steps, noise) is handled in the exporter;
+the rules add level guards and ``for`` durations.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+RULES_FILE = HERE / "cache-exporter.rules.yml"
+RUNBOOK_BASE = "https://github.com/cache-exporter/cache-exporter/blob/main/docs/runbooks.md"
+
+# Every time constant of the rules, in seconds. Thresholds on forecasts are times too.
+TIME: dict[str, float] = {
+    "down_for": 5 * 60,
+    "absent_for": 10 * 60,
+    "predict_warning_horizon": 4 * 3600,  # warn when the forecast says full within 4 h ...
+    "predict_warning_for": 30 * 60,  # ... for 30 min
+    "predict_critical_horizon": 3600,
+    "predict_critical_for": 5 * 60,
+    "resident_warning_for": 15 * 60,
+    "resident_critical_for": 5 * 60,
+    "limit_unset_for": 30 * 60,
+    "rejections_window": 5 * 60,
+    "rejections_for": 60,
+    "eviction_window": 10 * 60,
+    "eviction_baseline": 6 * 3600,
+    "eviction_for": 15 * 60,
+    "fork_warning_for": 15 * 60,
+    "fork_critical_for": 5 * 60,
+    "bgsave_failed_for": 60,
+    "misconf_window": 5 * 60,
+    "calcification_for": 30 * 60,
+    "finding_for": 3600,
+}
+
+# Level guards and thresholds that are not times.
+PREDICT_WARNING_MIN_UTILIZATION = 0.5
+PREDICT_CRITICAL_MIN_UTILIZATION = 0.7
+RESIDENT_WARNING_RATIO = 0.85
+RESIDENT_CRITICAL_RATIO = 0.95
+EVICTION_MIN_LOOKUPS_PER_SECOND = 1
+EVICTION_HIT_RATIO_DROP = 0.9  # hit ratio below 90 % of its baseline
+FORK_WARNING_RATIO = 0.8
+FORK_CRITICAL_RATIO = 1.0
+
+
+def duration(seconds: float) -> str:
+    """Prometheus duration text; scaled values may be fractions of a second."""
+    ms = max(1, round(seconds * 1000))
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def build(scale: float = 1.0, runbook_base: str = RUNBOOK_BASE) -> dict:
+    """The rules document; every TIME constant multiplied by ``scale``."""
+    t = {k: v * scale for k, v in TIME.items()}
+    d = {k: duration(v) for k, v in t.items()}
+    seconds = {k: f"{v:g}" for k, v in t.items()}
+
+    def alert(name: str, expr: str, severity: str, for_: str | None, summary: str, description: str) -> dict:
+        rule = {"alert": name, "expr": expr.strip()}
+        if for_:
+            rule["for"] = for_
+        rule["labels"] = {"severity": severity}
+        rule["annotations"] = {"summary": summary, "description": description,
+                               "runbook_url": f"{runbook_base}#{name.lower()}"}
+        return rule
+
+    util = "{{ with printf `cache_memory_utilization_ratio{target=%q}` $labels.target | query }}" \
+           "{{ . | first | value | humanizePercentage }}{{ end }}"
+    exhaustion = """
+cache_memory_seconds_until_full < {horizon}
+and cache_memory_utilization_ratio > {guard}
+unless cache_evicts_when_full == 1
+"""
+    resident_predicted = """
+cache_resident_memory_seconds_until_full < {horizon}
+and cache_resident_memory_bytes / cache_resident_memory_limit_bytes > {guard}
+"""
+    lookups = ("(rate(cache_hits_total[{w}]) + rate(cache_misses_total[{w}]))")
+    hit_ratio = "(rate(cache_hits_total[{w}]) / " + lookups + ")"
+
+    memory = [
+        alert("CacheMemoryExhaustionPredicted",
+              exhaustion.format(horizon=seconds["predict_warning_horizon"], guard=PREDICT_WARNING_MIN_UTILIZATION),
+              "warning", d["predict_warning_for"],
+              "{{ $labels.target }} will run out of memory in {{ $value | humanizeDuration }}",
+              "{{ $labels.target }} ({{ $labels.store }}) is at " + util + " of its memory limit and, at its "
+              "current growth, fills it in {{ $value | humanizeDuration }}. It rejects writes when full "
+              "(or, for an app, runs out of heap)."),
+        alert("CacheMemoryExhaustionPredicted",
+              exhaustion.format(horizon=seconds["predict_critical_horizon"],
+                                guard=PREDICT_CRITICAL_MIN_UTILIZATION),
+              "critical", d["predict_critical_for"],
+              "{{ $labels.target }} runs out of memory in {{ $value | humanizeDuration }}",
+              "{{ $labels.target }} ({{ $labels.store }}) is at " + util + " of its memory limit and fills it "
+              "in {{ $value | humanizeDuration }}. Writes will then fail (Redis -OOM, Memcached SERVER_ERROR "
+              "out of memory) or the app's heap runs out."),
+        alert("CacheResidentMemoryExhaustionPredicted",
+              resident_predicted.format(horizon=seconds["predict_warning_horizon"],
+                                        guard=PREDICT_WARNING_MIN_UTILIZATION),
+              "warning", d["predict_warning_for"],
+              "{{ $labels.target }} reaches its hard memory limit in {{ $value | humanizeDuration }}",
+              "The resident memory of {{ $labels.target }} ({{ $labels.store }}) reaches the limit that gets "
+              "the process killed in {{ $value | humanizeDuration }} at its current growth, whatever its "
+              "eviction policy."),
+        alert("CacheResidentMemoryExhaustionPredicted",
+              resident_predicted.format(horizon=seconds["predict_critical_horizon"],
+                                        guard=PREDICT_CRITICAL_MIN_UTILIZATION),
+              "critical", d["predict_critical_for"],
+              "{{ $labels.target }} reaches its hard memory limit in {{ $value | humanizeDuration }}",
+              "The resident memory of {{ $labels.target }} ({{ $labels.store }}) reaches the limit that gets "
+              "the process killed (OOM kill) in {{ $value | humanizeDuration }}."),
+        alert("CacheResidentMemoryNearHardLimit",
+              f"cache_resident_memory_bytes / cache_resident_memory_limit_bytes > {RESIDENT_WARNING_RATIO}",
+              "warning", d["resident_warning_for"],
+              "{{ $labels.target }} uses {{ $value | humanizePercentage }} of its hard memory limit",
+              "The resident memory of {{ $labels.target }} ({{ $labels.store }}) is "
+              "{{ $value | humanizePercentage }} of the container or host limit: little room is left for "
+              "forks, buffers and fragmentation before an OOM kill."),
+        alert("CacheResidentMemoryNearHardLimit",
+              f"cache_resident_memory_bytes / cache_resident_memory_limit_bytes > {RESIDENT_CRITICAL_RATIO}",
+              "critical", d["resident_critical_for"],
+              "{{ $labels.target }} uses {{ $value | humanizePercentage }} of its hard memory limit",
+              "The resident memory of {{ $labels.target }} ({{ $labels.store }}) is "
+              "{{ $value | humanizePercentage }} of the limit that gets the process killed."),
+        alert("CacheMemoryLimitUnset",
+              'cache_memory_limit_info{store="redis", source!="maxmemory"} == 1',
+              "warning", d["limit_unset_for"],
+              "{{ $labels.target }} has no maxmemory",
+              "{{ $labels.target }} runs with maxmemory 0: Redis never evicts and grows until the container "
+              "or host kills it. Its forecast counts against {{ $labels.source }} memory instead."),
+        alert("CacheWritesRejected",
+              f"increase(cache_write_rejections_total[{d['rejections_window']}]) > 0",
+              "critical", d["rejections_for"],
+              "{{ $labels.target }} is rejecting writes for lack of memory",
+              "{{ $labels.target }} ({{ $labels.store }}) refused {{ $value | humanize }} writes in the last "
+              f"{d['rejections_window']} because its memory is full (Redis -OOM, Memcached out of memory)."),
+        alert("CacheEvictionPressure",
+              (f"rate(cache_evictions_total[{{w}}]) > 0\n"
+               f"and {lookups} > {EVICTION_MIN_LOOKUPS_PER_SECOND}\n"
+               f"and {hit_ratio} < {EVICTION_HIT_RATIO_DROP} * {hit_ratio.replace('{w}', '{b}')}")
+              .format(w=d["eviction_window"], b=d["eviction_baseline"]),
+              "warning", d["eviction_for"],
+              "{{ $labels.target }} evicts and its hit ratio is dropping",
+              "{{ $labels.target }} ({{ $labels.store }}) evicts {{ $value | humanize }} keys/s while its hit "
+              f"ratio over {d['eviction_window']} fell below {EVICTION_HIT_RATIO_DROP:.0%} of its "
+              f"{d['eviction_baseline']} baseline: the cache is too small for its working set."),
+    ]
+    stores = [
+        alert("RedisForkMemoryAtRisk",
+              f"redis_fork_memory_risk_ratio > {FORK_WARNING_RATIO}\n"
+              "unless (redis_rdb_enabled == 0 and redis_aof_enabled == 0)",
+              "warning", d["fork_warning_for"],
+              "A background save of {{ $labels.target }} risks running out of memory",
+              "Resident memory plus the largest recent copy-on-write of {{ $labels.target }} is "
+              "{{ $value | humanizePercentage }} of its hard limit: the next BGSAVE or AOF rewrite may fail "
+              "or get the process killed."),
+        alert("RedisForkMemoryAtRisk",
+              f"redis_fork_memory_risk_ratio > {FORK_CRITICAL_RATIO}\n"
+              "unless (redis_rdb_enabled == 0 and redis_aof_enabled == 0)",
+              "critical", d["fork_critical_for"],
+              "The next background save of {{ $labels.target }} will not fit in memory",
+              "Resident memory plus the largest recent copy-on-write of {{ $labels.target }} is "
+              "{{ $value | humanizePercentage }} of its hard limit."),
+        alert("RedisBackgroundSaveFailed",
+              "redis_rdb_last_bgsave_status == 0 or redis_aof_last_bgrewrite_status == 0",
+              "warning", d["bgsave_failed_for"],
+              "The last background save of {{ $labels.target }} failed",
+              "{{ $labels.target }}'s last BGSAVE or AOF rewrite failed; with stop-writes-on-bgsave-error it "
+              "now refuses writes (see RedisWritesRefusedMisconf)."),
+        alert("RedisWritesRefusedMisconf",
+              f'increase(redis_errors_total{{err="MISCONF"}}[{d["misconf_window"]}]) > 0\n'
+              "or (redis_rdb_last_bgsave_status == 0 and redis_config_stop_writes_on_bgsave_error == 1)",
+              "critical", None,
+              "{{ $labels.target }} refuses writes after a failed background save",
+              "{{ $labels.target }}'s last background save failed and stop-writes-on-bgsave-error is yes: every "
+              "write gets -MISCONF until a save succeeds."),
+        alert("MemcachedSlabCalcification",
+              "memcached_calcified_slab_classes > 0",
+              "warning", d["calcification_for"],
+              "{{ $labels.target }} evicts in {{ $value }} slab classes while others hold free memory",
+              "{{ $value }} slab classes of {{ $labels.target }} evict (or refuse stores) while other classes "
+              "hold free chunks and no page moves between them: memory is stranded in the wrong classes."),
+    ]
+    audit = [
+        alert("CacheConfigAuditFinding",
+              'max without (severity) (cache_config_finding{severity="critical", '
+              'check!="redis_maxmemory_unset"})',
+              "warning", d["finding_for"],
+              "{{ $labels.target }}: critical configuration finding {{ $labels.check }}",
+              "The configuration audit reports {{ $labels.check }} (critical) on {{ $labels.target }}; run "
+              "`cache-exporter audit` for the details."),
+        alert("CacheConfigAuditFinding",
+              'max without (severity) (cache_config_finding{severity="warning", '
+              'check!="redis_maxmemory_unset"})',
+              "info", d["finding_for"],
+              "{{ $labels.target }}: configuration finding {{ $labels.check }}",
+              "The configuration audit reports {{ $labels.check }} (warning) on {{ $labels.target }}; run "
+              "`cache-exporter audit` for the details."),
+    ]
+    exporter = [
+        alert("CacheTargetDown", "cache_up == 0", "critical", d["down_for"],
+              "{{ $labels.target }} cannot be polled",
+              "cache-exporter has failed to poll {{ $labels.target }} ({{ $labels.store }}) for "
+              f"{d['down_for']}; its memory is not being watched. The reason is in "
+              "cache_exporter_poll_errors_total and /targets."),
+        alert("CacheExporterAbsent", "absent(cache_exporter_build_info)", "critical", d["absent_for"],
+              "cache-exporter is not being scraped",
+              f"Prometheus has had no cache-exporter metrics for {d['absent_for']}: no cache memory is being "
+              "watched and none of the other cache alerts can fire."),
+        alert("CacheWatchdog", "vector(1)", "info", None,
+              "Alerting pipeline heartbeat",
+              "Always firing, so that a dead-man's switch can page when it stops arriving."),
+    ]
+    return {"groups": [
+        {"name": "cache-memory", "rules": memory},
+        {"name": "cache-stores", "rules": stores},
+        {"name": "cache-audit", "rules": audit},
+        {"name": "cache-exporter", "rules": exporter},
+    ]}
+
+
+HEADER = ("# Generated by alerts/build_rules.py -- edit that file and run it (or `make docs`).\n"
+          "# Time constants: alerts/build_rules.py TIME. Runbooks: docs/runbooks.md.\n")
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (expressions) as literal blocks, the way people write rules by hand."""
+
+
+_Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
+
+
+def render(scale: float = 1.0, runbook_base: str = RUNBOOK_BASE) -> str:
+    return HEADER + yaml.dump(build(scale, runbook_base), Dumper=_Dumper, sort_keys=False, width=120,
+                              allow_unicode=True)
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else RULES_FILE
+    out.write_text(render())
+    print(f"wrote {out}")
