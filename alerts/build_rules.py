@@ -188,7 +188,10 @@ and cache_resident_memory_bytes / cache_resident_memory_limit_bytes > {guard}
               "now refuses writes (see RedisWritesRefusedMisconf)."),
         alert("RedisWritesRefusedMisconf",
               f'increase(redis_errors_total{{err="MISCONF"}}[{d["misconf_window"]}]) > 0\n'
-              "or (redis_rdb_last_bgsave_status == 0 and redis_config_stop_writes_on_bgsave_error == 1)",
+              # Redis refuses writes after a failed save only when RDB saving is configured (a failed
+              # manual BGSAVE with `save ""` does not stop writes).
+              "or (redis_rdb_last_bgsave_status == 0 and redis_config_stop_writes_on_bgsave_error == 1\n"
+              "    and redis_rdb_enabled == 1)",
               "critical", None,
               "{{ $labels.target }} refuses writes after a failed background save",
               "{{ $labels.target }}'s last background save failed and stop-writes-on-bgsave-error is yes: every "
