@@ -28,6 +28,8 @@ RUNBOOK_BASE = "https://github.com/cache-exporter/cache-exporter/blob/main/docs/
 TIME: dict[str, float] = {
     "down_for": 5 * 60,
     "absent_for": 10 * 60,
+    "exporter_down_for": 5 * 60,
+    "exporter_lookback": 3600,  # an instance that exported cache-exporter metrics within this is ours
     "predict_warning_horizon": 4 * 3600,  # warn when the forecast says full within 4 h ...
     "predict_warning_for": 30 * 60,  # ... for 30 min
     "predict_critical_horizon": 3600,
@@ -167,7 +169,8 @@ and cache_resident_memory_bytes / cache_resident_memory_limit_bytes > {guard}
     stores = [
         alert("RedisForkMemoryAtRisk",
               f"redis_fork_memory_risk_ratio > {FORK_WARNING_RATIO}\n"
-              "unless (redis_rdb_enabled == 0 and redis_aof_enabled == 0)",
+              # No persistence and no replica to resync: nothing forks.
+              "unless (redis_rdb_enabled == 0 and redis_aof_enabled == 0 and redis_connected_slaves == 0)",
               "warning", d["fork_warning_for"],
               "A background save of {{ $labels.target }} risks running out of memory",
               "Resident memory plus the largest recent copy-on-write of {{ $labels.target }} is "
@@ -175,7 +178,8 @@ and cache_resident_memory_bytes / cache_resident_memory_limit_bytes > {guard}
               "or get the process killed."),
         alert("RedisForkMemoryAtRisk",
               f"redis_fork_memory_risk_ratio > {FORK_CRITICAL_RATIO}\n"
-              "unless (redis_rdb_enabled == 0 and redis_aof_enabled == 0)",
+              # No persistence and no replica to resync: nothing forks.
+              "unless (redis_rdb_enabled == 0 and redis_aof_enabled == 0 and redis_connected_slaves == 0)",
               "critical", d["fork_critical_for"],
               "The next background save of {{ $labels.target }} will not fit in memory",
               "Resident memory plus the largest recent copy-on-write of {{ $labels.target }} is "
@@ -187,15 +191,16 @@ and cache_resident_memory_bytes / cache_resident_memory_limit_bytes > {guard}
               "{{ $labels.target }}'s last BGSAVE or AOF rewrite failed; with stop-writes-on-bgsave-error it "
               "now refuses writes (see RedisWritesRefusedMisconf)."),
         alert("RedisWritesRefusedMisconf",
-              f'increase(redis_errors_total{{err="MISCONF"}}[{d["misconf_window"]}]) > 0\n'
+              f'max without (err) (increase(redis_errors_total{{err="MISCONF"}}[{d["misconf_window"]}])) > 0\n'
               # Redis refuses writes after a failed save only when RDB saving is configured (a failed
               # manual BGSAVE with `save ""` does not stop writes).
               "or (redis_rdb_last_bgsave_status == 0 and redis_config_stop_writes_on_bgsave_error == 1\n"
               "    and redis_rdb_enabled == 1)",
               "critical", None,
-              "{{ $labels.target }} refuses writes after a failed background save",
-              "{{ $labels.target }}'s last background save failed and stop-writes-on-bgsave-error is yes: every "
-              "write gets -MISCONF until a save succeeds."),
+              "{{ $labels.target }} refuses writes with -MISCONF",
+              "{{ $labels.target }} refuses writes with -MISCONF: a background save (RDB) or an AOF write failed "
+              "and Redis stops accepting writes until persistence works again (stop-writes-on-bgsave-error, "
+              "AOF write errors)."),
         alert("MemcachedSlabCalcification",
               "memcached_calcified_slab_classes > 0",
               "warning", d["calcification_for"],
@@ -225,6 +230,12 @@ and cache_resident_memory_bytes / cache_resident_memory_limit_bytes > {guard}
               "cache-exporter has failed to poll {{ $labels.target }} ({{ $labels.store }}) for "
               f"{d['down_for']}; its memory is not being watched. The reason is in "
               "cache_exporter_poll_errors_total and /targets."),
+        alert("CacheExporterDown",
+              f"up == 0 and on (job, instance) max_over_time(cache_exporter_build_info[{d['exporter_lookback']}])",
+              "critical", d["exporter_down_for"],
+              "cache-exporter {{ $labels.instance }} cannot be scraped",
+              "Prometheus has failed to scrape the cache-exporter at {{ $labels.instance }} (job {{ $labels.job }}) "
+              f"for {d['exporter_down_for']}: the targets it polls are not being watched."),
         alert("CacheExporterAbsent", "absent(cache_exporter_build_info)", "critical", d["absent_for"],
               "cache-exporter is not being scraped",
               f"Prometheus has had no cache-exporter metrics for {d['absent_for']}: no cache memory is being "

@@ -369,6 +369,8 @@ def expiring_fraction(samples: Samples) -> float:
     return expiring / keys if keys > 0 else 0.0
 
 
+MEMORY_ERRORS = ("OOM", "MISCONF")  # write refusals caused by memory (OOM) or a failed save (MISCONF)
+
 ROLES = {"master": "primary", "primary": "primary", "slave": "replica", "replica": "replica"}
 
 
@@ -518,9 +520,13 @@ def _add_unified(out: Samples, info: Info, m: MemoryView, version: str, role: st
     out.add(catalog.CACHE_MISSES, _float(f.get("keyspace_misses")), store)
     out.add(catalog.CACHE_EVICTIONS, _float(f.get("evicted_keys")), store)
     out.add(catalog.CACHE_EXPIRATIONS, _float(f.get("expired_keys")), store)
-    if "errorstats" in info.sections:  # 6.2+: absent OOM line means zero rejections so far
-        oom = out.value(ERRORS, (("err", "OOM"),)) or 0.0
-        out.add(catalog.CACHE_WRITE_REJECTIONS, oom, store)
+    if "errorstats" in info.sections:  # 6.2+: an absent line means that error has not happened yet
+        # Emit the errors alerts watch at 0 until they first happen: a series that appears already
+        # non-zero hides its first burst from increase().
+        for err in MEMORY_ERRORS:
+            if out.value(ERRORS, (("err", err),)) is None:
+                out.add(ERRORS, 0, (("err", err),))
+        out.add(catalog.CACHE_WRITE_REJECTIONS, out.value(ERRORS, (("err", "OOM"),)), store)
     keys = [s.value for s in out if s.family == DB_KEYS]
     out.add(catalog.CACHE_ITEMS, sum(keys), store)
 
