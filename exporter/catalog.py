@@ -26,6 +26,7 @@ class MetricSpec:
     help: str
     labels: tuple[str, ...] = ()
     group: str = ""  # README section: "unified", "redis", "exporter", ...
+    optional_labels: tuple[str, ...] = ()  # present on some series only (e.g. cache, for in-process caches)
 
     def __post_init__(self) -> None:
         if self.type == COUNTER and not self.name.endswith("_total"):
@@ -46,13 +47,15 @@ def declare(spec: MetricSpec) -> MetricSpec:
     return spec
 
 
-def gauge(name: str, help: str, labels: tuple[str, ...] = (), group: str = "") -> str:
-    declare(MetricSpec(name, GAUGE, help, labels, group))
+def gauge(name: str, help: str, labels: tuple[str, ...] = (), group: str = "",
+          optional_labels: tuple[str, ...] = ()) -> str:
+    declare(MetricSpec(name, GAUGE, help, labels, group, optional_labels))
     return name
 
 
-def counter(name: str, help: str, labels: tuple[str, ...] = (), group: str = "") -> str:
-    declare(MetricSpec(name, COUNTER, help, labels, group))
+def counter(name: str, help: str, labels: tuple[str, ...] = (), group: str = "",
+            optional_labels: tuple[str, ...] = ()) -> str:
+    declare(MetricSpec(name, COUNTER, help, labels, group, optional_labels))
     return name
 
 
@@ -75,8 +78,11 @@ def label_names() -> set[str]:
     names = {TARGET_LABEL}
     for spec in _families.values():
         names.update(spec.labels)
+        names.update(spec.optional_labels)
     return names
 
+
+_IN_PROCESS = " For an app target's in-process caches, label cache names the cache."
 
 # Unified families (design.md, "Metric contract"): dashboards and alerts use these for
 # every store. Declared here because no single source owns them.
@@ -136,10 +142,12 @@ CACHE_EVICTS_WHEN_FULL = gauge(
     ("store",),
     UNIFIED,
 )
-CACHE_HITS = counter("cache_hits_total", "Lookups that found the key.", ("store",), UNIFIED)
-CACHE_MISSES = counter("cache_misses_total", "Lookups that did not find the key.", ("store",), UNIFIED)
+CACHE_HITS = counter("cache_hits_total", "Lookups that found the key." + _IN_PROCESS, ("store",), UNIFIED, ("cache",))
+CACHE_MISSES = counter("cache_misses_total", "Lookups that did not find the key." + _IN_PROCESS, ("store",), UNIFIED,
+                       ("cache",))
 CACHE_EVICTIONS = counter(
-    "cache_evictions_total", "Keys evicted to stay under the memory limit.", ("store",), UNIFIED
+    "cache_evictions_total", "Keys evicted to stay under the memory limit." + _IN_PROCESS, ("store",), UNIFIED,
+    ("cache",)
 )
 CACHE_EXPIRATIONS = counter(
     "cache_expirations_total", "Keys removed because their TTL expired.", ("store",), UNIFIED
@@ -150,7 +158,8 @@ CACHE_WRITE_REJECTIONS = counter(
     ("store",),
     UNIFIED,
 )
-CACHE_ITEMS = gauge("cache_items", "Keys / items / entries currently stored.", ("store",), UNIFIED)
+CACHE_ITEMS = gauge("cache_items", "Keys / items / entries currently stored." + _IN_PROCESS, ("store",), UNIFIED,
+                    ("cache",))
 # Written by the forecast stage (exporter.forecast) for every store.
 CACHE_MEMORY_GROWTH = gauge(
     "cache_memory_growth_bytes_per_second",

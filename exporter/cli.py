@@ -159,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
 
     log = logging.getLogger("exporter")
     try:
-        loaded = load_config(args.config) if args.config else LoadResult(default_config())
+        loaded = load_config(args.config) if args.config else LoadResult(default_config(args.listen))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG

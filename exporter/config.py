@@ -24,9 +24,12 @@ from exporter import catalog
 from exporter.targets import (
     DEFAULT_FORECAST_WINDOW,
     DEFAULT_INTERVAL,
+    DEFAULT_LISTEN,
     DEFAULT_MAX_REPLY_SIZE,
     DEFAULT_RECONNECT_BACKOFF_MAX,
     DEFAULT_TIMEOUT,
+    V8_YOUNG_GENERATION_RESERVE,
+    AppTarget,
     Config,
     Credentials,
     GlobalConfig,
@@ -303,7 +306,12 @@ _CREDENTIAL_KEYS = {"username", "password_env", "password_file"}
 _TYPE_KEYS: dict[str, set[str]] = {
     "redis": {"url", "tls"} | _CREDENTIAL_KEYS,
     "memcached": {"address", "tls", "slabs"} | _CREDENTIAL_KEYS,
+    "app": {"url", "format", "runtime", "heap_limit", "young_generation_reserve", "tls", "fields", "caches"}
+    | _CREDENTIAL_KEYS,
 }
+APP_RUNTIMES = ("auto", "nodejs", "nodejs-otel", "jvm", "go", "python", "process")
+APP_JSON_FIELDS = ("heap_used", "heap_limit", "gc_seconds", "resident")
+APP_CACHE_COUNTERS = ("hits", "misses", "evictions", "items", "errors")
 
 
 def _target(c: _Checker, node: Any, path: str, glob: GlobalConfig) -> Target | None:
@@ -468,6 +476,88 @@ def _memcached_target(c: _Checker, t: dict[str, Any], path: str, common: dict[st
     )
 
 
+def _app_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, Any]) -> Target | None:
+    url = c.take(t, "url", path, _string)
+    if url is None:
+        return None
+    here = _join(path, "url")
+    if "@" in url:
+        c.error(here, "credentials in the URL are not allowed; use username and password_env/password_file")
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        c.error(here, "not a valid URL; the port must be a number from 1 to 65535")
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        c.error(here, "expected an http:// or https:// URL with a host, e.g. http://10.0.0.9:3000/metrics")
+        return None
+    if port is not None and not 1 <= port <= 65535:
+        c.error(here, "the port must be a number from 1 to 65535")
+        return None
+    request_path = (parts.path or "/metrics") + (f"?{parts.query}" if parts.query else "")
+    tls = _tls(c, t.get("tls"), _join(path, "tls"))
+    if tls is not None and parts.scheme != "https":
+        c.error(_join(path, "tls"), "TLS settings need an https:// URL")
+    fmt = c.take(t, "format", path, _one_of(("prometheus", "json")), "prometheus")
+    fields = _app_fields(c, t.get("fields"), _join(path, "fields"))
+    caches = _app_caches(c, t.get("caches"), _join(path, "caches"))
+    if fmt == "json" and "heap_used" not in dict(fields):
+        c.error(_join(path, "fields"), "format: json needs fields.heap_used (a dotted path into the JSON body)")
+    if fmt == "prometheus" and (fields or caches):
+        c.error(_join(path, "fields" if fields else "caches"), "fields and caches map a JSON body; "
+                                                               "set format: json")
+    return AppTarget(
+        **common,
+        scheme=parts.scheme,
+        host=parts.hostname,
+        port=port or (443 if parts.scheme == "https" else 80),
+        path=request_path,
+        format=fmt,
+        runtime=c.take(t, "runtime", path, _one_of(APP_RUNTIMES), "auto"),
+        heap_limit=c.take(t, "heap_limit", path, _positive_size(1), None),
+        young_generation_reserve=c.take(t, "young_generation_reserve", path, _positive_size(0),
+                                        V8_YOUNG_GENERATION_RESERVE),
+        credentials=_credentials(c, t, path, username_required=False),
+        tls=tls,
+        fields=fields,
+        caches=caches,
+    )
+
+
+def _json_path(value: Any) -> str:
+    text = _string(value)
+    if not re.fullmatch(r"[^.\s]+(\.[^.\s]+)*", text):
+        raise ValueError("expected a dotted path into the JSON body, e.g. memory.heapUsed")
+    return text
+
+
+def _app_fields(c: _Checker, node: Any, path: str) -> tuple[tuple[str, str], ...]:
+    m = c.mapping(node, path, set(APP_JSON_FIELDS))
+    if not m:
+        return ()
+    return tuple(sorted((k, c.take(m, k, path, _json_path)) for k in m if k in APP_JSON_FIELDS))
+
+
+def _app_caches(c: _Checker, node: Any, path: str) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    if node is None:
+        return ()
+    if not isinstance(node, dict):
+        c.error(path, f"expected a mapping of cache names to counter paths, got {_kind(node)}")
+        return ()
+    out = []
+    for name, counters in node.items():
+        here = _join(path, str(name))
+        m = c.mapping(counters, here, set(APP_CACHE_COUNTERS))
+        if not m:
+            c.error(here, f"map at least one of: {', '.join(APP_CACHE_COUNTERS)}")
+            continue
+        out.append((str(name), tuple(sorted((k, c.take(m, k, here, _json_path)) for k in m
+                                            if k in APP_CACHE_COUNTERS))))
+    return tuple(sorted(out))
+
+
 def _tls(c: _Checker, node: Any, path: str) -> TLSConfig | None:
     if node is None:
         return None
@@ -492,13 +582,16 @@ def _tls(c: _Checker, node: Any, path: str) -> TLSConfig | None:
 _TARGET_BUILDERS: dict[str, Callable[[_Checker, dict[str, Any], str, dict[str, Any]], Target | None]] = {
     "redis": _redis_target,
     "memcached": _memcached_target,
+    "app": _app_target,
 }
 
 
-def default_config() -> Config:
-    """What runs without --config: the local stores (design.md, "Interfaces")."""
+def default_config(listen: str = DEFAULT_LISTEN) -> Config:
+    """What runs without --config: the local stores and the exporter's own process (design.md)."""
+    port = listen.rpartition(":")[2] or "9611"
     document = {"targets": [
         {"name": "redis", "type": "redis", "url": "redis://localhost:6379"},
         {"name": "memcached", "type": "memcached", "address": "localhost:11211"},
+        {"name": "cache-exporter", "type": "app", "url": f"http://127.0.0.1:{port}/metrics", "runtime": "python"},
     ]}
     return build_config(document, BUILTIN).config

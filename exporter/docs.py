@@ -16,12 +16,14 @@ _GROUPS = [
     ("unified", "Unified families (every store; dashboards and alerts use these)"),
     ("redis", "Redis / Valkey"),
     ("memcached", "Memcached"),
+    ("app", "Application (heap, GC, in-process caches)"),
     ("exporter", "Exporter self-metrics, per target"),
 ]
 
 
-def _row(name: str, kind: str, labels: tuple[str, ...] | list[str], help_text: str) -> str:
-    label_text = ", ".join(f"`{label}`" for label in labels) or "&ndash;"
+def _row(name: str, kind: str, labels: tuple[str, ...] | list[str], help_text: str,
+         optional: tuple[str, ...] = ()) -> str:
+    label_text = ", ".join([f"`{label}`" for label in labels] + [f"(`{label}`)" for label in optional]) or "&ndash;"
     return f"| `{name}` | {kind} | {label_text} | {help_text.replace('|', '&#124;')} |"
 
 
@@ -31,7 +33,8 @@ def metrics_reference() -> str:
            "from `global.labels` and the target's `labels`.", ""]
     for group, title in _GROUPS:
         out += [f"#### {title}", "", "| metric | type | labels | meaning |", "|---|---|---|---|"]
-        out += [_row(s.name, s.type, s.labels, s.help) for s in catalog.families() if s.group == group]
+        out += [_row(s.name, s.type, s.labels, s.help, s.optional_labels)
+                for s in catalog.families() if s.group == group]
         out.append("")
     out += ["#### Exporter self-metrics, process-wide", "", "| metric | type | labels | meaning |",
             "|---|---|---|---|"]

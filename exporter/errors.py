@@ -18,6 +18,7 @@ DNS = "dns"
 TIMEOUT = "timeout"
 TLS = "tls"
 AUTH = "auth"
+HTTP = "http"
 RESET = "reset"
 PROTOCOL = "protocol"
 TOO_LARGE = "too_large"
@@ -25,7 +26,7 @@ CONFIG = "config"
 ERROR = "error"
 
 REASONS: tuple[str, ...] = (
-    REFUSED, UNREACHABLE, DNS, TIMEOUT, TLS, AUTH, RESET, PROTOCOL, TOO_LARGE, CONFIG, ERROR,
+    REFUSED, UNREACHABLE, DNS, TIMEOUT, TLS, AUTH, HTTP, RESET, PROTOCOL, TOO_LARGE, CONFIG, ERROR,
 )
 
 _DESCRIPTIONS = {
@@ -35,6 +36,7 @@ _DESCRIPTIONS = {
     TIMEOUT: "timed out",
     TLS: "TLS handshake or certificate verification failed",
     AUTH: "authentication or authorization failed",
+    HTTP: "HTTP error status",
     RESET: "connection closed or reset by the server",
     PROTOCOL: "malformed or unexpected reply",
     TOO_LARGE: "reply exceeded max_reply_size",

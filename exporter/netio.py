@@ -8,6 +8,7 @@ deadline across every send/recv and one byte budget across every reply.
 
 from __future__ import annotations
 
+import io
 import random
 import socket
 import ssl
@@ -93,6 +94,20 @@ class GuardedSocket:
         self._bound()
         return self._sock.send(data, flags)
 
+    def makefile(self, mode: str = "r", buffering: int | None = None, **_: Any) -> Any:
+        """A buffered reader whose reads go through this proxy (and so through the guard).
+
+        ``http.client`` reads responses via ``sock.makefile("rb")``; delegating to the real
+        socket's makefile would bypass the deadline and the byte budget.
+        """
+        if "w" in mode:
+            return self._sock.makefile(mode, buffering or -1)
+        raw = socket.SocketIO(self, "rb")  # type: ignore[arg-type]
+        return io.BufferedReader(raw, buffering if buffering and buffering > 0 else io.DEFAULT_BUFFER_SIZE)
+
+    def _decref_socketios(self) -> None:
+        pass  # SocketIO closes through us; the real socket's own count is untouched
+
     def abort(self) -> None:
         """Unblock a thread stuck in recv/send on this socket (called from the watchdog)."""
         try:
@@ -134,3 +149,68 @@ class Backoff:
     def succeeded(self) -> None:
         self.failures = 0
         self.not_before = 0.0
+
+
+def bounded_gunzip(data: bytes, limit: int) -> bytes:
+    """Decompress a gzip body, refusing to produce more than ``limit`` bytes (gzip bombs)."""
+    import zlib
+
+    d = zlib.decompressobj(wbits=47)  # gzip or zlib header
+    out = d.decompress(data, limit + 1)
+    if len(out) > limit or d.unconsumed_tail:
+        raise OSError(f"decompressed body larger than {limit} bytes")
+    return out + d.flush()
+
+
+class GuardedHTTPConnection:
+    """One persistent HTTP/1.1 connection whose every read and write obeys a ``Guard``."""
+
+    def __init__(self, host: str, port: int, guard: Guard, tls_context: ssl.SSLContext | None = None,
+                 server_name: str | None = None) -> None:
+        import http.client
+
+        self.guard = guard
+        outer = self
+
+        class _Conn(http.client.HTTPConnection):
+            def connect(self) -> None:  # noqa: D401 - http.client hook
+                raw = socket.create_connection((self.host, self.port), timeout=outer.guard.remaining())
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if tls_context is not None:
+                    try:
+                        raw.settimeout(outer.guard.remaining())
+                        raw = tls_context.wrap_socket(raw, server_hostname=server_name or host)
+                    except BaseException:
+                        raw.close()
+                        raise
+                self.sock = GuardedSocket(raw, outer.guard)  # type: ignore[assignment]
+                outer.connects += 1
+
+        self.connects = 0
+        self.conn = _Conn(host, port, timeout=None)
+
+    @property
+    def sock(self) -> GuardedSocket | None:
+        return self.conn.sock  # type: ignore[return-value]
+
+    def get(self, path: str, headers: dict[str, str], limit: int) -> tuple[int, dict[str, str], bytes]:
+        """GET ``path``; returns (status, lower-cased headers, body), the body gunzipped and bounded."""
+        self.conn.request("GET", path, headers=headers)
+        resp = self.conn.getresponse()
+        declared = resp.getheader("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise OSError(f"response declares {declared} bytes, more than {limit}")
+        body = resp.read(limit + 1)
+        if len(body) > limit:
+            raise OSError(f"response body larger than {limit} bytes")
+        if not resp.isclosed():
+            resp.read()  # should be empty; keeps the connection usable
+        got = {k.lower(): v for k, v in resp.getheaders()}
+        if got.get("content-encoding", "").lower() == "gzip":
+            body = bounded_gunzip(body, limit)
+        if resp.will_close:
+            self.close()
+        return resp.status, got, body
+
+    def close(self) -> None:
+        self.conn.close()

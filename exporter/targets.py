@@ -102,6 +102,32 @@ class MemcachedTarget(Target):
         return f"{'tls' if self.tls else 'tcp'}://{host}:{self.port}"
 
 
+V8_YOUNG_GENERATION_RESERVE = 48 * 2**20  # 3 semi-spaces of 16 MiB: V8's default on 64-bit
+
+
+@dataclass(frozen=True)
+class AppTarget(Target):
+    """An application's metrics endpoint: Prometheus text, or JSON with a field mapping."""
+
+    scheme: str = "http"  # http | https
+    host: str = "localhost"
+    port: int = 80
+    path: str = "/metrics"
+    format: str = "prometheus"  # prometheus | json
+    runtime: str = "auto"  # auto | nodejs | nodejs-otel | jvm | go | python | process
+    heap_limit: int | None = None
+    young_generation_reserve: int = V8_YOUNG_GENERATION_RESERVE
+    credentials: Credentials = field(default_factory=Credentials)  # basic auth, or a bearer token
+    tls: TLSConfig | None = None
+    fields: tuple[tuple[str, str], ...] = ()  # json: heap_used, heap_limit, gc_seconds, resident -> path
+    caches: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # json: cache -> (counter, path)
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+
 @dataclass(frozen=True)
 class GlobalConfig:
     """The ``global`` section: defaults and labels applied to every target."""

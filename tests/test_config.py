@@ -34,6 +34,7 @@ from exporter.targets import (
     DEFAULT_TIMEOUT,
     Config,
     Credentials,
+    AppTarget,
     GlobalConfig,
     MemcachedTarget,
     RedisTarget,
@@ -268,8 +269,11 @@ def test_label_values_are_stringified():
 def test_default_config():
     config = default_config()
     assert config.source == BUILTIN == "<built-in default>"
-    assert len(config.targets) == 2
-    t, mc = config.targets
+    assert len(config.targets) == 3
+    t, mc, own = config.targets
+    assert isinstance(own, AppTarget) and own.runtime == "python"
+    assert own.address == "http://127.0.0.1:9611/metrics"  # the exporter's own process (design.md)
+    assert default_config("127.0.0.1:19999").targets[2].port == 19999
     assert isinstance(t, RedisTarget)
     assert isinstance(mc, MemcachedTarget)
     assert (mc.name, mc.host, mc.port, mc.path, mc.slabs, mc.tls) == ("memcached", "localhost", 11211, None, True, None)
@@ -309,7 +313,7 @@ INVALID = [
     ("duplicate-names", doc(target(), target(url="redis://10.0.0.6")), "targets[1].name",
      "duplicate target name 'cache' (also targets[0])"),
     ("unknown-type", doc(target(type="memcache")), "targets[0].type",
-     "unknown target type 'memcache'; supported: memcached, redis"),
+     "unknown target type 'memcache'; supported: app, memcached, redis"),
     ("missing-type", doc(target(type=None)), "targets[0].type", "is required"),
     ("missing-url", doc(target(url=None)), "targets[0].url", "is required"),
     ("url-not-string", doc(target(url=6379)), "targets[0].url", "expected a string, got a number"),

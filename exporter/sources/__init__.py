@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from exporter.sources.app import AppSource
 from exporter.sources.base import Reading, Source
 from exporter.sources.memcached import MemcachedSource
 from exporter.sources.redis import RedisSource
@@ -10,6 +11,7 @@ from exporter.targets import Target
 SOURCES: dict[str, type] = {
     "redis": RedisSource,
     "memcached": MemcachedSource,
+    "app": AppSource,
 }
 
 

@@ -1,0 +1,405 @@
+"""Poll an application's own metrics endpoint: its heap, its GC, its in-process caches.
+
+The app's Prometheus endpoint (or a JSON stats endpoint with a field mapping) is fetched over a
+persistent HTTP connection inside the per-poll guard, filtered to the families a runtime preset
+needs, and mapped to the unified ``cache_memory_*`` families with ``store="app"`` — so the
+forecast and the alert rules work unchanged — plus ``app_*`` families.
+
+Heap figures compare like with like, because that is what the process dies of:
+
+* **Node.js**: V8 aborts ("JavaScript heap out of memory", exit 134) when the *old generation*
+  is full. ``heap_size_limit`` includes the young generation's reserve (3 semi-spaces, 48 MiB by
+  default), so used = total heap used minus the new spaces, and limit = ``heap_size_limit``
+  minus the reserve (or the configured ``heap_limit``, i.e. ``--max-old-space-size``).
+* **JVM**: heap pools used against the sum of the pools' defined maxima (-Xmx).
+* **Go**: runtime-managed memory (sys minus released) against GOMEMLIMIT when it is set.
+* **Python**: no heap limit exists; resident memory against the target's ``memory_limit``.
+
+The thrash signal follows V8's own abort rule (old generation >= 80 % of its limit while the
+mutator gets < 40 % of the time, over consecutive polls).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from exporter import catalog
+from exporter import errors as E
+from exporter.errors import PollError
+from exporter.netio import GuardedHTTPConnection, GuardedSocket, client_tls_context
+from exporter.promtext import Parsed, looks_like_prometheus, parse
+from exporter.snapshot import MemoryView, Samples
+from exporter.sources.base import PersistentConnectionSource, Reading
+from exporter.targets import AppTarget, TLSConfig
+
+log = logging.getLogger(__name__)
+
+APP = "app"
+# V8 aborts when, over 4 consecutive mark-compacts, the old generation stays >= 80 % of its limit
+# and the mutator gets < 40 % of the time. Sampled per poll this shows only at the very end (in
+# the tests: GC at 26-40 % of wall time for the last ~3 s, then the abort), so it is the critical
+# signal; the alert rules warn earlier on heap > 75 % with GC > 25 %.
+THRASH_HEAP_RATIO = 0.8
+THRASH_MUTATOR_UTILIZATION = 0.4
+THRASH_POLLS = 2
+GO_MEMLIMIT_UNSET = 2**62  # math.MaxInt64 when GOMEMLIMIT is not set
+
+APP_UP = catalog.gauge("app_up", "1 if the last poll of the app's metrics endpoint succeeded, else 0.", (), APP)
+RUNTIME_INFO = catalog.gauge("app_runtime_info", "Constant 1; label runtime is the detected runtime preset.",
+                             ("runtime",), APP)
+GC_RATIO = catalog.gauge(
+    "app_gc_time_ratio", "Share of wall time spent in garbage collection between the last two polls.", (), APP)
+THRASHING = catalog.gauge(
+    "app_heap_thrashing",
+    f"1 while the heap is >= {THRASH_HEAP_RATIO:.0%} of its limit and GC takes > "
+    f"{1 - THRASH_MUTATOR_UTILIZATION:.0%} of the time for {THRASH_POLLS}+ consecutive polls (V8's abort rule).",
+    (), APP)
+CACHE_ERRORS = catalog.counter(
+    "app_cache_backend_errors_total",
+    "Cache operations that failed against the backend and were swallowed by the app (django-redis "
+    "IGNORE_EXCEPTIONS): the cache is silently off.", ("cache",), APP)
+HEAP_TOTAL = catalog.gauge(
+    "app_heap_total_used_bytes", "Total heap used as the runtime reports it (V8: including the young generation).",
+    (), APP)
+
+
+# --- runtime presets --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Heap:
+    used: float | None = None
+    limit: float | None = None
+    limit_source: str | None = None
+    total_used: float | None = None
+    gc_seconds: float | None = None  # cumulative
+
+
+def _node_heap(p: Parsed, t: AppTarget) -> Heap:
+    total = p.sum("nodejs_heap_size_used_bytes")
+    young = sum(v for labels, v in p.samples.get("nodejs_heap_space_size_used_bytes", ())
+                if labels.get("space") in ("new", "new_large_object"))
+    used = total - young if total is not None else None
+    limit, source = None, None
+    runtime_limit = p.first("nodejs_heap_size_limit_bytes")
+    if runtime_limit:
+        limit, source = runtime_limit - t.young_generation_reserve, "runtime"
+    elif t.heap_limit:
+        limit, source = float(t.heap_limit), "config"
+    return Heap(used, limit, source, total, p.sum("nodejs_gc_duration_seconds_sum"))
+
+
+def _otel_heap(p: Parsed, t: AppTarget) -> Heap:
+    # @opentelemetry/instrumentation-runtime-node: per-space series, no totals, no unit suffixes,
+    # and no heap limit at all (v8js.memory.heap.limit is declared but never exported).
+    space = "v8js_heap_space_name"
+    total = p.sum("v8js_memory_heap_used")
+    young = sum(v for labels, v in p.samples.get("v8js_memory_heap_used", ())
+                if labels.get(space) in ("new_space", "new_large_object_space"))
+    used = total - young if total is not None else None
+    limit, source = (float(t.heap_limit), "config") if t.heap_limit else (None, None)
+    return Heap(used, limit, source, total, p.sum("v8js_gc_duration_sum"))
+
+
+def _jvm_heap(p: Parsed, t: AppTarget) -> Heap:
+    heap = {"area": "heap"}
+    used = p.sum("jvm_memory_used_bytes", heap)
+    if used is None:
+        used = p.sum("jvm_memory_bytes_used", heap)  # simpleclient_hotspot
+    limit = p.sum("jvm_memory_max_bytes", heap, positive=True) or p.sum("jvm_memory_bytes_max", heap, positive=True)
+    source = "runtime" if limit else None
+    if not limit and t.heap_limit:
+        limit, source = float(t.heap_limit), "config"
+    gc = p.sum("jvm_gc_pause_seconds_sum")
+    if gc is None:
+        gc = p.sum("jvm_gc_collection_seconds_sum")
+    return Heap(used, limit, source, used, gc)
+
+
+def _go_heap(p: Parsed, t: AppTarget) -> Heap:
+    sys_bytes, released = p.first("go_memstats_sys_bytes"), p.first("go_memstats_heap_released_bytes") or 0.0
+    used = sys_bytes - released if sys_bytes is not None else p.first("go_memstats_heap_inuse_bytes")
+    memlimit = p.first("go_gc_gomemlimit_bytes")
+    limit, source = None, None
+    if memlimit is not None and 0 < memlimit < GO_MEMLIMIT_UNSET:
+        limit, source = memlimit, "runtime"
+    elif t.heap_limit:
+        limit, source = float(t.heap_limit), "config"
+    # go_gc_duration_seconds covers stop-the-world pauses only: an underestimate of GC time.
+    return Heap(used, limit, source, p.first("go_memstats_heap_alloc_bytes"), p.sum("go_gc_duration_seconds_sum"))
+
+
+def _process_heap(p: Parsed, t: AppTarget) -> Heap:
+    rss = p.first("process_resident_memory_bytes")
+    limit = t.heap_limit or t.memory_limit
+    return Heap(rss, float(limit) if limit else None, "config" if limit else None, rss, None)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    detect: tuple[str, ...]  # any of these sample names identifies the runtime
+    families: frozenset[str]
+    heap: Callable[[Parsed, AppTarget], Heap]
+
+
+PROCESS = frozenset({"process_resident_memory_bytes"})
+PRESETS: list[Preset] = [
+    Preset("nodejs", ("nodejs_heap_size_used_bytes",), PROCESS | {
+        "nodejs_heap_size_used_bytes", "nodejs_heap_size_total_bytes", "nodejs_heap_space_size_used_bytes",
+        "nodejs_heap_size_limit_bytes", "nodejs_gc_duration_seconds", "nodejs_version_info"}, _node_heap),
+    Preset("nodejs-otel", ("v8js_memory_heap_used",), PROCESS | {"v8js_memory_heap_used", "v8js_gc_duration"},
+           _otel_heap),
+    Preset("jvm", ("jvm_memory_used_bytes", "jvm_memory_bytes_used"), PROCESS | {
+        "jvm_memory_used_bytes", "jvm_memory_max_bytes", "jvm_memory_bytes_used", "jvm_memory_bytes_max",
+        "jvm_gc_pause_seconds", "jvm_gc_collection_seconds"}, _jvm_heap),
+    Preset("go", ("go_memstats_heap_alloc_bytes",), PROCESS | {
+        "go_memstats_sys_bytes", "go_memstats_heap_released_bytes", "go_memstats_heap_inuse_bytes",
+        "go_memstats_heap_alloc_bytes", "go_gc_gomemlimit_bytes", "go_gc_duration_seconds", "go_info"}, _go_heap),
+    Preset("python", ("python_info", "python_gc_objects_collected"), PROCESS | {"python_info"}, _process_heap),
+    Preset("process", (), PROCESS, _process_heap),  # anything else with process metrics
+]
+PRESET_BY_NAME = {p.name: p for p in PRESETS}
+
+
+# --- in-process caches ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CacheMetric:
+    """One app metric that maps to a unified cache family; ``label`` names the cache."""
+
+    source: str
+    family: str
+    label: str
+    where: tuple[tuple[str, str], ...] = ()
+
+
+CACHE_METRICS: list[CacheMetric] = [
+    # Micrometer (Caffeine, JCache, Guava, ...)
+    CacheMetric("cache_gets_total", catalog.CACHE_HITS, "cache", (("result", "hit"),)),
+    CacheMetric("cache_gets_total", catalog.CACHE_MISSES, "cache", (("result", "miss"),)),
+    CacheMetric("cache_evictions_total", catalog.CACHE_EVICTIONS, "cache"),
+    CacheMetric("cache_size", catalog.CACHE_ITEMS, "cache"),
+    # Prometheus client_java's Caffeine collector
+    CacheMetric("caffeine_cache_hit_total", catalog.CACHE_HITS, "cache"),
+    CacheMetric("caffeine_cache_miss_total", catalog.CACHE_MISSES, "cache"),
+    CacheMetric("caffeine_cache_eviction_total", catalog.CACHE_EVICTIONS, "cache"),
+    CacheMetric("caffeine_cache_estimated_size", catalog.CACHE_ITEMS, "cache"),
+    # django-prometheus (per cache backend)
+    CacheMetric("django_cache_get_hits_total", catalog.CACHE_HITS, "backend"),
+    CacheMetric("django_cache_get_misses_total", catalog.CACHE_MISSES, "backend"),
+    CacheMetric("django_cache_get_fail_total", CACHE_ERRORS, "backend"),
+]
+CACHE_FAMILIES = frozenset(m.source.removesuffix("_total") for m in CACHE_METRICS)
+
+
+def _caches(p: Parsed, out: Samples) -> None:
+    sums: dict[tuple[str, str], float] = {}
+    for m in CACHE_METRICS:
+        where = dict(m.where)
+        for labels, value in p.samples.get(m.source, ()):
+            if any(labels.get(k) != v for k, v in where.items()):
+                continue
+            key = (m.family, labels.get(m.label, ""))
+            sums[key] = sums.get(key, 0.0) + value
+    for (family, cache), value in sums.items():
+        labels = (("cache", cache),) if family == CACHE_ERRORS else (("store", APP), ("cache", cache))
+        out.add(family, value, labels)
+
+
+# --- JSON -------------------------------------------------------------------------------
+
+def _path(document: object, path: str) -> float | None:
+    node = document
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    if isinstance(node, bool) or not isinstance(node, (int, float)):
+        return None
+    return float(node)
+
+
+def _json_heap(document: object, t: AppTarget) -> tuple[Heap, float | None]:
+    f = dict(t.fields)
+    get = lambda key: _path(document, f[key]) if key in f else None  # noqa: E731
+    limit = get("heap_limit")
+    source = "runtime" if limit else None
+    if not limit and t.heap_limit:
+        limit, source = float(t.heap_limit), "config"
+    used = get("heap_used")
+    return Heap(used, limit, source, used, get("gc_seconds")), get("resident")
+
+
+def _json_caches(document: object, t: AppTarget, out: Samples) -> None:
+    family_of = {"hits": catalog.CACHE_HITS, "misses": catalog.CACHE_MISSES, "evictions": catalog.CACHE_EVICTIONS,
+                 "items": catalog.CACHE_ITEMS, "errors": CACHE_ERRORS}
+    for cache, mapping in t.caches:
+        for key, path in mapping:
+            value = _path(document, path)
+            family = family_of[key]
+            labels = (("cache", cache),) if family == CACHE_ERRORS else (("store", APP), ("cache", cache))
+            out.add(family, value, labels)
+
+
+# --- a body, mapped ---------------------------------------------------------------------
+
+@dataclass
+class AppDocument:
+    """What one metrics body says: runtime, heap, resident memory and the cache samples."""
+
+    runtime: str
+    heap: Heap
+    resident: float | None
+    samples: Samples
+    malformed: int
+
+
+def detect(parsed: Parsed) -> Preset:
+    for preset in PRESETS:
+        if any(parsed.has(name) for name in preset.detect):
+            return preset
+    return PRESET_BY_NAME["process"]
+
+
+def map_body(text: str, t: AppTarget) -> AppDocument:
+    """Map a Prometheus-text or JSON body to heap figures and cache samples; raises PollError."""
+    out = Samples()
+    if t.format == "json":
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError):
+            raise PollError(E.PROTOCOL, "the body is not JSON") from None
+        heap, resident = _json_heap(document, t)
+        _json_caches(document, t, out)
+        runtime, malformed = "json", 0
+    else:
+        if not looks_like_prometheus(text):
+            raise PollError(E.PROTOCOL, "the body is not Prometheus text (HTML or JSON?)")
+        families: set[str] = set(CACHE_FAMILIES)
+        for preset in PRESETS if t.runtime == "auto" else [PRESET_BY_NAME[t.runtime]]:
+            families |= preset.families
+        parsed = parse(text, families)
+        chosen = detect(parsed) if t.runtime == "auto" else PRESET_BY_NAME[t.runtime]
+        heap = chosen.heap(parsed, t)
+        resident = parsed.first("process_resident_memory_bytes")
+        _caches(parsed, out)
+        runtime, malformed = chosen.name, parsed.malformed
+    if heap.used is None:
+        raise PollError(E.PROTOCOL, f"no heap or process memory figure found ({runtime})")
+    return AppDocument(runtime, heap, resident, out, malformed)
+
+
+# --- the source -------------------------------------------------------------------------
+
+class AppSource(PersistentConnectionSource):
+    """Polls one application metrics endpoint over a persistent HTTP connection."""
+
+    store = APP
+    up_family = APP_UP
+    EXPECTED_ERRORS = (OSError, UnicodeError, http.client.HTTPException)
+
+    def __init__(self, target: AppTarget) -> None:
+        super().__init__(target)
+        self.target: AppTarget = target
+        self.http: GuardedHTTPConnection | None = None
+        self.last_gc: tuple[float, float] | None = None  # (monotonic time, cumulative GC seconds)
+        self.thrash_polls = 0
+        self.runtime: str | None = None
+
+    def _connected(self) -> bool:
+        return self.http is not None
+
+    def _socket(self) -> GuardedSocket | None:
+        return self.http.sock if self.http is not None else None
+
+    def close(self) -> None:
+        http, self.http = self.http, None
+        if http is not None:
+            http.close()
+
+    def _connect(self, password: str | None) -> None:
+        t = self.target
+        context = None
+        if t.scheme == "https":
+            try:
+                context = client_tls_context(t.tls or TLSConfig())
+            except (OSError, ValueError) as exc:
+                raise PollError(E.TLS, f"cannot load TLS files: {exc}") from None
+        self.http = GuardedHTTPConnection(t.host, t.port, self.guard, context, t.tls.server_name if t.tls else None)
+        self.headers = {"User-Agent": "cache-exporter", "Accept-Encoding": "gzip",
+                        "Accept": "application/json" if t.format == "json" else "text/plain;version=0.0.4"}
+        if password is not None:
+            if t.credentials.username:
+                token = base64.b64encode(f"{t.credentials.username}:{password}".encode()).decode()
+                self.headers["Authorization"] = f"Basic {token}"
+            else:
+                self.headers["Authorization"] = f"Bearer {password}"
+
+    def _classify(self, exc: BaseException) -> PollError:
+        if isinstance(exc, http.client.IncompleteRead):
+            return PollError(E.RESET, E.describe(exc))
+        if isinstance(exc, http.client.HTTPException) and not isinstance(exc, OSError):
+            return PollError(E.PROTOCOL, E.describe(exc))
+        if isinstance(exc, OSError) and "larger than" in str(exc):
+            return PollError(E.TOO_LARGE, E.describe(exc))
+        return super()._classify(exc)
+
+    def _poll_once(self) -> Reading:
+        assert self.http is not None
+        t = self.target
+        before = self.http.connects
+        status, headers, body = self.http.get(t.path, self.headers, t.max_reply_size)
+        self.connections_opened += self.http.connects - before
+        if status in (401, 403):
+            raise PollError(E.AUTH, f"HTTP {status}")
+        if status != 200:
+            raise PollError(E.HTTP, f"HTTP {status}")
+        document = map_body(body.decode("utf-8", "replace"), t)
+        if time.monotonic() > self.guard.deadline:
+            raise PollError(E.TIMEOUT, "parsing took longer than the poll timeout")
+        self.runtime = document.runtime
+        memory = self._heap_samples(document.samples, document.heap, document.resident, document.runtime)
+        details: dict[str, object] = {"runtime": document.runtime, "connections_opened": self.connections_opened,
+                                      "content_type": headers.get("content-type", "")}
+        return Reading(document.samples, memory, details, document.malformed)
+
+    def _heap_samples(self, out: Samples, heap: Heap, resident: float | None, runtime: str) -> MemoryView:
+        t = self.target
+        store = (("store", APP),)
+        out.add(RUNTIME_INFO, 1, (("runtime", runtime),))
+        out.add(catalog.CACHE_INFO, 1, store + (("version", runtime), ("role", "application"),
+                                                ("eviction_policy", "")))
+        out.add(HEAP_TOTAL, heap.total_used)
+        out.add(catalog.CACHE_MEMORY_USED, heap.used, store)
+        if heap.limit:
+            out.add(catalog.CACHE_MEMORY_LIMIT, heap.limit, store)
+            out.add(catalog.CACHE_MEMORY_LIMIT_INFO, 1, store + (("source", heap.limit_source or ""),))
+            out.add(catalog.CACHE_MEMORY_UTILIZATION, heap.used / heap.limit, store)  # type: ignore[operator]
+            out.add(catalog.CACHE_MEMORY_HEADROOM, heap.limit - heap.used, store)  # type: ignore[operator]
+        out.add(catalog.CACHE_RESIDENT, resident, store)
+        resident_limit = float(t.memory_limit) if t.memory_limit else None
+        out.add(catalog.CACHE_RESIDENT_LIMIT, resident_limit, store)
+        # GC time between polls -> mutator utilization -> the thrash signal.
+        now = time.monotonic()
+        ratio = None
+        if heap.gc_seconds is not None:
+            if self.last_gc is not None and now > self.last_gc[0] and heap.gc_seconds >= self.last_gc[1]:
+                ratio = min(1.0, (heap.gc_seconds - self.last_gc[1]) / (now - self.last_gc[0]))
+                out.add(GC_RATIO, ratio)
+            self.last_gc = (now, heap.gc_seconds)
+        if ratio is not None and heap.limit and heap.used is not None:
+            hot = heap.used / heap.limit >= THRASH_HEAP_RATIO and (1 - ratio) < THRASH_MUTATOR_UTILIZATION
+            self.thrash_polls = self.thrash_polls + 1 if hot else 0
+            out.add(THRASHING, int(self.thrash_polls >= THRASH_POLLS))
+        return MemoryView(used=heap.used, limit=heap.limit, limit_source=heap.limit_source, resident=resident,
+                          resident_limit=resident_limit, evicts_when_full=None, eviction_policy=None)
+
