@@ -8,7 +8,7 @@ DURATION ?= 20
 
 # command:debian-package pairs; a package is installed only when its command is missing.
 DEMO_SYSTEM := redis-server:redis-server memcached:memcached
-TEST_SYSTEM := redis-server:redis-server redis-cli:redis-tools memcached:memcached promtool:prometheus amtool:prometheus-alertmanager openssl:openssl gcc:gcc make:make
+TEST_SYSTEM := redis-server:redis-server redis-cli:redis-tools memcached:memcached promtool:prometheus amtool:prometheus-alertmanager openssl:openssl gcc:gcc make:make node:nodejs npm:npm
 
 .PHONY: demo test lint bench docs clean
 
@@ -49,9 +49,15 @@ demo:
 	@$(MAKE) --no-print-directory $(VENV)/.stamp-base
 	$(VENV)/bin/cache-exporter demo --duration $(DURATION)
 
+NODE_APP := tests/apps/node_heap_app
+
+$(NODE_APP)/node_modules/.stamp: $(NODE_APP)/package.json
+	cd $(NODE_APP) && npm install --no-audit --no-fund --silent
+	touch $@
+
 test:
 	@$(call ensure_system,$(TEST_SYSTEM))
-	@$(MAKE) --no-print-directory $(VENV)/.stamp-test
+	@$(MAKE) --no-print-directory $(VENV)/.stamp-test $(NODE_APP)/node_modules/.stamp
 	$(PY) -m pytest
 
 lint: $(VENV)/.stamp-lint

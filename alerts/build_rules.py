@@ -5,7 +5,7 @@ differ). The end-to-end test builds the same rules at a small scale, so a 30 min
 becomes seconds without a forked copy of the rules. Run ``python alerts/build_rules.py`` (or
 ``make docs``) after editing.
 
-Conventions (design.md): CamelCase names with a Cache/Redis/Memcached prefix; ``severity`` in
+Conventions (design.md): CamelCase names with a Cache/Redis/Memcached/App prefix; ``severity`` in
 critical|warning|info; annotations summary, description, runbook_url ->
 docs/runbooks.md#<lowercase-alertname>. Rules use the unified ``cache_*`` families, so they
 cover Redis, Memcached and app heaps alike, plus store-specific rules for store-specific
@@ -48,6 +48,10 @@ TIME: dict[str, float] = {
     "misconf_window": 5 * 60,
     "calcification_for": 30 * 60,
     "finding_for": 3600,
+    "thrash_window": 2 * 60,
+    "thrash_warning_for": 2 * 60,
+    "cache_backend_window": 5 * 60,
+    "cache_backend_for": 5 * 60,
 }
 
 # Level guards and thresholds that are not times.
@@ -59,6 +63,8 @@ EVICTION_MIN_LOOKUPS_PER_SECOND = 1
 EVICTION_HIT_RATIO_DROP = 0.9  # hit ratio below 90 % of its baseline
 FORK_WARNING_RATIO = 0.8
 FORK_CRITICAL_RATIO = 1.0
+THRASH_MIN_UTILIZATION = 0.75  # V8 aborts at 80 % with the mutator under 40 %: warn before
+THRASH_MIN_GC_RATIO = 0.25
 
 
 def duration(seconds: float) -> str:
@@ -88,9 +94,13 @@ def build(scale: float = 1.0, runbook_base: str = RUNBOOK_BASE) -> dict:
     util = "{{ with printf `cache_memory_utilization_ratio{target=%q}` $labels.target | query }}" \
            "{{ . | first | value | humanizePercentage }}{{ end }}"
     exhaustion = """
-cache_memory_seconds_until_full < {horizon}
+cache_memory_seconds_until_full{{store!="app"}} < {horizon}
 and cache_memory_utilization_ratio > {guard}
 unless cache_evicts_when_full == 1
+"""
+    heap_exhaustion = """
+cache_memory_seconds_until_full{{store="app"}} < {horizon}
+and cache_memory_utilization_ratio > {guard}
 """
     resident_predicted = """
 cache_resident_memory_seconds_until_full < {horizon}
@@ -105,8 +115,7 @@ and cache_resident_memory_bytes / cache_resident_memory_limit_bytes > {guard}
               "warning", d["predict_warning_for"],
               "{{ $labels.target }} will run out of memory in {{ $value | humanizeDuration }}",
               "{{ $labels.target }} ({{ $labels.store }}) is at " + util + " of its memory limit and, at its "
-              "current growth, fills it in {{ $value | humanizeDuration }}. It rejects writes when full "
-              "(or, for an app, runs out of heap)."),
+              "current growth, fills it in {{ $value | humanizeDuration }}. It rejects writes when full."),
         alert("CacheMemoryExhaustionPredicted",
               exhaustion.format(horizon=seconds["predict_critical_horizon"],
                                 guard=PREDICT_CRITICAL_MIN_UTILIZATION),
@@ -114,7 +123,7 @@ and cache_resident_memory_bytes / cache_resident_memory_limit_bytes > {guard}
               "{{ $labels.target }} runs out of memory in {{ $value | humanizeDuration }}",
               "{{ $labels.target }} ({{ $labels.store }}) is at " + util + " of its memory limit and fills it "
               "in {{ $value | humanizeDuration }}. Writes will then fail (Redis -OOM, Memcached SERVER_ERROR "
-              "out of memory) or the app's heap runs out."),
+              "out of memory)."),
         alert("CacheResidentMemoryExhaustionPredicted",
               resident_predicted.format(horizon=seconds["predict_warning_horizon"],
                                         guard=PREDICT_WARNING_MIN_UTILIZATION),
@@ -165,6 +174,43 @@ and cache_resident_memory_bytes / cache_resident_memory_limit_bytes > {guard}
               "{{ $labels.target }} ({{ $labels.store }}) evicts {{ $value | humanize }} keys/s while its hit "
               f"ratio over {d['eviction_window']} fell below {EVICTION_HIT_RATIO_DROP:.0%} of its "
               f"{d['eviction_baseline']} baseline: the cache is too small for its working set."),
+    ]
+    gc_ratio = f"avg_over_time(app_gc_time_ratio[{d['thrash_window']}])"
+    apps = [
+        alert("AppHeapExhaustionPredicted",
+              heap_exhaustion.format(horizon=seconds["predict_warning_horizon"], guard=PREDICT_WARNING_MIN_UTILIZATION),
+              "warning", d["predict_warning_for"],
+              "The heap of {{ $labels.target }} runs out in {{ $value | humanizeDuration }}",
+              "{{ $labels.target }}'s heap is at " + util + " of its limit and, at its current growth, fills it "
+              "in {{ $value | humanizeDuration }}. The runtime then aborts (Node.js: \"JavaScript heap out of "
+              "memory\", exit 134) — not an OOM kill, so container OOM alerts never see it."),
+        alert("AppHeapExhaustionPredicted",
+              heap_exhaustion.format(horizon=seconds["predict_critical_horizon"],
+                                     guard=PREDICT_CRITICAL_MIN_UTILIZATION),
+              "critical", d["predict_critical_for"],
+              "The heap of {{ $labels.target }} runs out in {{ $value | humanizeDuration }}",
+              "{{ $labels.target }}'s heap is at " + util + " of its limit and fills it in "
+              "{{ $value | humanizeDuration }}; the runtime will abort (exit 134 for Node.js)."),
+        alert("AppHeapGCThrash",
+              f'cache_memory_utilization_ratio{{store="app"}} > {THRASH_MIN_UTILIZATION}\n'
+              f"and ignoring (store) {gc_ratio} > {THRASH_MIN_GC_RATIO}",
+              "warning", d["thrash_warning_for"],
+              "{{ $labels.target }} spends much of its time in GC with a nearly full heap",
+              "{{ $labels.target }}'s heap is at {{ $value | humanizePercentage }} of its limit while garbage "
+              f"collection takes over {THRASH_MIN_GC_RATIO:.0%} of its time: the pattern that precedes V8's "
+              "\"ineffective mark-compacts near heap limit\" abort."),
+        alert("AppHeapGCThrash",
+              "app_heap_thrashing == 1", "critical", None,
+              "{{ $labels.target }} is thrashing in GC and about to abort",
+              "{{ $labels.target }}'s heap is over 80 % of its limit and the program gets under 40 % of the "
+              "time (V8's own abort rule): it will die with \"JavaScript heap out of memory\" (exit 134)."),
+        alert("AppCacheBackendFailing",
+              f"rate(app_cache_backend_errors_total[{d['cache_backend_window']}]) > 0",
+              "warning", d["cache_backend_for"],
+              "The cache backend of {{ $labels.target }} ({{ $labels.cache }}) is failing silently",
+              "{{ $labels.target }} fails {{ $value | humanize }} cache operations per second against its "
+              "{{ $labels.cache }} backend and carries on without the cache (django-redis IGNORE_EXCEPTIONS): "
+              "every request now goes to the database."),
     ]
     stores = [
         alert("RedisForkMemoryAtRisk",
@@ -247,6 +293,7 @@ and cache_resident_memory_bytes / cache_resident_memory_limit_bytes > {guard}
     return {"groups": [
         {"name": "cache-memory", "rules": memory},
         {"name": "cache-stores", "rules": stores},
+        {"name": "cache-apps", "rules": apps},
         {"name": "cache-audit", "rules": audit},
         {"name": "cache-exporter", "rules": exporter},
     ]}

@@ -58,6 +58,11 @@ class GuardedSocket:
         self._sock = sock
         self._guard = guard
         self._requested_timeout: float | None = None
+        # Like socket.socket: an open makefile() reader keeps the descriptor alive after close().
+        # http.client closes the socket after the headers of a `Connection: close` response and
+        # reads the body through the reader.
+        self._io_refs = 0
+        self._closed = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
@@ -103,10 +108,19 @@ class GuardedSocket:
         if "w" in mode:
             return self._sock.makefile(mode, buffering or -1)
         raw = socket.SocketIO(self, "rb")  # type: ignore[arg-type]
+        self._io_refs += 1
         return io.BufferedReader(raw, buffering if buffering and buffering > 0 else io.DEFAULT_BUFFER_SIZE)
 
     def _decref_socketios(self) -> None:
-        pass  # SocketIO closes through us; the real socket's own count is untouched
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._closed and self._io_refs == 0:
+            self._sock.close()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._io_refs == 0:
+            self._sock.close()
 
     def abort(self) -> None:
         """Unblock a thread stuck in recv/send on this socket (called from the watchdog)."""

@@ -231,7 +231,7 @@ def test_build_scales_every_time_constant():
     assert len(warning_forecast) == 1
     rule = warning_forecast[0]
     assert rule["for"] == "30s"
-    assert "cache_memory_seconds_until_full < 240\n" in rule["expr"]
+    assert "cache_memory_seconds_until_full{store!=\"app\"} < 240\n" in rule["expr"]
     assert "14400" not in rule["expr"]
     for original, small in pairs:
         assert original["alert"] == small["alert"]
