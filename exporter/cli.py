@@ -156,8 +156,14 @@ def _run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
     from exporter.config import ConfigError, LoadResult, default_config, load_config
     from exporter.daemon import Daemon
+    from exporter.http import parse_listen
 
     log = logging.getLogger("exporter")
+    try:
+        parse_listen(args.listen)  # first: the default config derives its self-scrape URL from it
+    except ValueError as exc:
+        print(f"cache-exporter: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         loaded = load_config(args.config) if args.config else LoadResult(default_config(args.listen))
     except ConfigError as exc:

@@ -165,15 +165,28 @@ class Backoff:
         self.not_before = 0.0
 
 
+class ReplyTooLarge(OSError):
+    """A reply (declared, received or decompressed) exceeds the byte budget."""
+
+
 def bounded_gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress a gzip body, refusing to produce more than ``limit`` bytes (gzip bombs)."""
+    """Decompress a gzip body, refusing to produce more than ``limit`` bytes (gzip bombs).
+
+    Raises ReplyTooLarge past the limit, ValueError for a body that is not (complete) gzip.
+    """
     import zlib
 
     d = zlib.decompressobj(wbits=47)  # gzip or zlib header
-    out = d.decompress(data, limit + 1)
-    if len(out) > limit or d.unconsumed_tail:
-        raise OSError(f"decompressed body larger than {limit} bytes")
-    return out + d.flush()
+    try:
+        out = d.decompress(data, limit + 1)
+        if len(out) > limit or d.unconsumed_tail:
+            raise ReplyTooLarge(f"decompressed body larger than {limit} bytes")
+        out += d.flush()
+    except zlib.error as exc:
+        raise ValueError(f"the body is labelled gzip but is not: {exc}") from None
+    if not d.eof:
+        raise ValueError("the gzip body is truncated")
+    return out
 
 
 class GuardedHTTPConnection:
@@ -209,14 +222,29 @@ class GuardedHTTPConnection:
 
     def get(self, path: str, headers: dict[str, str], limit: int) -> tuple[int, dict[str, str], bytes]:
         """GET ``path``; returns (status, lower-cased headers, body), the body gunzipped and bounded."""
-        self.conn.request("GET", path, headers=headers)
-        resp = self.conn.getresponse()
-        declared = resp.getheader("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise OSError(f"response declares {declared} bytes, more than {limit}")
+        import http.client
+
+        reused = self.conn.sock is not None
+        try:
+            self.conn.request("GET", path, headers=headers)
+            resp = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if not reused:
+                raise
+            # The server closed the idle keep-alive connection (Node.js keepAliveTimeout is 5 s,
+            # shorter than most poll intervals): that is not a failure; try once on a new one.
+            self.close()
+            self.conn.request("GET", path, headers=headers)
+            resp = self.conn.getresponse()
+        declared_text = resp.getheader("Content-Length")
+        declared = int(declared_text) if declared_text is not None and declared_text.isdigit() else None
+        if declared is not None and declared > limit:
+            raise ReplyTooLarge(f"response declares {declared} bytes, larger than {limit}")
         body = resp.read(limit + 1)
         if len(body) > limit:
-            raise OSError(f"response body larger than {limit} bytes")
+            raise ReplyTooLarge(f"response body larger than {limit} bytes")
+        if declared is not None and len(body) < declared:
+            raise ConnectionResetError(f"body ended after {len(body)} of {declared} bytes")
         if not resp.isclosed():
             resp.read()  # should be empty; keeps the connection usable
         got = {k.lower(): v for k, v in resp.getheaders()}

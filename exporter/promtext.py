@@ -89,8 +89,8 @@ def parse(body: str, families: set[str], prefixes: tuple[str, ...] = ()) -> Pars
         try:
             for family in text_string_to_metric_families(line + "\n"):
                 for sample in family.samples:
-                    if math.isnan(sample.value):
-                        continue
+                    if not math.isfinite(sample.value):
+                        continue  # NaN/Inf are never a memory figure we can use
                     out.samples[sample.name].append((dict(sample.labels), sample.value))
         except (ValueError, IndexError, KeyError, TypeError):
             out.malformed += 1

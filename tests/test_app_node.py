@@ -14,7 +14,6 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import REPO, free_port, need, wait_until
 
 APP = REPO / "tests" / "apps" / "node_heap_app"

@@ -25,6 +25,7 @@ import base64
 import http.client
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from exporter import catalog
 from exporter import errors as E
 from exporter.errors import PollError
-from exporter.netio import GuardedHTTPConnection, GuardedSocket, client_tls_context
+from exporter.netio import GuardedHTTPConnection, GuardedSocket, ReplyTooLarge, client_tls_context
 from exporter.promtext import Parsed, looks_like_prometheus, parse
 from exporter.snapshot import MemoryView, Samples
 from exporter.sources.base import PersistentConnectionSource, Reading
@@ -48,7 +49,7 @@ APP = "app"
 THRASH_HEAP_RATIO = 0.8
 THRASH_MUTATOR_UTILIZATION = 0.4
 THRASH_POLLS = 2
-GO_MEMLIMIT_UNSET = 2**62  # math.MaxInt64 when GOMEMLIMIT is not set
+GO_MEMLIMIT_UNSET = 2**62  # GOMEMLIMIT unset reads math.MaxInt64 (~9.2e18); anything this large is "unset"
 
 APP_UP = catalog.gauge("app_up", "1 if the last poll of the app's metrics endpoint succeeded, else 0.", (), APP)
 RUNTIME_INFO = catalog.gauge("app_runtime_info", "Constant 1; label runtime is the detected runtime preset.",
@@ -87,7 +88,7 @@ def _node_heap(p: Parsed, t: AppTarget) -> Heap:
     used = total - young if total is not None else None
     limit, source = None, None
     runtime_limit = p.first("nodejs_heap_size_limit_bytes")
-    if runtime_limit:
+    if runtime_limit and runtime_limit - t.young_generation_reserve > 0:
         limit, source = runtime_limit - t.young_generation_reserve, "runtime"
     elif t.heap_limit:
         limit, source = float(t.heap_limit), "config"
@@ -117,8 +118,14 @@ def _jvm_heap(p: Parsed, t: AppTarget) -> Heap:
         limit, source = float(t.heap_limit), "config"
     gc = p.sum("jvm_gc_pause_seconds_sum")
     if gc is None:
-        gc = p.sum("jvm_gc_collection_seconds_sum")
+        # client_java reports concurrent collectors ("G1 Concurrent GC", "ZGC Cycles") as
+        # collections too; their time runs beside the program, not instead of it.
+        gc = p.sum("jvm_gc_collection_seconds_sum", exclude={"gc": CONCURRENT_COLLECTORS})
     return Heap(used, limit, source, used, gc)
+
+
+CONCURRENT_COLLECTORS = {"G1 Concurrent GC", "ZGC Cycles", "ZGC Major Cycles", "ZGC Minor Cycles",
+                         "Shenandoah Cycles"}
 
 
 def _go_heap(p: Parsed, t: AppTarget) -> Heap:
@@ -195,7 +202,8 @@ CACHE_METRICS: list[CacheMetric] = [
     CacheMetric("django_cache_get_misses_total", catalog.CACHE_MISSES, "backend"),
     CacheMetric("django_cache_get_fail_total", CACHE_ERRORS, "backend"),
 ]
-CACHE_FAMILIES = frozenset(m.source.removesuffix("_total") for m in CACHE_METRICS)
+# django_cache_get (the gets counter) names the backends whose fail counter starts at 0.
+CACHE_FAMILIES = frozenset({m.source.removesuffix("_total") for m in CACHE_METRICS} | {"django_cache_get"})
 
 
 def _caches(p: Parsed, out: Samples) -> None:
@@ -207,6 +215,10 @@ def _caches(p: Parsed, out: Samples) -> None:
                 continue
             key = (m.family, labels.get(m.label, ""))
             sums[key] = sums.get(key, 0.0) + value
+    # django-prometheus has no fail sample until the first failure: emit it at 0 for every backend
+    # seen, or increase() never sees the first burst of swallowed failures.
+    for labels, _ in p.samples.get("django_cache_get_total", ()):
+        sums.setdefault((CACHE_ERRORS, labels.get("backend", "")), 0.0)
     for (family, cache), value in sums.items():
         labels = (("cache", cache),) if family == CACHE_ERRORS else (("store", APP), ("cache", cache))
         out.add(family, value, labels)
@@ -225,7 +237,11 @@ def _path(document: object, path: str) -> float | None:
             return None
     if isinstance(node, bool) or not isinstance(node, (int, float)):
         return None
-    return float(node)
+    try:
+        value = float(node)
+    except OverflowError:  # a 400-digit integer
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _json_heap(document: object, t: AppTarget) -> tuple[Heap, float | None]:
@@ -305,7 +321,7 @@ class AppSource(PersistentConnectionSource):
 
     store = APP
     up_family = APP_UP
-    EXPECTED_ERRORS = (OSError, UnicodeError, http.client.HTTPException)
+    EXPECTED_ERRORS = (OSError, ValueError, http.client.HTTPException)
 
     def __init__(self, target: AppTarget) -> None:
         super().__init__(target)
@@ -349,8 +365,10 @@ class AppSource(PersistentConnectionSource):
             return PollError(E.RESET, E.describe(exc))
         if isinstance(exc, http.client.HTTPException) and not isinstance(exc, OSError):
             return PollError(E.PROTOCOL, E.describe(exc))
-        if isinstance(exc, OSError) and "larger than" in str(exc):
+        if isinstance(exc, ReplyTooLarge):
             return PollError(E.TOO_LARGE, E.describe(exc))
+        if isinstance(exc, ValueError) and not isinstance(exc, UnicodeError):
+            return PollError(E.PROTOCOL, E.describe(exc))
         return super()._classify(exc)
 
     def _poll_once(self) -> Reading:

@@ -44,6 +44,9 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+_WAITING = "waiting to reconnect after: "
+
+
 class PersistentConnectionSource:
     """Polling over one persistent connection: the part every TCP source shares.
 
@@ -118,7 +121,8 @@ class PersistentConnectionSource:
 
     def _reconnect(self) -> None:
         if not self.backoff.ready() and self.last_failure is not None:
-            raise PollError(self.last_failure.reason, "waiting to reconnect after: " + self.last_failure.detail)
+            cause = self.last_failure.detail.removeprefix(_WAITING)
+            raise PollError(self.last_failure.reason, _WAITING + cause)
         credentials = getattr(self.target, "credentials", None)
         try:
             password = credentials.password() if credentials is not None else None
