@@ -26,14 +26,18 @@ from exporter.targets import (
     DEFAULT_INTERVAL,
     DEFAULT_LISTEN,
     DEFAULT_MAX_REPLY_SIZE,
+    DEFAULT_PROBE_INTERVAL,
     DEFAULT_RECONNECT_BACKOFF_MAX,
     DEFAULT_TIMEOUT,
     V8_YOUNG_GENERATION_RESERVE,
     AppTarget,
+    Bypass,
     Config,
     Credentials,
     GlobalConfig,
+    HttpCacheTarget,
     MemcachedTarget,
+    ProbeURL,
     RedisTarget,
     Target,
     TLSConfig,
@@ -308,7 +312,12 @@ _TYPE_KEYS: dict[str, set[str]] = {
     "memcached": {"address", "tls", "slabs"} | _CREDENTIAL_KEYS,
     "app": {"url", "format", "runtime", "heap_limit", "young_generation_reserve", "tls", "fields", "caches"}
     | _CREDENTIAL_KEYS,
+    "http_cache": {"url", "urls", "paths", "method", "headers", "error_statuses", "bypass", "max_redirects",
+                   "max_header_bytes", "tls"} | _CREDENTIAL_KEYS,
 }
+# Store settings that mean nothing for a probe of someone else's cache.
+_NOT_FOR_PROBES = ("memory_limit", "role")
+MAX_PROBE_URLS = 50  # each URL is a label value: keep the series count bounded
 APP_RUNTIMES = ("auto", "nodejs", "nodejs-otel", "jvm", "go", "python", "process")
 APP_JSON_FIELDS = ("heap_used", "heap_limit", "gc_seconds", "resident")
 APP_CACHE_COUNTERS = ("hits", "misses", "evictions", "items", "errors")
@@ -328,7 +337,9 @@ def _target(c: _Checker, node: Any, path: str, glob: GlobalConfig) -> Target | N
         return None
     before = len(c.problems)
     name = c.take(t, "name", path, _target_name)
-    interval = c.take(t, "interval", path, _positive_duration(0.1), glob.interval)
+    # A probe has its own cadence: a cached error shows within a TTL, not within a store's poll.
+    default_interval = DEFAULT_PROBE_INTERVAL if kind == "http_cache" else glob.interval
+    interval = c.take(t, "interval", path, _positive_duration(0.1), default_interval)
     timeout = c.take(t, "timeout", path, _positive_duration(0.05), min(glob.timeout, interval))
     if timeout > interval:
         c.error(_join(path, "timeout"), f"({format_duration(timeout)}) must not exceed interval "
@@ -476,11 +487,8 @@ def _memcached_target(c: _Checker, t: dict[str, Any], path: str, common: dict[st
     )
 
 
-def _app_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, Any]) -> Target | None:
-    url = c.take(t, "url", path, _string)
-    if url is None:
-        return None
-    here = _join(path, "url")
+def _http_url(c: _Checker, url: str, here: str, default_path: str = "/") -> ProbeURL | None:
+    """An http(s) URL with a host; its label form drops nothing but the default path."""
     if "@" in url:
         c.error(here, "credentials in the URL are not allowed; use username and password_env/password_file")
         return None
@@ -488,15 +496,31 @@ def _app_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, Any
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
+        # Never echo the URL or urlsplit's message: they may contain a secret.
         c.error(here, "not a valid URL; the port must be a number from 1 to 65535")
         return None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        c.error(here, "expected an http:// or https:// URL with a host, e.g. http://10.0.0.9:3000/metrics")
+        c.error(here, f"expected an http:// or https:// URL with a host, e.g. http://10.0.0.9:3000{default_path}")
         return None
     if port is not None and not 1 <= port <= 65535:
         c.error(here, "the port must be a number from 1 to 65535")
         return None
-    request_path = (parts.path or "/metrics") + (f"?{parts.query}" if parts.query else "")
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        c.error(here, "the URL must not contain spaces or control characters (percent-encode them)")
+        return None
+    request_path = (parts.path or default_path) + (f"?{parts.query}" if parts.query else "")
+    return ProbeURL(url=url.split("#", 1)[0], scheme=parts.scheme, host=parts.hostname,
+                    port=port or (443 if parts.scheme == "https" else 80), path=request_path)
+
+
+def _app_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, Any]) -> Target | None:
+    url = c.take(t, "url", path, _string)
+    if url is None:
+        return None
+    parts = _http_url(c, url, _join(path, "url"), "/metrics")
+    if parts is None:
+        return None
+    request_path = parts.path
     tls = _tls(c, t.get("tls"), _join(path, "tls"))
     if tls is not None and parts.scheme != "https":
         c.error(_join(path, "tls"), "TLS settings need an https:// URL")
@@ -511,8 +535,8 @@ def _app_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, Any
     return AppTarget(
         **common,
         scheme=parts.scheme,
-        host=parts.hostname,
-        port=port or (443 if parts.scheme == "https" else 80),
+        host=parts.host,
+        port=parts.port,
         path=request_path,
         format=fmt,
         runtime=c.take(t, "runtime", path, _one_of(APP_RUNTIMES), "auto"),
@@ -579,10 +603,170 @@ def _tls(c: _Checker, node: Any, path: str) -> TLSConfig | None:
     )
 
 
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
+_QUERY_NAME = re.compile(r"^[A-Za-z0-9_.~-]+$")
+_STATUS_CLASS = re.compile(r"^([1-5])xx$")
+_STATUS_RANGE = re.compile(r"^([1-5][0-9]{2})-([1-5][0-9]{2})$")
+
+
+def _status_ranges(value: Any) -> tuple[tuple[int, int], ...]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ValueError("list at least one status, e.g. [5xx, 429]")
+    out = []
+    for item in items:
+        text = str(item).strip().lower() if not isinstance(item, bool) else ""
+        if isinstance(item, int) and not isinstance(item, bool) and 100 <= item <= 599:
+            out.append((item, item))
+        elif m := _STATUS_CLASS.match(text):
+            out.append((int(m.group(1)) * 100, int(m.group(1)) * 100 + 99))
+        elif (m := _STATUS_RANGE.match(text)) and int(m.group(1)) <= int(m.group(2)):
+            out.append((int(m.group(1)), int(m.group(2))))
+        else:
+            raise ValueError(f"{str(item)[:40]!r} is not a status: use a code (404), a class (5xx) "
+                             "or a range (500-504)")
+    return tuple(sorted(set(out)))
+
+
+def _header_value(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"header values must be strings, got {_kind(value)}")
+    text = str(value)
+    if any(ch in text for ch in "\r\n\0") or len(text) > 8192:
+        raise ValueError("header values must be one line of at most 8192 characters")
+    return text
+
+
+def _headers(c: _Checker, node: Any, path: str) -> tuple[tuple[str, str], ...]:
+    if node is None:
+        return ()
+    if not isinstance(node, dict):
+        c.error(path, f"expected a mapping of header names to values, got {_kind(node)}")
+        return ()
+    out = []
+    for name, value in node.items():
+        here = _join(path, str(name))
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            c.error(here, "not a valid header name")
+        elif name.lower() in ("authorization", "proxy-authorization"):
+            c.error(here, "secrets do not belong in the config: use username and password_env/password_file")
+        else:
+            try:
+                out.append((name, _header_value(value)))
+            except ValueError as exc:
+                c.error(here, str(exc))
+    return tuple(out)
+
+
+def _bypass(c: _Checker, node: Any, path: str) -> Bypass | None:
+    b = c.mapping(node, path, {"query_param", "header", "origin_url"})
+    if not b:
+        return None
+    if len(b) != 1:
+        c.error(path, "choose one of query_param, header or origin_url")
+        return None
+    if "query_param" in b:
+        name = c.take(b, "query_param", path, _string)
+        if name is not None and not _QUERY_NAME.match(name):
+            c.error(_join(path, "query_param"), "use a plain parameter name such as cache_bust")
+            return None
+        return Bypass(query_param=name) if name else None
+    if "header" in b:
+        before = len(c.problems)
+        headers = _headers(c, b["header"], _join(path, "header"))
+        if len(headers) != 1:
+            if len(c.problems) == before:
+                c.error(_join(path, "header"), "expected one header, e.g. {X-Cache-Bypass: \"1\"}")
+            return None
+        return Bypass(header=headers[0])
+    url = c.take(b, "origin_url", path, _string)
+    origin = _http_url(c, url, _join(path, "origin_url")) if url else None
+    return Bypass(origin=origin) if origin else None
+
+
+def _probe_urls(c: _Checker, t: dict[str, Any], path: str) -> tuple[ProbeURL, ...]:
+    has_url, has_urls = t.get("url") is not None, t.get("urls") is not None
+    if has_url == has_urls:
+        c.error(path, "set either url (optionally with paths) or urls")
+        return ()
+    found: list[ProbeURL] = []
+    if has_urls:
+        if not isinstance(t["urls"], list) or not t["urls"]:
+            c.error(_join(path, "urls"), "expected a non-empty list of URLs")
+            return ()
+        if "paths" in t:
+            c.error(_join(path, "paths"), "paths go with a single url, not with urls")
+        for i, item in enumerate(t["urls"]):
+            here = _join(_join(path, "urls"), i)
+            if not isinstance(item, str) or not item.strip():
+                c.error(here, f"expected a URL, got {_kind(item)}")
+            elif (probe := _http_url(c, item, here)) is not None:
+                found.append(probe)
+    else:
+        base = c.take(t, "url", path, _string)
+        probe = _http_url(c, base, _join(path, "url")) if base else None
+        if probe is None:
+            return ()
+        paths = t.get("paths")
+        if paths is None:
+            found.append(probe)
+        elif not isinstance(paths, list) or not paths:
+            c.error(_join(path, "paths"), "expected a non-empty list of paths such as /api/health")
+        else:
+            root = base.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+            for i, item in enumerate(paths):
+                here = _join(_join(path, "paths"), i)
+                if not isinstance(item, str) or not item.startswith("/"):
+                    c.error(here, "a path must start with /")
+                elif (joined := _http_url(c, root + item, here)) is not None:
+                    found.append(joined)
+    if len(found) > MAX_PROBE_URLS:
+        c.error(path, f"{len(found)} URLs; at most {MAX_PROBE_URLS} per target (each is a label value)")
+    if len({p.url for p in found}) != len(found):
+        c.error(path, "the same URL is listed twice")
+    return tuple(found)
+
+
+def _http_cache_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, Any]) -> Target | None:
+    for key in _NOT_FOR_PROBES:
+        if key in t:
+            c.error(_join(path, key), "does not apply to http_cache targets (they probe, they hold no memory)")
+    urls = _probe_urls(c, t, path)
+    tls = _tls(c, t.get("tls"), _join(path, "tls"))
+    if tls is not None and urls and not any(u.scheme == "https" for u in urls):
+        c.error(_join(path, "tls"), "TLS settings need an https:// URL")
+    bypass = _bypass(c, t.get("bypass"), _join(path, "bypass"))
+    request_timeout = common["timeout"]
+    requests = max(1, len(urls)) * (2 if bypass else 1)
+    common = {**common, "memory_limit": None, "role": None, "timeout": request_timeout * requests + 1.0}
+    return HttpCacheTarget(
+        **common,
+        urls=urls,
+        method=c.take(t, "method", path, _one_of(("GET", "HEAD")), "GET"),
+        headers=_headers(c, t.get("headers"), _join(path, "headers")),
+        error_statuses=c.take(t, "error_statuses", path, _status_ranges, ((500, 599),)),
+        bypass=bypass,
+        max_redirects=c.take(t, "max_redirects", path, _int_between(0, 10), 0),
+        request_timeout=request_timeout,
+        max_header_bytes=c.take(t, "max_header_bytes", path, _positive_size(1024), 64 * 1024),
+        credentials=_credentials(c, t, path, username_required=False),
+        tls=tls,
+    )
+
+
+def _int_between(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return value
+    return parse
+
+
 _TARGET_BUILDERS: dict[str, Callable[[_Checker, dict[str, Any], str, dict[str, Any]], Target | None]] = {
     "redis": _redis_target,
     "memcached": _memcached_target,
     "app": _app_target,
+    "http_cache": _http_cache_target,
 }
 
 

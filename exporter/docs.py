@@ -17,6 +17,7 @@ _GROUPS = [
     ("redis", "Redis / Valkey"),
     ("memcached", "Memcached"),
     ("app", "Application (heap, GC, in-process caches)"),
+    ("http_cache", "HTTP response cache probe"),
     ("exporter", "Exporter self-metrics, per target"),
 ]
 

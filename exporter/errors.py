@@ -23,10 +23,11 @@ RESET = "reset"
 PROTOCOL = "protocol"
 TOO_LARGE = "too_large"
 CONFIG = "config"
+REDIRECT = "redirect"
 ERROR = "error"
 
 REASONS: tuple[str, ...] = (
-    REFUSED, UNREACHABLE, DNS, TIMEOUT, TLS, AUTH, HTTP, RESET, PROTOCOL, TOO_LARGE, CONFIG, ERROR,
+    REFUSED, UNREACHABLE, DNS, TIMEOUT, TLS, AUTH, HTTP, RESET, PROTOCOL, TOO_LARGE, CONFIG, REDIRECT, ERROR,
 )
 
 _DESCRIPTIONS = {
@@ -41,6 +42,7 @@ _DESCRIPTIONS = {
     PROTOCOL: "malformed or unexpected reply",
     TOO_LARGE: "reply exceeded max_reply_size",
     CONFIG: "target configuration problem",
+    REDIRECT: "redirect loop or too many redirects",
     ERROR: "poll failed",
 }
 

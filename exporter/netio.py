@@ -63,6 +63,7 @@ class GuardedSocket:
         # reads the body through the reader.
         self._io_refs = 0
         self._closed = False
+        self.eof = False  # a read returned no bytes: the peer closed its side
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
@@ -83,12 +84,14 @@ class GuardedSocket:
         data = self._sock.recv(bufsize, flags)
         if not flags & socket.MSG_PEEK:
             self._guard.count(len(data))
+            self.eof = self.eof or (bufsize > 0 and not data)
         return data
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         self._bound()
         n = self._sock.recv_into(buffer, nbytes, flags)
         self._guard.count(n)
+        self.eof = self.eof or (n == 0 and (nbytes or len(buffer)) > 0)
         return n
 
     def sendall(self, data: Any, flags: int = 0) -> None:
@@ -199,7 +202,14 @@ class GuardedHTTPConnection:
         self.guard = guard
         outer = self
 
+        class _Response(http.client.HTTPResponse):
+            def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
+                super().__init__(sock, *args, **kwargs)
+                self.guarded_sock = sock  # head() asks it whether the headers ended in EOF
+
         class _Conn(http.client.HTTPConnection):
+            response_class = _Response
+
             def connect(self) -> None:  # noqa: D401 - http.client hook
                 raw = socket.create_connection((self.host, self.port), timeout=outer.guard.remaining())
                 raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -214,6 +224,7 @@ class GuardedHTTPConnection:
                 outer.connects += 1
 
         self.connects = 0
+        self.headers_at = 0.0
         self.conn = _Conn(host, port, timeout=None)
 
     @property
@@ -222,20 +233,7 @@ class GuardedHTTPConnection:
 
     def get(self, path: str, headers: dict[str, str], limit: int) -> tuple[int, dict[str, str], bytes]:
         """GET ``path``; returns (status, lower-cased headers, body), the body gunzipped and bounded."""
-        import http.client
-
-        reused = self.conn.sock is not None
-        try:
-            self.conn.request("GET", path, headers=headers)
-            resp = self.conn.getresponse()
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-            if not reused:
-                raise
-            # The server closed the idle keep-alive connection (Node.js keepAliveTimeout is 5 s,
-            # shorter than most poll intervals): that is not a failure; try once on a new one.
-            self.close()
-            self.conn.request("GET", path, headers=headers)
-            resp = self.conn.getresponse()
+        resp = self._exchange("GET", path, headers)
         declared_text = resp.getheader("Content-Length")
         declared = int(declared_text) if declared_text is not None and declared_text.isdigit() else None
         if declared is not None and declared > limit:
@@ -253,6 +251,67 @@ class GuardedHTTPConnection:
         if resp.will_close:
             self.close()
         return resp.status, got, body
+
+    def _exchange(self, method: str, path: str, headers: dict[str, str]) -> Any:
+        import http.client
+
+        reused = self.conn.sock is not None
+        try:
+            self.conn.request(method, path, headers=headers)
+            return self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if not reused:
+                raise
+            # The server closed the idle keep-alive connection (Node.js keepAliveTimeout is 5 s,
+            # shorter than most poll intervals): that is not a failure; try once on a new one.
+            self.close()
+            self.conn.request(method, path, headers=headers)
+            return self.conn.getresponse()
+
+    def head(self, method: str, path: str, headers: dict[str, str],
+             drain_limit: int, max_header_bytes: int | None = None,
+             drain_seconds: float = 0.5) -> tuple[int, list[tuple[str, str]]]:
+        """Send a request and return (status, raw header lines) without needing the body.
+
+        A small declared body (<= ``drain_limit``) is read and dropped so the connection can be
+        reused, if it arrives within ``drain_seconds``; anything else (chunked, large, slow) is
+        not read at all: the connection is closed instead. Reading the body can therefore never
+        fail the request, nor stall it more than ``drain_seconds``. ``headers_at`` is the
+        monotonic time the head was in (before any draining).
+        ``max_header_bytes`` narrows the guard's byte budget while the head is read (plus one
+        read-ahead buffer, which may already hold the start of the body).
+        """
+        import http.client
+
+        budget = self.guard.max_bytes
+        if max_header_bytes is not None:
+            self.guard.max_bytes = min(budget, self.guard.received + max_header_bytes + io.DEFAULT_BUFFER_SIZE)
+        try:
+            resp = self._exchange(method, path, headers)
+        finally:
+            self.guard.max_bytes = budget
+        if getattr(getattr(resp, "guarded_sock", None), "eof", False):
+            # http.client takes EOF for the end of the headers; the head was cut (RFC 9112 section 8).
+            resp.close()
+            self.close()
+            raise ConnectionResetError("the connection closed inside the response headers")
+        self.headers_at = time.monotonic()
+        status, fields = resp.status, list(resp.getheaders())
+        if resp.length is not None and resp.length <= drain_limit and not resp.will_close:
+            tripped, deadline = self.guard.tripped, self.guard.deadline
+            # The answer is in hand: give a small body a moment, not the rest of the request's time.
+            self.guard.deadline = min(deadline, time.monotonic() + drain_seconds)
+            try:
+                resp.read()
+                return status, fields
+            except (OSError, http.client.HTTPException):
+                self.guard.tripped = tripped  # the body is not needed: give the connection up instead
+            finally:
+                self.guard.deadline = deadline
+        elif resp.length == 0 and not resp.will_close:
+            return status, fields
+        self.close()
+        return status, fields
 
     def close(self) -> None:
         self.conn.close()

@@ -129,6 +129,62 @@ class AppTarget(Target):
 
 
 @dataclass(frozen=True)
+class ProbeURL:
+    """One URL an ``http_cache`` target probes; ``url`` (the metric label) never holds credentials."""
+
+    url: str
+    scheme: str  # http | https
+    host: str
+    port: int
+    path: str  # path and query, as sent on the request line
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return self.scheme, self.host, self.port
+
+
+@dataclass(frozen=True)
+class Bypass:
+    """How to reach the origin past the cache, to tell a stale cached error from a live one."""
+
+    query_param: str | None = None  # appended with a unique value: a cache key no cache holds
+    header: tuple[str, str] | None = None  # e.g. a header the proxy's *_cache_bypass honours
+    origin: ProbeURL | None = None  # base URL of the origin; each probe's path is appended
+
+
+DEFAULT_PROBE_INTERVAL = 30.0
+DEFAULT_ERROR_STATUSES = ((500, 599),)
+
+
+@dataclass(frozen=True)
+class HttpCacheTarget(Target):
+    """URLs behind an HTTP response cache (reverse proxy, gateway, CDN), probed for cached errors.
+
+    ``timeout`` (the poll deadline) covers every request of a round; ``request_timeout``
+    bounds each one.
+    """
+
+    urls: tuple[ProbeURL, ...] = ()
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    error_statuses: tuple[tuple[int, int], ...] = DEFAULT_ERROR_STATUSES  # inclusive ranges
+    bypass: Bypass | None = None
+    max_redirects: int = 0
+    request_timeout: float = DEFAULT_TIMEOUT
+    max_header_bytes: int = 64 * 1024
+    credentials: Credentials = field(default_factory=Credentials)  # basic auth, or a bearer token
+    tls: TLSConfig | None = None
+
+    @property
+    def address(self) -> str:
+        more = f" (+{len(self.urls) - 1} more)" if len(self.urls) > 1 else ""
+        return (self.urls[0].url if self.urls else "") + more
+
+    def is_error(self, status: int) -> bool:
+        return any(lo <= status <= hi for lo, hi in self.error_statuses)
+
+
+@dataclass(frozen=True)
 class GlobalConfig:
     """The ``global`` section: defaults and labels applied to every target."""
 

@@ -313,7 +313,7 @@ INVALID = [
     ("duplicate-names", doc(target(), target(url="redis://10.0.0.6")), "targets[1].name",
      "duplicate target name 'cache' (also targets[0])"),
     ("unknown-type", doc(target(type="memcache")), "targets[0].type",
-     "unknown target type 'memcache'; supported: app, memcached, redis"),
+     "unknown target type 'memcache'; supported: app, http_cache, memcached, redis"),
     ("missing-type", doc(target(type=None)), "targets[0].type", "is required"),
     ("missing-url", doc(target(url=None)), "targets[0].url", "is required"),
     ("url-not-string", doc(target(url=6379)), "targets[0].url", "expected a string, got a number"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from exporter.sources.app import AppSource
 from exporter.sources.base import Reading, Source
+from exporter.sources.http_cache import HttpCacheSource
 from exporter.sources.memcached import MemcachedSource
 from exporter.sources.redis import RedisSource
 from exporter.targets import Target
@@ -12,6 +13,7 @@ SOURCES: dict[str, type] = {
     "redis": RedisSource,
     "memcached": MemcachedSource,
     "app": AppSource,
+    "http_cache": HttpCacheSource,
 }
 
 

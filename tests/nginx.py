@@ -1,0 +1,130 @@
+"""A real nginx caching reverse proxy in front of an upstream the test switches between healthy and failing."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from conftest import free_port, need, wait_until
+
+NGINX_CONF = """\
+daemon off;
+master_process off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log notice;
+events {{ worker_connections 64; }}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy_temp;
+    fastcgi_temp_path {dir}/fastcgi_temp;
+    uwsgi_temp_path {dir}/uwsgi_temp;
+    scgi_temp_path {dir}/scgi_temp;
+    proxy_cache_path {dir}/cache levels=1:2 keys_zone=api:1m max_size=10m inactive=10m;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream_port};
+            proxy_cache api;
+            {valid}
+            add_header X-Cache-Status $upstream_cache_status{always};
+            # A request with X-Cache-Bypass skips the cache and does not overwrite it.
+            proxy_cache_bypass $http_x_cache_bypass;
+            proxy_no_cache $http_x_cache_bypass;
+        }}
+        location /loop {{ return 302 /loop; }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+
+
+class Upstream:
+    """The origin: answers 200 while healthy, 503 while failing; counts requests by path."""
+
+    def __init__(self) -> None:
+        self.healthy = True
+        self.requests: list[str] = []
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server hook
+                upstream.requests.append(self.path)
+                status, body = (200, b"ok\n") if upstream.healthy else (503, b"backend unavailable\n")
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Nginx:
+    def __init__(self, directory: Path, upstream: Upstream, valid: str, always: bool = True) -> None:
+        binary = nginx_binary()
+        need(binary is not None, "nginx is not installed (apt-get install nginx)")
+        assert binary is not None
+        self.dir = directory
+        self.port = free_port()
+        self.conf = directory / "nginx.conf"
+        self.conf.write_text(NGINX_CONF.format(dir=directory, port=self.port, upstream_port=upstream.port,
+                                               valid=valid, always=" always" if always else ""))
+        test = subprocess.run([binary, "-t", "-p", str(directory), "-c", str(self.conf)],
+                              capture_output=True, text=True, timeout=30)
+        assert test.returncode == 0, test.stderr
+        self.proc = subprocess.Popen([binary, "-p", str(directory), "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_until(self._ready, timeout=10, message="nginx listening")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _ready(self) -> bool:
+        import socket
+
+        if self.proc.poll() is not None:
+            raise AssertionError(f"nginx exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@contextmanager
+def caching_proxy(directory: Path, valid: str, always: bool = True) -> Iterator[tuple[Nginx, Upstream]]:
+    directory.mkdir(parents=True, exist_ok=True)
+    upstream = Upstream()
+    try:
+        proxy = Nginx(directory, upstream, valid, always)
+        try:
+            yield proxy, upstream
+        finally:
+            proxy.stop()
+    finally:
+        upstream.stop()

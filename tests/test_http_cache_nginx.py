@@ -1,0 +1,190 @@
+"""The http_cache probe against a real nginx caching reverse proxy.
+
+The upstream is switched between healthy (200) and failing (503). With ``proxy_cache_valid any
+1m`` nginx stores the 503 and keeps serving it after the upstream recovers: the probe must
+report the cached error, and with a bypass the stale error after recovery. With a config that
+caches only 200 it must report no cached error at all.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import fast_global, wait_until
+from nginx import caching_proxy
+
+from exporter.config import build_config
+from exporter.sources.http_cache import HttpCacheSource
+from exporter.targets import HttpCacheTarget
+
+CACHE_ANY = "proxy_cache_valid any 1m;"
+CACHE_200 = "proxy_cache_valid 200 1m;"
+
+
+def probe_target(url: str, **extra: object) -> HttpCacheTarget:
+    entry = {"name": "edge", "type": "http_cache", "url": url, "timeout": "2s", **extra}
+    target = build_config({"targets": [entry]}, "test").config.targets[0]
+    assert isinstance(target, HttpCacheTarget)
+    return target
+
+
+def probe(source: HttpCacheSource) -> dict[str, float]:
+    """One probe round; the samples of the first URL as {family: value} (+ info labels)."""
+    reading = source.poll(time.monotonic() + 10)
+    out: dict[str, float] = {}
+    for s in reading.samples:
+        out[s.family] = s.value
+        if s.family == "http_cache_response_info":
+            out.update({f"info.{k}": v for k, v in s.labels if k != "url"})  # type: ignore[misc]
+    return out
+
+
+@pytest.fixture
+def proxy_any(tmp_path: Path):
+    with caching_proxy(tmp_path / "nginx", CACHE_ANY) as pair:
+        yield pair
+
+
+def test_cached_503_then_stale_error_after_recovery(proxy_any) -> None:
+    nginx, upstream = proxy_any
+    source = HttpCacheSource(probe_target(f"{nginx.url}/api/users", bypass={"query_param": "cache_bust"}))
+    try:
+        upstream.healthy = False
+        first = probe(source)
+        assert first["http_cache_response_status_code"] == 503
+        assert first["info.cache_status"] == "miss"
+        assert first["http_cache_response_from_cache"] == 0
+        assert first["http_cache_error_from_cache"] == 0
+        assert "http_cache_bypass_status_code" not in first  # a miss passed the origin's error on: no bypass
+
+        second = probe(source)  # nginx now serves the stored 503
+        assert second["http_cache_response_status_code"] == 503
+        assert (second["info.indicator"], second["info.cache_status"]) == ("x-cache-status", "hit")
+        assert second["http_cache_error_from_cache"] == 1
+        assert second["http_cache_bypass_status_code"] == 503  # the origin still fails: an outage
+        assert second["http_cache_stale_error_after_recovery"] == 0
+
+        upstream.healthy = True
+        third = probe(source)  # the upstream recovered; the cache still has the 503 for a minute
+        assert third["http_cache_response_status_code"] == 503
+        assert third["http_cache_error_from_cache"] == 1
+        assert third["http_cache_bypass_status_code"] == 200
+        assert third["http_cache_stale_error_after_recovery"] == 1
+        assert third["http_cache_errors_from_cache_total"] == 2
+        assert third["http_cache_responses_from_cache_total"] == 2
+        assert third["http_cache_hit_ratio"] == pytest.approx(2 / 3)
+        # The bypass went to the origin with a unique key, so the cached entry was left alone.
+        assert any("cache_bust=" in p for p in upstream.requests)
+        assert probe(source)["http_cache_response_status_code"] == 503
+    finally:
+        source.close()
+
+
+@pytest.mark.parametrize("bypass", ["header", "origin_url"])
+def test_other_bypasses_confirm_the_stale_error(proxy_any, bypass: str) -> None:
+    nginx, upstream = proxy_any
+    config = {"header": {"header": {"X-Cache-Bypass": "1"}},
+              "origin_url": {"origin_url": f"http://127.0.0.1:{upstream.port}"}}[bypass]
+    source = HttpCacheSource(probe_target(f"{nginx.url}/api/{bypass}", bypass=config))
+    try:
+        upstream.healthy = False
+        probe(source)
+        upstream.healthy = True
+        seen = probe(source)
+        assert seen["http_cache_error_from_cache"] == 1
+        assert seen["http_cache_bypass_status_code"] == 200
+        assert seen["http_cache_stale_error_after_recovery"] == 1
+    finally:
+        source.close()
+
+
+def test_caching_only_200_reports_no_cached_error(tmp_path: Path) -> None:
+    with caching_proxy(tmp_path / "nginx", CACHE_200) as (nginx, upstream):
+        source = HttpCacheSource(probe_target(f"{nginx.url}/api/items", bypass={"query_param": "cb"}))
+        try:
+            upstream.healthy = False
+            for _ in range(3):
+                seen = probe(source)
+                assert seen["http_cache_response_status_code"] == 503
+                assert seen["http_cache_response_from_cache"] == 0
+                assert seen["http_cache_error_from_cache"] == 0
+                assert seen["http_cache_stale_error_after_recovery"] == 0
+            upstream.healthy = True
+            assert probe(source)["http_cache_response_from_cache"] == 0  # first 200: a miss, stored
+            cached = probe(source)
+            assert cached["http_cache_response_status_code"] == 200
+            assert cached["http_cache_response_from_cache"] == 1
+            assert cached["http_cache_error_from_cache"] == 0
+            assert cached["http_cache_stale_error_after_recovery"] == 0
+            assert cached["http_cache_errors_from_cache_total"] == 0
+        finally:
+            source.close()
+
+
+def test_without_always_the_header_is_missing_on_errors_and_the_bypass_still_tells(tmp_path: Path) -> None:
+    """`add_header` without `always` skips 5xx responses: no header says "cached", the bypass does."""
+    with caching_proxy(tmp_path / "nginx", CACHE_ANY, always=False) as (nginx, upstream):
+        source = HttpCacheSource(probe_target(f"{nginx.url}/api/quiet", bypass={"query_param": "cb"}))
+        try:
+            upstream.healthy = False
+            probe(source)
+            upstream.healthy = True
+            seen = probe(source)
+            assert seen["http_cache_response_status_code"] == 503
+            assert "http_cache_response_from_cache" not in seen  # unknown, not "no"
+            assert seen["info.indicator"] == "none"
+            assert seen["http_cache_error_from_cache"] == 0
+            assert seen["http_cache_stale_error_after_recovery"] == 1
+        finally:
+            source.close()
+
+
+def test_redirect_loop_is_a_counted_failure(proxy_any) -> None:
+    nginx, _ = proxy_any
+    source = HttpCacheSource(probe_target_urls([f"{nginx.url}/loop", f"{nginx.url}/ok"], max_redirects=5))
+    try:
+        reading = source.poll(time.monotonic() + 10)
+        values = {(s.family, dict(s.labels).get("url"), dict(s.labels).get("reason")): s.value
+                  for s in reading.samples}
+        loop, ok = f"{nginx.url}/loop", f"{nginx.url}/ok"
+        assert values[("http_cache_probe_success", loop, None)] == 0
+        assert values[("http_cache_probe_failures_total", loop, "redirect")] == 1
+        assert values[("http_cache_probe_success", ok, None)] == 1
+    finally:
+        source.close()
+
+
+def probe_target_urls(urls: list[str], **extra: object) -> HttpCacheTarget:
+    entry = {"name": "edge", "type": "http_cache", "urls": urls, "timeout": "2s", **extra}
+    target = build_config({"targets": [entry]}, "test").config.targets[0]
+    assert isinstance(target, HttpCacheTarget)
+    return target
+
+
+def test_daemon_exports_the_verdicts_and_promtool_accepts_them(proxy_any, exporter_factory) -> None:
+    nginx, upstream = proxy_any
+    upstream.healthy = False
+    ep = exporter_factory({"global": fast_global(), "targets": [{
+        "name": "edge", "type": "http_cache", "url": nginx.url, "paths": ["/a", "/b"], "interval": "0.5s",
+        "timeout": "0.4s", "bypass": {"query_param": "cb"}, "labels": {"team": "api"}}]})
+    ep.wait_polls("edge", 2)
+    upstream.healthy = True
+
+    def stale() -> bool:
+        m = ep.metrics()
+        return all(m.value("http_cache_stale_error_after_recovery", target="edge", url=f"{nginx.url}{p}") == 1
+                   for p in ("/a", "/b"))
+    wait_until(stale, timeout=15, message="stale error after recovery on both URLs")
+    m = ep.metrics()
+    assert m.value("http_cache_up", target="edge") == 1
+    assert m.value("cache_up", target="edge", store="http_cache") == 1
+    assert m.value("http_cache_error_from_cache", target="edge", url=f"{nginx.url}/a", team="api") == 1
+    assert m.value("http_cache_bypass_status_code", target="edge", url=f"{nginx.url}/b") == 200
+    target = ep.target("edge")
+    assert target["up"] is True
+    _, body, _ = ep.get("/metrics")
+    check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30)
+    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
