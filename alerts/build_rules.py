@@ -52,6 +52,13 @@ TIME: dict[str, float] = {
     "thrash_warning_for": 2 * 60,
     "cache_backend_window": 5 * 60,
     "cache_backend_for": 5 * 60,
+    # HTTP response caches (http_cache probes, every 30 s by default). A cached error must be seen on
+    # every probe for 2 min (4+ rounds; 8 at a 15 s interval): a microcache (1-10 s) that catches one origin error now and then
+    # flickers and resets the ``for``; a cache that keeps an error for minutes does not.
+    "http_error_cached_for": 2 * 60,
+    # Cached error while a cache-bypassing request gets a good answer: two observations agree, so
+    # 1 min (2+ rounds) only rules out the race where the probe hits an entry in its last seconds.
+    "http_stale_error_for": 60,
 }
 
 # Level guards and thresholds that are not times.
@@ -254,6 +261,45 @@ and cache_resident_memory_bytes / cache_resident_memory_limit_bytes > {guard}
               "{{ $value }} slab classes of {{ $labels.target }} evict (or refuse stores) while other classes "
               "hold free chunks and no page moves between them: memory is stranded in the wrong classes."),
     ]
+    # The series of one probed URL: the joins below match on these labels (static target labels come
+    # along on both sides).
+    url_labels = "job, instance, target, url"
+
+    def url_query(metric: str) -> str:
+        """The template pipeline that queries ``metric`` for the alert's URL."""
+        return (f"printf `{metric}{{job=%q, instance=%q, target=%q, url=%q}}` "
+                "$labels.job $labels.instance $labels.target $labels.url | query")
+
+    # Remaining freshness when the response says (Cache-Status ttl, max-age, Expires; negative when stale),
+    # else absent: each branch of the text is in alerts/tests/http-cache.test.yml.
+    ttl_left = ("{{ with " + url_query("http_cache_response_ttl_seconds") + " }}"
+                "{{ $ttl := . | first | value }}{{ if gt $ttl 0.0 }}The cache keeps it for another "
+                "{{ $ttl | humanizeDuration }} unless purged."
+                "{{ else }}It is past its freshness lifetime and served stale.{{ end }}"
+                "{{ else }}How long the cache keeps it is unknown (no max-age or Expires).{{ end }}")
+    bypass_status = ("{{ with " + url_query("http_cache_bypass_status_code") + " }}"
+                     "HTTP {{ . | first | value }}{{ else }}a good answer{{ end }}")
+    # $value is the status code users get: the status series joined to the condition.
+    http = [
+        alert("CacheHTTPErrorResponseCached",
+              f"http_cache_response_status_code\n"
+              f"and on ({url_labels}) http_cache_error_from_cache == 1",
+              "warning", d["http_error_cached_for"],
+              "{{ $labels.target }}: a cache serves HTTP {{ $value }} for {{ $labels.url }}",
+              f"For {d['http_error_cached_for']} every probe of {{{{ $labels.url }}}} ({{{{ $labels.target }}}}) "
+              "got HTTP {{ $value }} from a cache (its Cache-Status, X-Cache-Status, X-Cache, CF-Cache-Status "
+              "or Age header says so), not from the origin: the error is cached and served to every user. "
+              + ttl_left),
+        alert("CacheHTTPStaleErrorAfterRecovery",
+              f"http_cache_response_status_code\n"
+              f"and on ({url_labels}) http_cache_stale_error_after_recovery == 1",
+              "critical", d["http_stale_error_for"],
+              "{{ $labels.target }}: {{ $labels.url }} still serves HTTP {{ $value }} after the origin recovered",
+              "A request to {{ $labels.url }} ({{ $labels.target }}) that bypasses the cache gets "
+              + bypass_status + " from the origin, yet the normal request has answered HTTP {{ $value }} for "
+              + d["http_stale_error_for"] + ": a cache (or a proxy that does not say it caches) keeps serving "
+              "an error the origin no longer returns. " + ttl_left + " Purge it."),
+    ]
     audit = [
         alert("CacheConfigAuditFinding",
               'max without (severity) (cache_config_finding{severity="critical", '
@@ -274,7 +320,9 @@ and cache_resident_memory_bytes / cache_resident_memory_limit_bytes > {guard}
         alert("CacheTargetDown", "cache_up == 0", "critical", d["down_for"],
               "{{ $labels.target }} cannot be polled",
               "cache-exporter has failed to poll {{ $labels.target }} ({{ $labels.store }}) for "
-              f"{d['down_for']}; its memory is not being watched. The reason is in "
+              f"{d['down_for']}; "
+              '{{ if eq $labels.store "http_cache" }}none of its URLs answers, so cached errors go unseen'
+              "{{ else }}its memory is not being watched{{ end }}. The reason is in "
               "cache_exporter_poll_errors_total and /targets."),
         alert("CacheExporterDown",
               f"up == 0 and on (job, instance) max_over_time(cache_exporter_build_info[{d['exporter_lookback']}])",
@@ -294,6 +342,7 @@ and cache_resident_memory_bytes / cache_resident_memory_limit_bytes > {guard}
         {"name": "cache-memory", "rules": memory},
         {"name": "cache-stores", "rules": stores},
         {"name": "cache-apps", "rules": apps},
+        {"name": "cache-http", "rules": http},
         {"name": "cache-audit", "rules": audit},
         {"name": "cache-exporter", "rules": exporter},
     ]}
