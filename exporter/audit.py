@@ -298,7 +298,8 @@ def format_text(reports: list[TargetReport], fail_on: str, code: int) -> str:
     rows = [("TARGET", "SEVERITY", "CHECK", "MESSAGE")]
     for r in reports:
         if r.error:
-            rows.append((r.name, "error", r.reason or "", f"could not poll {r.address}: {r.error}"))
+            verb = "could not parse" if r.type == "nginx" else "could not poll"
+            rows.append((r.name, "error", r.reason or "", f"{verb} {r.address}: {r.error}"))
         elif not r.findings:
             rows.append((r.name, "ok", "-", "no findings"))
         for f in r.findings or []:
@@ -308,9 +309,11 @@ def format_text(reports: list[TargetReport], fail_on: str, code: int) -> str:
              for row in rows]
     counts = {s: sum(1 for r in reports for f in r.findings or [] if f.severity == s)
               for s in (CRITICAL, WARNING, INFO)}
-    unreachable = sum(1 for r in reports if r.error)
+    unreachable = sum(1 for r in reports if r.error and r.type != "nginx")
+    unparsable = sum(1 for r in reports if r.error and r.type == "nginx")
+    broken = f", {unparsable} unparsable nginx configs" if unparsable else ""
     lines.append(f"{len(reports)} targets: {counts[CRITICAL]} critical, {counts[WARNING]} warning, "
-                 f"{counts[INFO]} info, {unreachable} unreachable; failing on {fail_on}: exit {code}")
+                 f"{counts[INFO]} info, {unreachable} unreachable{broken}; failing on {fail_on}: exit {code}")
     return "\n".join(lines)
 
 

@@ -72,8 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     audit = sub.add_parser(
         "audit", help="poll every target once, report configuration findings; exit non-zero for CI",
         description="Exit codes: 0 no finding at or above --fail-on, 1 findings at or above it, "
-                    "2 invalid config, 3 a target could not be polled.")
-    audit.add_argument("--config", "-c", metavar="FILE", help="YAML config; without it, the built-in default")
+                    "2 invalid config (or an --nginx-config file that cannot be parsed), "
+                    "3 a target could not be polled.")
+    audit.add_argument("--config", "-c", metavar="FILE",
+                       help="YAML config; without it, the built-in default (none with only --nginx-config)")
+    audit.add_argument("--nginx-config", action="append", default=[], metavar="FILE",
+                       help="also check this nginx config (and its includes) for cached error responses; "
+                            "repeatable")
     audit.add_argument("--fail-on", choices=["warning", "critical"], default="warning",
                        help="lowest severity that makes the exit code 1 (default warning)")
     audit.add_argument("--format", choices=["text", "json"], default="text")
@@ -104,17 +109,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
+    """Poll the targets once (the built-in default ones only without --config and --nginx-config) and
+    check each --nginx-config file; an nginx file that cannot be parsed is an error row and exit 2."""
     setup_logging("error")
     from exporter import audit
     from exporter.config import ConfigError, LoadResult, default_config, load_config
+    from exporter.nginxconf import audit_report
 
-    try:
-        loaded = load_config(args.config) if args.config else LoadResult(default_config())
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_CONFIG
-    reports = audit.audit_all(loaded.config.targets)
-    code = audit.exit_code(reports, args.fail_on)
+    reports = []
+    if args.config or not args.nginx_config:
+        try:
+            loaded = load_config(args.config) if args.config else LoadResult(default_config())
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_CONFIG
+        reports = audit.audit_all(loaded.config.targets)
+    nginx = [audit_report(path) for path in args.nginx_config]
+    reports += nginx
+    code = EXIT_CONFIG if any(r.error for r in nginx) else audit.exit_code(reports, args.fail_on)
     formatter = audit.format_json if args.format == "json" else audit.format_text
     print(formatter(reports, args.fail_on, code))
     return code
