@@ -207,6 +207,16 @@ class GuardedHTTPConnection:
                 super().__init__(sock, *args, **kwargs)
                 self.guarded_sock = sock  # head() asks it whether the headers ended in EOF
 
+            def _read_status(self) -> Any:
+                # http.client skips only "100 Continue"; a 102/103 (Early Hints) would be taken
+                # for the answer, and the real one left in the read buffer. Skip every interim
+                # response but 101 (RFC 9110 15.2); 100 is left to http.client.
+                while True:
+                    version, status, reason = super()._read_status()  # type: ignore[misc]
+                    if not 100 < status < 200 or status == 101:
+                        return version, status, reason
+                    http.client.parse_headers(self.fp)  # type: ignore[arg-type]
+
         class _Conn(http.client.HTTPConnection):
             response_class = _Response
 
@@ -297,6 +307,14 @@ class GuardedHTTPConnection:
             raise ConnectionResetError("the connection closed inside the response headers")
         self.headers_at = time.monotonic()
         status, fields = resp.status, list(resp.getheaders())
+        # RFC 9112 6.3: differing or invalid Content-Length values (http.client takes the first
+        # one, and int() also takes "+5" or "5_0") leave the framing unknown: draining by one of
+        # them could leave the rest of the body to be read as the next response. Close instead.
+        declared = {v.strip() for k, v in fields if k.lower() == "content-length"}
+        bodiless = method == "HEAD" or status in (204, 304) or 100 <= status < 200  # http.client's length 0
+        if not bodiless and (len(declared) > 1 or not all(d.isdigit() and d.isascii() for d in declared)):
+            self.close()
+            return status, fields
         if resp.length is not None and resp.length <= drain_limit and not resp.will_close:
             tripped, deadline = self.guard.tripped, self.guard.deadline
             # The answer is in hand: give a small body a moment, not the rest of the request's time.

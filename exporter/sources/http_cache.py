@@ -37,7 +37,7 @@ from exporter import __version__, catalog
 from exporter import errors as E
 from exporter.errors import PollError
 from exporter.netio import Guard, GuardedHTTPConnection, ReplyTooLarge, client_tls_context
-from exporter.secrets import SecretUnavailable
+from exporter.secrets import SecretUnavailable, redact, remember
 from exporter.snapshot import Samples
 from exporter.sources.base import Reading
 from exporter.targets import HttpCacheTarget, ProbeURL, TLSConfig
@@ -195,7 +195,9 @@ class Verdict:
 
 
 def _layer(text: str) -> str:
-    clean = "".join(ch for ch in text if ch.isprintable())
+    # Redact before cutting: a server that echoes a credential as its cache name must not get
+    # it (or its first 64 characters) into a label.
+    clean = redact("".join(ch for ch in text if ch.isprintable()))
     return clean[:MAX_LAYER_LENGTH]
 
 
@@ -455,6 +457,7 @@ class HttpCacheSource:
         if password is not None:
             if t.credentials.username:
                 token = base64.b64encode(f"{t.credentials.username}:{password}".encode()).decode()
+                remember(token)  # the encoded form is as secret as the password
                 headers["Authorization"] = f"Basic {token}"
             else:
                 headers["Authorization"] = f"Bearer {password}"
@@ -474,20 +477,22 @@ class HttpCacheSource:
             location = next((v for k, v in fields if k.lower() == "location"), None)
             if location is None:
                 return Response(status, fields, self._headers_at - started)
-            current = self._redirect_target(current, location)
+            previous, current = current, self._redirect_target(current, location)
+            if not _may_keep_credentials(previous, current):
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             if current.url in seen:
                 raise PollError(E.REDIRECT, f"redirect loop after {hop + 1} hops")
             seen.add(current.url)
         raise PollError(E.REDIRECT, f"more than {t.max_redirects} redirects")
 
     def _redirect_target(self, current: ProbeURL, location: str) -> ProbeURL:
-        absolute = urljoin(current.url, location.strip())
         try:
+            absolute = urljoin(current.url, location.strip())  # urljoin raises too ("http://[::1")
             parts = urlsplit(absolute)
             port = parts.port
         except ValueError:
             raise PollError(E.PROTOCOL, "redirect to an invalid URL") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname or \
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == 0 or \
                 any(ch.isspace() or not ch.isprintable() for ch in absolute):
             raise PollError(E.PROTOCOL, "redirect to an unusable URL")
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -547,6 +552,13 @@ class HttpCacheSource:
         conn = GuardedHTTPConnection(probe.host, probe.port, self.guard, context, server_name)
         self.pool[probe.origin] = conn
         return conn
+
+
+def _may_keep_credentials(old: ProbeURL, new: ProbeURL) -> bool:
+    """Whether a redirect may carry the Authorization header (the rule of curl and requests):
+    to the same origin, or from http to https on the same host with the default ports."""
+    return old.origin == new.origin or (
+        old.host == new.host and (old.scheme, old.port, new.scheme, new.port) == ("http", 80, "https", 443))
 
 
 def _with_path(probe: ProbeURL, path: str) -> ProbeURL:
