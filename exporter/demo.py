@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -160,6 +161,10 @@ def run_demo(duration: float, listen: str) -> int:
         if probe.connect_ex((host or "127.0.0.1", int(port_text))) == 0:
             listen = f"{host or '127.0.0.1'}:{_free_port()}"  # the usual port is busy: pick another
 
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM ends the demo like Ctrl-C: servers stopped, files removed
+
+    signal.signal(signal.SIGTERM, interrupted)
     workdir = Path(tempfile.mkdtemp(prefix="cache-exporter-demo-"))
     procs: list[subprocess.Popen] = []
     stop = threading.Event()
