@@ -29,6 +29,17 @@ REASONS = ("refused", "unreachable", "dns", "timeout", "tls", "auth", "reset", "
            "config", "error")
 
 
+def parse_request_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
+    """Method, path, version and lower-cased headers of an HTTP/1.x request head (GETs: no body)."""
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, version = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return method, path, version, headers
+
+
 # --- the fake server ----------------------------------------------------------------------
 
 class SessionClosed(Exception):

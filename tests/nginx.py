@@ -48,7 +48,10 @@ def nginx_binary() -> str | None:
 
 
 class Upstream:
-    """The origin: answers 200 while healthy, 503 while failing; counts requests by path."""
+    """The origin: answers 200 while healthy, 503 while failing; counts requests by path.
+
+    Subclasses change the answers by overriding ``answer``.
+    """
 
     def __init__(self) -> None:
         self.healthy = True
@@ -58,10 +61,11 @@ class Upstream:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server hook
                 upstream.requests.append(self.path)
-                status, body = (200, b"ok\n") if upstream.healthy else (503, b"backend unavailable\n")
+                status, headers, body = upstream.answer(self.path)
                 self.send_response(status)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
+                for name, value in {"Content-Type": "text/plain", **headers,
+                                    "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -72,6 +76,9 @@ class Upstream:
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def answer(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        return (200, {}, b"ok\n") if self.healthy else (503, {}, b"backend unavailable\n")
 
     def stop(self) -> None:
         self.server.shutdown()

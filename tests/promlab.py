@@ -23,11 +23,11 @@ import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
 from conftest import REPO, free_port, wait_until
+from nginx import Upstream
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
@@ -127,7 +127,7 @@ class Prometheus:
 
 # --- an origin whose answers the test switches per path ----------------------------------
 
-class PathUpstream:
+class PathUpstream(Upstream):
     """An origin server for nginx. Paths starting with a prefix in ``always_failing`` answer 503
     forever (an outage); paths in ``inner_cache`` answer 200 as a cache tier behind nginx would
     (``Cache-Control: max-age``, ``Age``, ``X-Cache: HIT``: a two-tier setup); the others answer 503
@@ -135,43 +135,27 @@ class PathUpstream:
 
     def __init__(self, always_failing: tuple[str, ...] = (), inner_cache: tuple[str, ...] = (),
                  failing: bool = True) -> None:
-        self.failing = failing
         self.always_failing = always_failing
         self.inner_cache = inner_cache
-        self.requests: list[str] = []
         self.started = time.monotonic()
-        upstream = self
+        super().__init__()
+        self.failing = failing
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server hook
-                upstream.requests.append(self.path)
-                headers = {"Content-Type": "text/plain"}
-                if self.path.startswith(upstream.always_failing):
-                    status, body = 503, b"backend unavailable\n"
-                elif self.path.startswith(upstream.inner_cache):
-                    status, body = 200, b"catalog\n"
-                    headers.update({"Cache-Control": "public, max-age=300", "X-Cache": "HIT from inner",
-                                    "Age": str(5 + int(time.monotonic() - upstream.started))})
-                elif upstream.failing:
-                    status, body = 503, b"backend unavailable\n"
-                else:
-                    status, body = 200, b"ok\n"
-                self.send_response(status)
-                for name, value in {**headers, "Content-Length": str(len(body))}.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
+    @property
+    def failing(self) -> bool:
+        return not self.healthy
 
-            def log_message(self, *args: object) -> None:
-                pass
+    @failing.setter
+    def failing(self, value: bool) -> None:
+        self.healthy = not value
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        if path.startswith(self.always_failing):
+            return 503, {}, b"backend unavailable\n"
+        if path.startswith(self.inner_cache):
+            return 200, {"Cache-Control": "public, max-age=300", "X-Cache": "HIT from inner",
+                         "Age": str(5 + int(time.monotonic() - self.started))}, b"catalog\n"
+        return super().answer(path)
 
 
 class LruApp:

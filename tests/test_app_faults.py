@@ -33,6 +33,7 @@ from fakeserver import (  # noqa: E402
     SessionClosed,
     assert_polls_cut_at_timeout,
     assert_secret_not_exposed,
+    parse_request_head,
     rss_bytes,
     start_exporter,
     stop_lab,
@@ -85,13 +86,7 @@ class HttpSession(Session):
                 self.server.errors.append(f"request head larger than 64 KiB: {self.buf[:80]!r}")
                 return None
         head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        method, path, version = lines[0].split(" ", 2)
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        return Request(method, path, version, headers)
+        return Request(*parse_request_head(head))
 
     def _fill_once(self) -> bool:
         """One recv (or one timeout tick): False on EOF/reset, True otherwise."""

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 pytest.register_assert_rewrite("fakeserver")
-from fakeserver import FakeServer, ServerStopping, Session, SessionClosed  # noqa: E402
+from fakeserver import FakeServer, ServerStopping, Session, SessionClosed, parse_request_head  # noqa: E402
 
 from exporter.config import build_config  # noqa: E402
 from exporter.errors import PollError  # noqa: E402
@@ -58,12 +58,7 @@ class HttpSession(Session):
                 self.server.errors.append(f"request head larger than 64 KiB: {self.buf[:80]!r}")
                 return None
         head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        method, path, _version = lines[0].split(" ", 2)
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        method, path, _version, headers = parse_request_head(head)
         return Request(method, path, headers)
 
 
