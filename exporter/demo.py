@@ -2,7 +2,10 @@
 
 Three Redis servers show the three cases the exporter tells apart: one that rejects writes
 when full (noeviction), one that evicts (allkeys-lru), and one with no maxmemory at all (its
-limit falls back to the target's memory_limit). A small memcached fills up and evicts.
+limit falls back to the target's memory_limit). A small memcached fills up and evicts. When
+nginx is installed, a caching proxy with ``proxy_cache_valid any 1m`` sits in front of an
+origin that answers 503 for the first seconds and then recovers: the http_cache probe shows
+the cached 503 and then the stale error after recovery.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import redis
@@ -32,6 +36,40 @@ SERVERS = [
     ("catalog", ["--maxmemory", "8mb", "--maxmemory-policy", "allkeys-lru"], {}),
     ("unbounded", [], {"memory_limit": "256MiB"}),
 ]
+
+
+# A caching reverse proxy, as the tests and the demo run it: nginx in the foreground, one process,
+# every path under ``dir``. ``valid`` is the proxy_cache_valid line under test.
+NGINX_CONF = """\
+daemon off;
+master_process off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log notice;
+events {{ worker_connections 64; }}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy_temp;
+    fastcgi_temp_path {dir}/fastcgi_temp;
+    uwsgi_temp_path {dir}/uwsgi_temp;
+    scgi_temp_path {dir}/scgi_temp;
+    proxy_cache_path {dir}/cache levels=1:2 keys_zone=api:1m max_size=10m inactive=10m;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream_port};
+            proxy_cache api;
+            {valid}
+            add_header X-Cache-Status $upstream_cache_status{always};
+            # A request with X-Cache-Bypass skips the cache and does not overwrite it.
+            proxy_cache_bypass $http_x_cache_bypass;
+            proxy_no_cache $http_x_cache_bypass;
+        }}
+        location /loop {{ return 302 /loop; }}
+    }}
+}}
+"""
+ORIGIN_FAILS_FOR = 6.0  # seconds the demo origin answers 503 before it recovers
 
 
 def _free_port() -> int:
@@ -117,6 +155,61 @@ def _load(ports: dict[str, int], stop: threading.Event) -> None:
             stop.wait(0.05)
 
 
+def _start_origin(fails_until: float) -> ThreadingHTTPServer:
+    """An origin that answers 503 until ``fails_until`` (monotonic), then 200."""
+
+    class Origin(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server hook
+            ok = time.monotonic() >= fails_until
+            body = b"ok\n" if ok else b"backend unavailable\n"
+            self.send_response(200 if ok else 503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _start_nginx(binary: str, workdir: Path, upstream_port: int) -> tuple[subprocess.Popen, int] | None:
+    directory = workdir / "nginx"
+    directory.mkdir()
+    port = _free_port()
+    conf = directory / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=directory, port=port, upstream_port=upstream_port,
+                                      valid="proxy_cache_valid any 1m;", always=" always"))
+    proc = subprocess.Popen([binary, "-p", str(directory), "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, port
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    return None  # the demo goes on without the probe
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
+
+
+def _probe_line(values: dict[tuple[str, str], float]) -> str:
+    get = lambda metric: values.get((metric, "edge"))  # noqa: E731
+    status, cached = get("http_cache_response_status_code"), get("http_cache_error_from_cache")
+    if status is None:
+        return "  edge       no probe answer yet"
+    bypass, stale = get("http_cache_bypass_status_code"), get("http_cache_stale_error_after_recovery")
+    return (f"  edge       HTTP {int(status)}  error served from cache: {'yes' if cached else 'no '}  "
+            f"origin past the cache: {'-' if bypass is None else int(bypass)}  "
+            f"stale error after recovery: {'YES' if stale else 'no'}")
+
+
 def _scrape(url: str) -> dict[tuple[str, str], float]:
     with urllib.request.urlopen(url, timeout=5) as resp:
         text = resp.read().decode()
@@ -167,6 +260,7 @@ def run_demo(duration: float, listen: str) -> int:
     signal.signal(signal.SIGTERM, interrupted)
     workdir = Path(tempfile.mkdtemp(prefix="cache-exporter-demo-"))
     procs: list[subprocess.Popen] = []
+    servers: list[ThreadingHTTPServer] = []
     stop = threading.Event()
     daemon = None
     try:
@@ -182,6 +276,16 @@ def run_demo(duration: float, listen: str) -> int:
             mc_port = _free_port()
             procs.append(_start_memcached(memcached, mc_port))
             targets.append({"name": "memcached", "type": "memcached", "address": f"127.0.0.1:{mc_port}"})
+        nginx = nginx_binary()
+        edge = None
+        if nginx:
+            origin = _start_origin(time.monotonic() + ORIGIN_FAILS_FOR)
+            servers.append(origin)
+            edge = _start_nginx(nginx, workdir, origin.server_address[1])
+        if edge:
+            procs.append(edge[0])
+            targets.append({"name": "edge", "type": "http_cache", "url": f"http://127.0.0.1:{edge[1]}/api/catalog",
+                            "interval": "2s", "timeout": "1s", "bypass": {"query_param": "cache_bust"}})
         config = build_config({"global": {"interval": "2s", "timeout": "1s", "labels": {"env": "demo"}},
                                "targets": targets}, "<demo>").config
         threading.Thread(target=_load, args=(ports, stop), daemon=True).start()
@@ -201,6 +305,11 @@ def run_demo(duration: float, listen: str) -> int:
             print(f"  {'memcached':<10} 127.0.0.1:{mc_port:<13}  -m 8 (evicts when full)")
         else:
             print("  (memcached is not installed: the demo runs without it)")
+        if edge:
+            print(f"  {'edge':<10} http://127.0.0.1:{edge[1]:<6}  nginx, proxy_cache_valid any 1m, in front of an "
+                  f"origin that answers 503 for {ORIGIN_FAILS_FOR:.0f} s, then 200")
+        else:
+            print("  (nginx is not installed: the demo runs without the HTTP cache probe)")
         print(f"\nLook at:  {base}/metrics   {base}/targets   {base}/\n")
         deadline = None if duration <= 0 else time.monotonic() + duration
         time.sleep(2.5)
@@ -208,6 +317,8 @@ def run_demo(duration: float, listen: str) -> int:
             values = _scrape(base + "/metrics")
             print(time.strftime("%H:%M:%S"), "live figures from /metrics:")
             print(_table(values), flush=True)
+            if edge:
+                print(_probe_line(values), flush=True)
             remaining = 5.0 if deadline is None else min(5.0, deadline - time.monotonic())
             if remaining <= 0:
                 break
@@ -216,6 +327,9 @@ def run_demo(duration: float, listen: str) -> int:
         print("catalog evicts (allkeys-lru): at 100% it is working as designed; watch 'evicted' and hit%.")
         print("unbounded has no maxmemory: its limit is the memory_limit from the config.")
         print("memcached counts slab pages (total_malloced) against -m: at 100% it evicts by design.")
+        if edge:
+            print("edge: nginx cached the origin's 503 and serves it for a minute after the origin recovered;\n"
+                  "      the probe asks past the cache (?cache_bust=...) and sees the origin answer 200.")
         if deadline is not None:
             print("Run `make demo DURATION=0` to keep it running until Ctrl-C.")
         return 0
@@ -225,6 +339,9 @@ def run_demo(duration: float, listen: str) -> int:
         stop.set()
         if daemon is not None:
             daemon.stop()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
         for proc in procs:
             proc.terminate()
         for proc in procs:
