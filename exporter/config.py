@@ -488,29 +488,16 @@ def _memcached_target(c: _Checker, t: dict[str, Any], path: str, common: dict[st
 
 
 def _http_url(c: _Checker, url: str, here: str, default_path: str = "/") -> ProbeURL | None:
-    """An http(s) URL with a host; its label form drops nothing but the default path."""
+    """An http(s) URL with a host, or None after recording why not."""
+    # Checked before anything parses the URL: see _redis_target.
     if "@" in url:
         c.error(here, "credentials in the URL are not allowed; use username and password_env/password_file")
         return None
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        # Never echo the URL or urlsplit's message: they may contain a secret.
-        c.error(here, "not a valid URL; the port must be a number from 1 to 65535")
+        return ProbeURL.parse(url, default_path)
+    except ValueError as exc:
+        c.error(here, str(exc))
         return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        c.error(here, f"expected an http:// or https:// URL with a host, e.g. http://10.0.0.9:3000{default_path}")
-        return None
-    if port is not None and not 1 <= port <= 65535:
-        c.error(here, "the port must be a number from 1 to 65535")
-        return None
-    if any(ch.isspace() or not ch.isprintable() for ch in url):
-        c.error(here, "the URL must not contain spaces or control characters (percent-encode them)")
-        return None
-    request_path = (parts.path or default_path) + (f"?{parts.query}" if parts.query else "")
-    return ProbeURL(url=url.split("#", 1)[0], scheme=parts.scheme, host=parts.hostname,
-                    port=port or (443 if parts.scheme == "https" else 80), path=request_path)
 
 
 def _app_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, Any]) -> Target | None:

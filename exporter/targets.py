@@ -142,6 +142,26 @@ class ProbeURL:
     def origin(self) -> tuple[str, str, int]:
         return self.scheme, self.host, self.port
 
+    @classmethod
+    def parse(cls, url: str, default_path: str = "/") -> ProbeURL:
+        """An http(s) URL with a host; raises ValueError with a message that never quotes the URL."""
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise ValueError("not a valid URL; the port must be a number from 1 to 65535") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL with a host, e.g. http://10.0.0.9:3000{default_path}")
+        if port is not None and not 1 <= port <= 65535:
+            raise ValueError("the port must be a number from 1 to 65535")
+        if any(ch.isspace() or not ch.isprintable() for ch in url):
+            raise ValueError("the URL must not contain spaces or control characters (percent-encode them)")
+        path = (parts.path or default_path) + (f"?{parts.query}" if parts.query else "")
+        return cls(url.split("#", 1)[0], parts.scheme, parts.hostname,
+                   port or (443 if parts.scheme == "https" else 80), path)
+
 
 @dataclass(frozen=True)
 class Bypass:

@@ -29,7 +29,7 @@ import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import http_sf
 
@@ -487,17 +487,9 @@ class HttpCacheSource:
 
     def _redirect_target(self, current: ProbeURL, location: str) -> ProbeURL:
         try:
-            absolute = urljoin(current.url, location.strip())  # urljoin raises too ("http://[::1")
-            parts = urlsplit(absolute)
-            port = parts.port
-        except ValueError:
-            raise PollError(E.PROTOCOL, "redirect to an invalid URL") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname or port == 0 or \
-                any(ch.isspace() or not ch.isprintable() for ch in absolute):
-            raise PollError(E.PROTOCOL, "redirect to an unusable URL")
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return ProbeURL(absolute.split("#", 1)[0], parts.scheme, parts.hostname,
-                        port or (443 if parts.scheme == "https" else 80), path)
+            return ProbeURL.parse(urljoin(current.url, location.strip()))  # urljoin raises too ("http://[::1")
+        except ValueError as exc:
+            raise PollError(E.PROTOCOL, f"redirect to an unusable URL: {exc}") from None
 
     def _exchange(self, probe: ProbeURL, headers: dict[str, str]) -> tuple[int, list[tuple[str, str]]]:
         conn = self._connection(probe)
