@@ -15,7 +15,7 @@ import ssl
 import time
 from typing import Any
 
-from exporter.errors import TIMEOUT, TOO_LARGE
+from exporter.errors import PROTOCOL, RESET, TIMEOUT, TOO_LARGE
 from exporter.targets import TLSConfig
 
 
@@ -190,6 +190,36 @@ def bounded_gunzip(data: bytes, limit: int) -> bytes:
     if not d.eof:
         raise ValueError("the gzip body is truncated")
     return out
+
+
+def authorization(username: str | None, password: str) -> str:
+    """The Authorization value for an HTTP target: basic with a username, else a bearer token."""
+    import base64
+
+    from exporter.secrets import remember
+
+    if not username:
+        return f"Bearer {password}"
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    remember(token)  # the encoded form is as secret as the password
+    return f"Basic {token}"
+
+
+def classify_http_error(exc: BaseException) -> str | None:
+    """The reason for an HTTP-level failure; None for what the socket-level rules decide."""
+    import http.client
+
+    if isinstance(exc, ReplyTooLarge):
+        return TOO_LARGE
+    if isinstance(exc, http.client.IncompleteRead):
+        return RESET
+    # A bad status line, > 100 header lines, a line > 64 KiB; RemoteDisconnected is an OSError (reset).
+    if isinstance(exc, http.client.HTTPException) and not isinstance(exc, OSError):
+        return PROTOCOL
+    # ssl.CertificateError is a ValueError too: that one is a TLS failure, left to the socket rules.
+    if isinstance(exc, ValueError) and not isinstance(exc, (UnicodeError, ssl.CertificateError)):
+        return PROTOCOL
+    return None
 
 
 class GuardedHTTPConnection:

@@ -21,7 +21,6 @@ mutator gets < 40 % of the time, over consecutive polls).
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import logging
@@ -33,7 +32,13 @@ from dataclasses import dataclass
 from exporter import catalog
 from exporter import errors as E
 from exporter.errors import PollError
-from exporter.netio import GuardedHTTPConnection, GuardedSocket, ReplyTooLarge, client_tls_context
+from exporter.netio import (
+    GuardedHTTPConnection,
+    GuardedSocket,
+    authorization,
+    classify_http_error,
+    client_tls_context,
+)
 from exporter.promtext import Parsed, looks_like_prometheus, parse
 from exporter.snapshot import MemoryView, Samples
 from exporter.sources.base import PersistentConnectionSource, Reading
@@ -354,22 +359,11 @@ class AppSource(PersistentConnectionSource):
         self.headers = {"User-Agent": "cache-exporter", "Accept-Encoding": "gzip",
                         "Accept": "application/json" if t.format == "json" else "text/plain;version=0.0.4"}
         if password is not None:
-            if t.credentials.username:
-                token = base64.b64encode(f"{t.credentials.username}:{password}".encode()).decode()
-                self.headers["Authorization"] = f"Basic {token}"
-            else:
-                self.headers["Authorization"] = f"Bearer {password}"
+            self.headers["Authorization"] = authorization(t.credentials.username, password)
 
     def _classify(self, exc: BaseException) -> PollError:
-        if isinstance(exc, http.client.IncompleteRead):
-            return PollError(E.RESET, E.describe(exc))
-        if isinstance(exc, http.client.HTTPException) and not isinstance(exc, OSError):
-            return PollError(E.PROTOCOL, E.describe(exc))
-        if isinstance(exc, ReplyTooLarge):
-            return PollError(E.TOO_LARGE, E.describe(exc))
-        if isinstance(exc, ValueError) and not isinstance(exc, UnicodeError):
-            return PollError(E.PROTOCOL, E.describe(exc))
-        return super()._classify(exc)
+        reason = classify_http_error(exc)
+        return PollError(reason, E.describe(exc)) if reason else super()._classify(exc)
 
     def _poll_once(self) -> Reading:
         assert self.http is not None

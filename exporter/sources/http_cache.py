@@ -21,7 +21,6 @@ an error the origin also returns is an outage, which the cache did not cause.
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import http.client
 import logging
@@ -36,8 +35,8 @@ import http_sf
 from exporter import __version__, catalog
 from exporter import errors as E
 from exporter.errors import PollError
-from exporter.netio import Guard, GuardedHTTPConnection, ReplyTooLarge, client_tls_context
-from exporter.secrets import SecretUnavailable, redact, remember
+from exporter.netio import Guard, GuardedHTTPConnection, authorization, classify_http_error, client_tls_context
+from exporter.secrets import SecretUnavailable, redact
 from exporter.snapshot import Samples
 from exporter.sources.base import Reading
 from exporter.targets import HttpCacheTarget, ProbeURL, TLSConfig
@@ -455,12 +454,7 @@ class HttpCacheSource:
         headers.update(t.headers)
         password = t.credentials.password()
         if password is not None:
-            if t.credentials.username:
-                token = base64.b64encode(f"{t.credentials.username}:{password}".encode()).decode()
-                remember(token)  # the encoded form is as secret as the password
-                headers["Authorization"] = f"Basic {token}"
-            else:
-                headers["Authorization"] = f"Bearer {password}"
+            headers["Authorization"] = authorization(t.credentials.username, password)
         return headers
 
     def _request(self, probe: ProbeURL, headers: dict[str, str], deadline: float) -> Response:
@@ -513,18 +507,8 @@ class HttpCacheSource:
         return status, fields
 
     def _classify(self, exc: BaseException) -> PollError:
-        if self.guard.tripped:
-            return PollError(self.guard.tripped, E.describe(exc))
-        if isinstance(exc, ReplyTooLarge):
-            return PollError(E.TOO_LARGE, E.describe(exc))
-        if isinstance(exc, http.client.IncompleteRead):
-            return PollError(E.RESET, E.describe(exc))
-        reason = E.classify_os_error(exc)
-        if reason is not None:
-            return PollError(reason, E.describe(exc))
-        if isinstance(exc, (http.client.HTTPException, ValueError)):
-            return PollError(E.PROTOCOL, E.describe(exc))  # bad status line, >100 headers, a line > 64 KiB
-        return PollError(E.ERROR, E.describe(exc))
+        reason = self.guard.tripped or classify_http_error(exc) or E.classify_os_error(exc) or E.ERROR
+        return PollError(reason, E.describe(exc))
 
     def _connection(self, probe: ProbeURL) -> GuardedHTTPConnection:
         conn = self.pool.get(probe.origin)
