@@ -106,6 +106,37 @@ class RedisServer:
         self._tmp.cleanup()
 
 
+def publish_cost(reading, target: str, store: str, up_family: str, rounds: int,
+                 static_labels: tuple[tuple[str, str], ...]) -> tuple[float, float, int]:
+    """Per-poll CPU of the scheduler's publish step for one reading, run through the scheduler's own
+    code: (snapshot + stats + render, render_chunks only, chunk bytes)."""
+    from exporter import catalog
+    from exporter.exposition import label_prefix, render_chunks
+    from exporter.scheduler import PollStats, published_samples
+    from exporter.snapshot import Samples, Snapshot
+
+    base = Samples()
+    for s in reading.samples:
+        base.add(s.family, s.value, s.labels, s.suffix)
+    base.add(catalog.CACHE_UP, 1, (("store", store),))
+    base.add(up_family, 1)
+    stats = PollStats(polls=1, duration_sum=0.001, last_duration=0.001, last_success=time.time())
+    prefix = label_prefix(target, static_labels)
+    total = render_only = 0.0
+    size = 0
+    for _ in range(rounds):
+        t0 = time.process_time()
+        snapshot = Snapshot(target, store, True, time.time(), 0.001, base, reading.memory)
+        samples = published_samples(snapshot, stats)
+        t1 = time.process_time()
+        chunks = render_chunks(samples, prefix)
+        t2 = time.process_time()
+        total += t2 - t0
+        render_only += t2 - t1
+        size = sum(len(v) for v in chunks.values())
+    return total / rounds, render_only / rounds, size
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile (p in 0..100) of a non-empty sequence."""
     ordered = sorted(values)

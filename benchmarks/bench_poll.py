@@ -28,10 +28,6 @@ import _common as C
 import redis
 from _common import RedisServer, load_workload, table
 
-from exporter import catalog
-from exporter.exposition import label_prefix, render_chunks
-from exporter.scheduler import PollStats
-from exporter.snapshot import Samples, Snapshot
 from exporter.sources import redis as redis_source
 from exporter.sources.redis import RedisSource, map_info, parse_info
 from exporter.targets import RedisTarget
@@ -86,33 +82,6 @@ def commands(d: Counter) -> Counter:
 
 def fmt_cmds(c: Counter) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(c.items())) or "-"
-
-
-def publish_cost(reading, rounds: int) -> tuple[float, float, int]:
-    """Per-poll CPU of Scheduler._record/_publish's rendering work: (all, render_chunks only, chunk bytes)."""
-    base = Samples()
-    for s in reading.samples:
-        base.add(s.family, s.value, s.labels, s.suffix)
-    base.add(catalog.CACHE_UP, 1, (("store", "redis"),))
-    base.add(redis_source.REDIS_UP, 1)
-    stats = PollStats(polls=1, duration_sum=0.001, last_duration=0.001, last_success=time.time())
-    prefix = label_prefix("redis-0001", STATIC_LABELS)
-    total = render_only = 0.0
-    size = 0
-    for _ in range(rounds):
-        t0 = time.process_time()
-        snapshot = Snapshot("redis-0001", "redis", True, time.time(), 0.001, base, reading.memory)
-        samples = Samples()
-        for s in snapshot.samples:
-            samples.add(s.family, s.value, s.labels, s.suffix)
-        stats.samples(samples)
-        t1 = time.process_time()
-        chunks = render_chunks(samples, prefix)
-        t2 = time.process_time()
-        total += t2 - t0
-        render_only += t2 - t1
-        size = sum(len(v) for v in chunks.values())
-    return total / rounds, render_only / rounds, size
 
 
 def parse_cost(server: RedisServer, target: RedisTarget, rounds: int) -> tuple[float, float, int]:
@@ -186,7 +155,8 @@ def main() -> None:
         parse_s, map_s, info_bytes = parse_cost(server, target, 500)
         counters.client.close()
     assert reading is not None
-    publish_s, render_s, chunk_bytes = publish_cost(reading, 2000)
+    publish_s, render_s, chunk_bytes = C.publish_cost(reading, "redis-0001", "redis", redis_source.REDIS_UP, 2000,
+                                                      STATIC_LABELS)
 
     def cmd_total(d: Counter) -> int:
         return sum(commands(d).values())

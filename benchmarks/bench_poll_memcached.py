@@ -37,11 +37,7 @@ from typing import Any
 import _common as C
 from _common import MemcachedServer, load_memcached, table
 
-from exporter import catalog
-from exporter.exposition import label_prefix, render_chunks
 from exporter.netio import Guard, GuardedSocket
-from exporter.scheduler import PollStats
-from exporter.snapshot import Samples, Snapshot
 from exporter.sources import memcached as mc
 from exporter.sources.memcached import MemcachedSource, Sections, map_sections, parse_stats
 from exporter.targets import MemcachedTarget
@@ -203,33 +199,6 @@ def read_parse_map_cost(raw: bytes, target: MemcachedTarget, rounds: int) -> tup
     return read_s / rounds, parse_s / rounds, map_s / rounds, lines_total
 
 
-def publish_cost(reading, rounds: int) -> tuple[float, float, int]:
-    """Per-poll CPU of Scheduler._record/_publish's rendering work: (all, render_chunks only, chunk bytes)."""
-    base = Samples()
-    for s in reading.samples:
-        base.add(s.family, s.value, s.labels, s.suffix)
-    base.add(catalog.CACHE_UP, 1, (("store", "memcached"),))
-    base.add(mc.MEMCACHED_UP, 1)
-    stats = PollStats(polls=1, duration_sum=0.001, last_duration=0.001, last_success=time.time())
-    prefix = label_prefix("memcached-0001", STATIC_LABELS)
-    total = render_only = 0.0
-    size = 0
-    for _ in range(rounds):
-        t0 = time.process_time()
-        snapshot = Snapshot("memcached-0001", "memcached", True, time.time(), 0.001, base, reading.memory)
-        samples = Samples()
-        for s in snapshot.samples:
-            samples.add(s.family, s.value, s.labels, s.suffix)
-        stats.samples(samples)
-        t1 = time.process_time()
-        chunks = render_chunks(samples, prefix)
-        t2 = time.process_time()
-        total += t2 - t0
-        render_only += t2 - t1
-        size = sum(len(v) for v in chunks.values())
-    return total / rounds, render_only / rounds, size
-
-
 class VariantResult:
     def __init__(self, **kw: Any) -> None:
         self.__dict__.update(kw)
@@ -278,7 +247,8 @@ def run_variant(server: MemcachedServer, slabs: bool, first: int, polls: int) ->
     assert reading is not None
 
     read_s, parse_s, map_s, lines = read_parse_map_cost(raw, target, 300)
-    publish_s, render_s, chunk_bytes = publish_cost(reading, 500)
+    publish_s, render_s, chunk_bytes = C.publish_cost(reading, target.name, "memcached", mc.MEMCACHED_UP, 500,
+                                                      STATIC_LABELS)
     return VariantResult(slabs=slabs, per_poll=per_poll, client_side=client_side, phase2=phase2,
                          all_polls=all_polls, cpu=cpu, wall=wall, reading=reading, raw_bytes=len(raw),
                          connections_opened=connections_opened, read_s=read_s, parse_s=parse_s, map_s=map_s,

@@ -118,6 +118,15 @@ class PollStats:
             out.add(catalog.SECTION_ERRORS, count, (("section", section),))
 
 
+def published_samples(snapshot: Snapshot, stats: PollStats) -> Samples:
+    """What /metrics serves for one target: the snapshot's samples plus its poll statistics."""
+    samples = Samples()
+    for s in snapshot.samples:
+        samples.add(s.family, s.value, s.labels, s.suffix, allow_inf=True)
+    stats.samples(samples)
+    return samples
+
+
 class TargetRuntime:
     """Everything the scheduler keeps for one target between polls."""
 
@@ -302,10 +311,7 @@ class Scheduler:
         if snapshot is None:
             return
         with rt.lock:
-            samples = Samples()
-            for s in snapshot.samples:
-                samples.add(s.family, s.value, s.labels, s.suffix, allow_inf=True)
-            rt.stats.samples(samples)
+            samples = published_samples(snapshot, rt.stats)
         chunks = render_chunks(samples, rt.prefix)
         with self._lock:
             # A poll that finishes after its target was removed or replaced must not resurrect it.
