@@ -46,6 +46,20 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
     raise RuntimeError(f"timed out after {timeout}s waiting for {message}; last error: {last!r}")
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 10) -> bool:
+    """SIGTERM, wait ``grace`` seconds, then SIGKILL; True if it exited on its own."""
+    if proc.poll() is not None:
+        return True
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        return False
+
+
 class RedisServer:
     """A redis-server on a free loopback port with no persistence; use as a context manager."""
 
@@ -96,13 +110,8 @@ class RedisServer:
             c.close()
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc)
         self._tmp.cleanup()
 
 
@@ -309,13 +318,8 @@ class MemcachedServer:
         return self.stats()["version"]
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc)
         self._tmp.cleanup()
 
 

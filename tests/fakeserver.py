@@ -11,19 +11,15 @@ both fault labs make (Redis: test_faults.py, memcached: test_memcached_faults.py
 
 from __future__ import annotations
 
-import os
 import socket
 import statistics
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import yaml
-from conftest import REPO, ExporterProcess, Metrics, free_port, wait_until
+from conftest import ExporterProcess, Metrics, wait_until
 
 REASONS = ("refused", "unreachable", "dns", "timeout", "tls", "auth", "reset", "protocol", "too_large",
            "config", "error")
@@ -222,32 +218,6 @@ class FakeServer:
 
 
 # --- the exporter ------------------------------------------------------------------------
-
-def start_exporter(workdir: Path, config: dict, env: dict[str, str]) -> ExporterProcess:
-    """The same as conftest's exporter_factory, usable from a module-scoped fixture."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_path, log_path, port = workdir / "exporter.yml", workdir / "exporter.log", free_port()
-    config_path.write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "exporter", "run", "--listen", f"127.0.0.1:{port}", "--log-level", "debug",
-           "--config", str(config_path)]
-    full_env = {**os.environ, **env}
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
-    ep = ExporterProcess(config_path, port, log_path, proc, full_env)
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"exporter exited with {proc.returncode}:\n{ep.log()}")
-        return ep.get("/healthz", timeout=1)[0] == 200
-    try:
-        wait_until(healthy, timeout=20, message="exporter /healthz")
-        wait_until(lambda: ep.get("/readyz", timeout=2)[0] == 200, timeout=30, message="exporter /readyz")
-    except BaseException:
-        proc.kill()
-        proc.wait(5)
-        raise
-    return ep
-
 
 def stop_lab(ep: ExporterProcess | None, fakes: dict[str, FakeServer]) -> None:
     """Teardown of a fault lab: kill the exporter, close every fake, then check none of them failed."""

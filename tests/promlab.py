@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from conftest import REPO, free_port, wait_until
+from conftest import REPO, free_port, stop_process, wait_until
 from nginx import Upstream
 
 PROMETHEUS = shutil.which("prometheus")
@@ -116,13 +116,7 @@ class Prometheus:
         return sorted({s[label] for s in series if label in s})
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 # --- an origin whose answers the test switches per path ----------------------------------

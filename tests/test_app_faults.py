@@ -26,6 +26,7 @@ import pytest
 from conftest import ExporterProcess, Metrics, fast_global, free_port, wait_until
 
 pytest.register_assert_rewrite("fakeserver")
+from conftest import start_exporter  # noqa: E402
 from fakeserver import (  # noqa: E402
     FakeServer,
     ServerStopping,
@@ -35,7 +36,6 @@ from fakeserver import (  # noqa: E402
     assert_secret_not_exposed,
     parse_request_head,
     rss_bytes,
-    start_exporter,
     stop_lab,
     wait_metrics,
 )

@@ -12,7 +12,6 @@ swallowed backend errors while ``cache_up`` stays 1.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -21,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Metrics, fast_global, free_port, wait_until
+from conftest import REPO, Metrics, fast_global, free_port, stop_process, wait_until
 
 APPS = REPO / "tests" / "apps" / "django_app"
 MiB = 2**20
@@ -79,13 +78,7 @@ def start_app(tmp_path: Path) -> Iterator[Callable[..., App]]:
 
     yield start
     for app in apps:
-        if app.proc.poll() is None:
-            app.proc.send_signal(signal.SIGTERM)
-            try:
-                app.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                app.proc.kill()
-                app.proc.wait(5)
+        stop_process(app.proc, grace=5)
 
 
 def app_target(name: str, app: App, **extra: object) -> dict:

@@ -49,7 +49,6 @@ from pathlib import Path
 
 import pytest
 import redis
-import yaml
 from conftest import (
     BINARIES,
     BINARIES_MEMCACHED,
@@ -62,6 +61,8 @@ from conftest import (
     memcached_target,
     need,
     redis_target,
+    start_exporter,
+    stop_process,
     wait_until,
 )
 from nginx import Nginx, nginx_binary
@@ -121,16 +122,7 @@ def _http_ok(url: str) -> bool:
 def _start(stack: ExitStack, cmd: list[str], log: Path, **kw: object) -> subprocess.Popen:
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, **kw)  # type: ignore[call-overload]
-
-    def stop() -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-    stack.callback(stop)
+    stack.callback(stop_process, proc)
     return proc
 
 
@@ -139,18 +131,10 @@ def _alive(proc: subprocess.Popen, log: Path, what: str) -> None:
         raise AssertionError(f"{what} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
 
 
-def start_exporter(stack: ExitStack, tmp: Path, config: dict) -> ExporterProcess:
-    """``cache-exporter run`` as conftest's exporter_factory starts it, for a module-scoped fixture."""
-    config_path, log_path, port = tmp / "exporter.yml", tmp / "exporter.log", free_port()
-    config_path.write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "exporter", "run", "--listen", f"127.0.0.1:{port}", "--config", str(config_path)]
-    proc = _start(stack, cmd, log_path, cwd=REPO, env=dict(os.environ))
-    ep = ExporterProcess(config_path, port, log_path, proc, dict(os.environ))
-
-    def ready() -> bool:
-        _alive(proc, log_path, "exporter")
-        return ep.get("/readyz", timeout=2)[0] == 200
-    wait_until(ready, timeout=30, interval=0.1, message="exporter /readyz")
+def start_lab_exporter(stack: ExitStack, tmp: Path, config: dict) -> ExporterProcess:
+    """``cache-exporter run`` as conftest starts it, stopped with the rest of the environment."""
+    ep = start_exporter(tmp, config)
+    stack.callback(stop_process, ep.proc)
     return ep
 
 
@@ -316,7 +300,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                  "bypass": {"query_param": "cb"}},
             ],
         }
-        exporter = start_exporter(stack, tmp, config)
+        exporter = start_lab_exporter(stack, tmp, config)
         stale_until = time.monotonic() + 60  # the first probe round (before /readyz) cached the 503s
         timings["exporter ready"] = time.monotonic() - t0
 

@@ -20,6 +20,7 @@ from conftest import ExporterProcess, fast_global, free_port, redis_target, wait
 
 # Before the import, so the shared checks' failures get pytest's assertion introspection too.
 pytest.register_assert_rewrite("fakeserver")
+from conftest import start_exporter  # noqa: E402
 from fakeserver import (  # noqa: E402
     REASONS,
     FakeServer,
@@ -34,7 +35,6 @@ from fakeserver import (  # noqa: E402
     assert_secret_not_exposed,
     assert_status_failed,
     errors_by_reason,
-    start_exporter,
     stop_lab,
     wait_for_reason,
     wait_metrics,

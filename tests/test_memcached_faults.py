@@ -25,6 +25,7 @@ from conftest import ExporterProcess, Metrics, fast_global, free_port, memcached
 
 # Before the import, so the shared checks' failures get pytest's assertion introspection too.
 pytest.register_assert_rewrite("fakeserver")
+from conftest import start_exporter  # noqa: E402
 from fakeserver import (  # noqa: E402
     REASONS,
     FakeServer,
@@ -40,7 +41,6 @@ from fakeserver import (  # noqa: E402
     assert_secret_not_exposed,
     assert_status_failed,
     errors_by_reason,
-    start_exporter,
     stop_lab,
     wait_for_reason,
     wait_metrics,
