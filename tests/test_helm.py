@@ -201,9 +201,10 @@ def test_valid_at_the_oldest_supported_kubernetes() -> None:
     """kubeVersion says >=1.25: everything the chart can render exists in 1.25's API."""
     kv = kubernetes_validate()
     docs = render(ci("monitoring"), "dashboards.enabled=false")
-    for doc in docs:
-        if doc["kind"] in CORE_KINDS:
-            kv.validate(doc, "1.25.0", strict=True)
+    core = [doc for doc in docs if doc["kind"] in CORE_KINDS]
+    assert {doc["kind"] for doc in core} == set(CORE_KINDS), "monitoring values render every core kind"
+    for doc in core:
+        kv.validate(doc, "1.25.0", strict=True)
 
 
 def test_the_validator_rejects_what_it_should() -> None:
