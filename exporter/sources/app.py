@@ -34,7 +34,6 @@ from exporter import errors as E
 from exporter.errors import PollError
 from exporter.netio import (
     GuardedHTTPConnection,
-    GuardedSocket,
     authorization,
     classify_http_error,
     client_tls_context,
@@ -331,21 +330,10 @@ class AppSource(PersistentConnectionSource):
     def __init__(self, target: AppTarget) -> None:
         super().__init__(target)
         self.target: AppTarget = target
-        self.http: GuardedHTTPConnection | None = None
+        self.conn: GuardedHTTPConnection | None = None
         self.last_gc: tuple[float, float] | None = None  # (monotonic time, cumulative GC seconds)
         self.thrash_polls = 0
         self.runtime: str | None = None
-
-    def _connected(self) -> bool:
-        return self.http is not None
-
-    def _socket(self) -> GuardedSocket | None:
-        return self.http.sock if self.http is not None else None
-
-    def close(self) -> None:
-        http, self.http = self.http, None
-        if http is not None:
-            http.close()
 
     def _connect(self, password: str | None) -> None:
         t = self.target
@@ -355,7 +343,7 @@ class AppSource(PersistentConnectionSource):
                 context = client_tls_context(t.tls or TLSConfig())
             except (OSError, ValueError) as exc:
                 raise PollError(E.TLS, f"cannot load TLS files: {exc}") from None
-        self.http = GuardedHTTPConnection(t.host, t.port, self.guard, context, t.tls.server_name if t.tls else None)
+        self.conn = GuardedHTTPConnection(t.host, t.port, self.guard, context, t.tls.server_name if t.tls else None)
         self.headers = {"User-Agent": "cache-exporter", "Accept-Encoding": "gzip",
                         "Accept": "application/json" if t.format == "json" else "text/plain;version=0.0.4"}
         if password is not None:
@@ -366,11 +354,11 @@ class AppSource(PersistentConnectionSource):
         return PollError(reason, E.describe(exc)) if reason else super()._classify(exc)
 
     def _poll_once(self) -> Reading:
-        assert self.http is not None
+        assert self.conn is not None
         t = self.target
-        before = self.http.connects
-        status, headers, body = self.http.get(t.path, self.headers, t.max_reply_size)
-        self.connections_opened += self.http.connects - before
+        before = self.conn.connects
+        status, headers, body = self.conn.get(t.path, self.headers, t.max_reply_size)
+        self.connections_opened += self.conn.connects - before
         if status in (401, 403):
             raise PollError(E.AUTH, f"HTTP {status}")
         if status != 200:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from exporter import errors as E
 from exporter.errors import PollError
@@ -52,8 +52,9 @@ class PersistentConnectionSource:
 
     Arms the per-poll guard, reconnects (with backoff) when there is no connection, reads the
     secret at connect time, and on failure closes the connection and classifies the error.
-    Subclasses implement ``_connect``, ``_poll_once``, ``close`` and ``_socket``, and may extend
-    ``_classify``. Only ``EXPECTED_ERRORS`` are classified: anything else is a bug in the
+    Subclasses implement ``_connect`` (which sets ``self.conn``) and ``_poll_once``, and may
+    extend ``_classify``; a connection without ``.sock`` and ``.close()`` overrides ``_socket``
+    and ``close``. Only ``EXPECTED_ERRORS`` are classified: anything else is a bug in the
     source, and goes on to the scheduler, which logs its traceback.
     """
 
@@ -67,11 +68,12 @@ class PersistentConnectionSource:
         self.backoff = Backoff(cap=target.reconnect_backoff_max)
         self.last_failure: PollError | None = None
         self.connections_opened = 0
+        self.conn: Any = None  # the persistent connection, None until (re)connected
 
     # -- for subclasses -------------------------------------------------------------------
 
     def _connected(self) -> bool:
-        raise NotImplementedError
+        return self.conn is not None
 
     def _connect(self, password: str | None) -> None:
         raise NotImplementedError
@@ -80,10 +82,12 @@ class PersistentConnectionSource:
         raise NotImplementedError
 
     def _socket(self) -> GuardedSocket | None:
-        raise NotImplementedError
+        return self.conn.sock if self.conn is not None else None
 
     def close(self) -> None:
-        raise NotImplementedError
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
 
     def _classify(self, exc: BaseException) -> PollError:
         return PollError(E.classify_os_error(exc) or E.ERROR, E.describe(exc))

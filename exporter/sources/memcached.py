@@ -565,17 +565,6 @@ class MemcachedSource(PersistentConnectionSource):
         # next connection.
         self.auth_required: bool | None = None
 
-    def _connected(self) -> bool:
-        return self.conn is not None
-
-    def _socket(self) -> GuardedSocket | None:
-        return self.conn.sock if self.conn is not None else None
-
-    def close(self) -> None:
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            conn.close()
-
     def _connect(self, password: str | None) -> None:
         t = self.target
         self.conn = self._open()

@@ -589,9 +589,6 @@ class RedisSource(PersistentConnectionSource):
         self.config_fetched_at = float("-inf")
         self.cow_history: deque[tuple[float, float]] = deque()
 
-    def _connected(self) -> bool:
-        return self.conn is not None
-
     def _socket(self) -> GuardedSocket | None:
         sock = getattr(self.conn, "_sock", None)
         return sock if isinstance(sock, GuardedSocket) else None
