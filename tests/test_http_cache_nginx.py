@@ -24,8 +24,10 @@ CACHE_ANY = "proxy_cache_valid any 1m;"
 CACHE_200 = "proxy_cache_valid 200 1m;"
 
 
-def probe_target(url: str, **extra: object) -> HttpCacheTarget:
-    entry = {"name": "edge", "type": "http_cache", "url": url, "timeout": "2s", **extra}
+def probe_target(url: str | list[str], **extra: object) -> HttpCacheTarget:
+    """A target for one URL, or (given a list) for several."""
+    entry = {"name": "edge", "type": "http_cache", "urls" if isinstance(url, list) else "url": url,
+             "timeout": "2s", **extra}
     target = build_config({"targets": [entry]}, "test").config.targets[0]
     assert isinstance(target, HttpCacheTarget)
     return target
@@ -144,7 +146,7 @@ def test_without_always_the_header_is_missing_on_errors_and_the_bypass_still_tel
 
 def test_redirect_loop_is_a_counted_failure(proxy_any) -> None:
     nginx, _ = proxy_any
-    source = HttpCacheSource(probe_target_urls([f"{nginx.url}/loop", f"{nginx.url}/ok"], max_redirects=5))
+    source = HttpCacheSource(probe_target([f"{nginx.url}/loop", f"{nginx.url}/ok"], max_redirects=5))
     try:
         reading = source.poll(time.monotonic() + 10)
         values = {(s.family, dict(s.labels).get("url"), dict(s.labels).get("reason")): s.value
@@ -155,13 +157,6 @@ def test_redirect_loop_is_a_counted_failure(proxy_any) -> None:
         assert values[("http_cache_probe_success", ok, None)] == 1
     finally:
         source.close()
-
-
-def probe_target_urls(urls: list[str], **extra: object) -> HttpCacheTarget:
-    entry = {"name": "edge", "type": "http_cache", "urls": urls, "timeout": "2s", **extra}
-    target = build_config({"targets": [entry]}, "test").config.targets[0]
-    assert isinstance(target, HttpCacheTarget)
-    return target
 
 
 def test_daemon_exports_the_verdicts_and_promtool_accepts_them(proxy_any, exporter_factory) -> None:
