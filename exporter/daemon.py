@@ -32,7 +32,6 @@ class Daemon:
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._reload_lock = threading.Lock()
-        self._started = time.time()
         self._mark_reload(ok=True)
 
     @property
