@@ -15,13 +15,14 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,10 @@ from nginx import Upstream
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 # DASHBOARDS_DIR points the tests at other dashboards (e.g. a draft) than the committed ones.
+if str(REPO) not in sys.path:  # dashboards/ is not an installed package
+    sys.path.insert(0, str(REPO))
+from dashboards.queries import iter_panels  # noqa: E402  (the dashboards' own panel walk)
+
 DASHBOARDS = Path(os.environ.get("DASHBOARDS_DIR") or REPO / "dashboards")
 RULES_FILE = REPO / "alerts" / "cache-exporter.rules.yml"
 
@@ -437,18 +442,11 @@ def dashboard_files(directory: Path = DASHBOARDS) -> list[Path]:
     return sorted(directory.glob("*.json")) if directory.is_dir() else []
 
 
-def iter_panels(panels: list[dict]) -> Iterator[dict]:
-    """Every panel, including those nested in (collapsed) rows."""
-    for panel in panels or []:
-        yield panel
-        yield from iter_panels(panel.get("panels") or [])
-
-
 def raw_panel_queries(dashboard: dict, annotations: bool = True) -> list[tuple[str, str]]:
     """(panel title, expr) of every Prometheus target of every panel, then ("annotation <name>",
     expr) of every annotation query; variables not substituted."""
     out = []
-    for panel in iter_panels(dashboard.get("panels") or []):
+    for panel in iter_panels(dashboard):
         for target in panel.get("targets") or []:
             if isinstance(target.get("expr"), str) and target["expr"].strip():
                 out.append((panel.get("title") or f"panel {panel.get('id')}", target["expr"]))
