@@ -126,9 +126,12 @@ def _fill_memcached(server, pages: int) -> None:
     c = server.client()
     i = 0
     while int(server.stats("slabs").get("total_malloced", 0)) < pages * MiB:
-        for _ in range(50):
+        # 50 values of 4000 bytes are under one 1 MiB page, so a batch adds at most one page.
+        # The last set waits for its reply: memcached answers in order, so the whole batch is
+        # stored before the stats connection looks (else in-flight sets overshoot the target).
+        for n in range(50):
             i += 1
-            c.set(f"k{i}", b"x" * 4000, noreply=True)
+            c.set(f"k{i}", b"x" * 4000, noreply=n < 49)
 
 
 def test_memcached_no_eviction_headroom(memcached_factory, host_root):

@@ -214,6 +214,7 @@ def _seed(sessions: RedisServer, nolimit: RedisServer, fragments: MemcachedServe
         mc.delete_many(small[start:start + 2000], noreply=True)
     for n in range(400):
         mc.set(f"L{n}", b"y" * 20000, noreply=True)
+    mc.version()  # memcached answers in order: every noreply command above is done
 
 
 def wanted_names() -> dict[str, set[str]]:

@@ -137,12 +137,14 @@ def test_calcification_signal(memcached_factory, exporter_factory):
     c = server.client()
     for i in range(60000):
         c.set(f"s{i}", b"x" * 100, noreply=True)
+    c.version()  # memcached answers in order: every noreply command before this one is done
     m = ep.wait_polls("m", 2)
     assert m.value("memcached_calcified_slab_classes", target="m") == 0  # the small class evicts its own
     for i in range(60000):
         c.delete(f"s{i}", noreply=True)
     for i in range(400):
         c.set(f"L{i}", b"y" * 20000, noreply=True)
+    c.version()
     m = ep.wait_polls("m", 1)
     items = server.stats("items")
     large = next(k.split(":")[1] for k, v in items.items() if k.endswith(":evicted") and int(v) > 0
