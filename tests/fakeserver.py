@@ -4,6 +4,7 @@
 thread as a ``Session`` and keeps the counters the tests assert on (connections, the peak number
 of simultaneously open ones, the most bytes sent on one connection). A subclass speaks the
 protocol by implementing ``_handle(session)``; ``close()`` stops everything and joins the threads.
+``FakeHttp`` is the one that speaks just enough HTTP/1.1 (the app and http_cache fault labs).
 
 The helpers start an exporter subprocess, wait for / read its metrics, and hold the checks
 both fault labs make (Redis: test_faults.py, memcached: test_memcached_faults.py).
@@ -12,11 +13,13 @@ both fault labs make (Redis: test_faults.py, memcached: test_memcached_faults.py
 from __future__ import annotations
 
 import socket
+import ssl
 import statistics
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from conftest import ExporterProcess, Metrics, wait_until
@@ -25,15 +28,23 @@ REASONS = ("refused", "unreachable", "dns", "timeout", "tls", "auth", "reset", "
            "config", "error")
 
 
-def parse_request_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
-    """Method, path, version and lower-cased headers of an HTTP/1.x request head (GETs: no body)."""
+@dataclass
+class Request:
+    method: str
+    path: str
+    version: str
+    headers: dict[str, str]  # names lower-cased
+
+
+def parse_request_head(head: bytes) -> Request:
+    """An HTTP/1.x request head (GETs: no body)."""
     lines = head.decode("latin-1").split("\r\n")
     method, path, version = lines[0].split(" ", 2)
     headers = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
-    return method, path, version, headers
+    return Request(method, path, version, headers)
 
 
 # --- the fake server ----------------------------------------------------------------------
@@ -60,14 +71,20 @@ class Session:
         conn.settimeout(self.POLL)
 
     # reading
-    def _fill(self) -> bool:
-        """Read more bytes into the buffer; False on EOF (or a reset from the client)."""
+    def _fill(self, deadline: float | None = None) -> bool:
+        """Read more bytes into the buffer; False on EOF (or a reset from the client).
+
+        With a ``deadline`` (time.monotonic()) it also returns True, having read nothing, once
+        the deadline has passed: the caller decides what an idle client means.
+        """
         while True:
             if self.server.stopping.is_set():
                 raise ServerStopping
             try:
                 data = self.conn.recv(65536)
             except TimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return True
                 continue
             except OSError:
                 return False
@@ -215,6 +232,99 @@ class FakeServer:
         for s in self._sessions:
             s.close()
         assert not [t for t in threads if t.is_alive()], f"{self.name}: connection threads did not stop"
+
+
+# --- a fake HTTP/1.1 server -----------------------------------------------------------------
+
+IDLE = object()  # read_request's answer when the client stayed idle past the server's keep-alive timeout
+TLS_HELLO = object()  # read_request's answer when a TLS ClientHello arrives on a plain-TCP port
+
+
+class HttpSession(Session):
+    """A Session plus an HTTP request-head reader (no request bodies)."""
+
+    def read_request(self, idle: float | None = None) -> Request | object | None:
+        """The next request; IDLE after ``idle`` seconds without one, TLS_HELLO, or None at EOF."""
+        deadline = time.monotonic() + idle if idle is not None else None
+        while b"\r\n\r\n" not in self.buf:
+            if self.buf[:1] == b"\x16":  # TLS handshake record
+                return TLS_HELLO
+            if deadline is not None and time.monotonic() >= deadline:
+                return IDLE
+            if not self._fill(deadline):
+                return None
+            if len(self.buf) > 65536:
+                self.server.errors.append(f"request head larger than 64 KiB: {self.buf[:80]!r}")
+                return None
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        return parse_request_head(head)
+
+
+Behaviour = Callable[[HttpSession, Request], None]
+
+
+class FakeHttp(FakeServer):
+    """Answers every request on a connection with ``behaviour`` (which may close the connection).
+
+    ``tls``: a server-side context; every connection is wrapped before the first request (a
+    ClientHello on a plain port gets the plain-text 400 nginx and http.server send).
+    ``idle_close`` closes a connection that stays idle that long between requests, like Node's
+    ``server.keepAliveTimeout`` (5 s by default). Records every request.
+    """
+
+    session_class = HttpSession
+
+    def __init__(self, behaviour: Behaviour, *, name: str = "fake", port: int = 0,
+                 tls: ssl.SSLContext | None = None, idle_close: float | None = None) -> None:
+        self.behaviour = behaviour
+        self.tls = tls
+        self.idle_close = idle_close
+        self.requests: list[Request] = []
+        super().__init__(name=name, port=port)
+
+    def _handle(self, s: HttpSession) -> None:  # type: ignore[override]
+        if self.tls is not None:
+            s.conn.settimeout(5)
+            s.conn = self.tls.wrap_socket(s.conn, server_side=True)  # an SSLError here ends the session
+            s.conn.settimeout(Session.POLL)
+        while True:
+            req = s.read_request(self.idle_close)
+            if req is None:
+                return
+            if req is TLS_HELLO:
+                s.send(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                s.close_graceful()
+            if req is IDLE:
+                s.close_graceful()
+            assert isinstance(req, Request)
+            with self.lock:
+                self.requests.append(req)
+            self.behaviour(s, req)
+
+    def url(self, path: str, scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def paths(self) -> list[str]:
+        with self.lock:
+            return [r.path for r in self.requests]
+
+    def request_count(self) -> int:
+        with self.lock:
+            return len(self.requests)
+
+    def headers_seen(self, name: str) -> set[str]:
+        with self.lock:
+            return {r.headers.get(name, "<absent>") for r in self.requests}
+
+
+def head_bytes(status: str = "200 OK", headers: Iterable[tuple[str, str]] = (),
+               content_length: int | None = 0) -> bytes:
+    """A response head; ``content_length`` None leaves the header out."""
+    lines = [f"HTTP/1.1 {status}", "Server: fake"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    if content_length is not None:
+        lines.append(f"Content-Length: {content_length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 # --- the exporter ------------------------------------------------------------------------

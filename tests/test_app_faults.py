@@ -1,6 +1,6 @@
 """Fault injection for the app source: scripted fake HTTP metrics endpoints that misbehave.
 
-Each fake (tests/fakeserver.py's FakeServer, speaking just enough HTTP/1.1) reads a request and
+Each fake (tests/fakeserver.py's FakeHttp, speaking just enough HTTP/1.1) reads a request and
 plays one behaviour. What must come out, for every fault: ``cache_up{store="app"} 0`` and
 ``app_up 0`` with one consistent ``reason`` in ``cache_exporter_poll_errors_total``; no poll
 outlives its timeout or buffers an endless (or gzip-bombed) body; a good target in the same
@@ -18,8 +18,7 @@ import json
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,13 +27,15 @@ from conftest import ExporterProcess, Metrics, fast_global, free_port, wait_unti
 pytest.register_assert_rewrite("fakeserver")
 from conftest import start_exporter  # noqa: E402
 from fakeserver import (  # noqa: E402
-    FakeServer,
+    Behaviour,
+    FakeHttp,
+    HttpSession,
+    Request,
     ServerStopping,
-    Session,
     SessionClosed,
     assert_polls_cut_at_timeout,
     assert_secret_not_exposed,
-    parse_request_head,
+    head_bytes,
     rss_bytes,
     stop_lab,
     wait_metrics,
@@ -59,97 +60,13 @@ BASIC = "Basic " + base64.b64encode(f"{USER}:{SECRET}".encode()).decode()
 BEARER = f"Bearer {TOKEN}"
 
 
-# --- a scripted fake HTTP endpoint ---------------------------------------------------------------
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    version: str
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-IDLE = object()  # read_request's answer when the client stayed idle past the server's keep-alive timeout
-
-
-class HttpSession(Session):
-    """fakeserver.Session plus an HTTP request-head reader (GETs only: no request bodies)."""
-
-    def read_request(self, idle: float | None = None) -> Request | object | None:
-        deadline = time.monotonic() + idle if idle is not None else None
-        while b"\r\n\r\n" not in self.buf:
-            if deadline is not None and time.monotonic() >= deadline:
-                return IDLE
-            if not self._fill_once():
-                return None
-            if len(self.buf) > 65536:
-                self.server.errors.append(f"request head larger than 64 KiB: {self.buf[:80]!r}")
-                return None
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        return Request(*parse_request_head(head))
-
-    def _fill_once(self) -> bool:
-        """One recv (or one timeout tick): False on EOF/reset, True otherwise."""
-        if self.server.stopping.is_set():
-            raise ServerStopping
-        try:
-            data = self.conn.recv(65536)
-        except TimeoutError:
-            return True
-        except OSError:
-            return False
-        if not data:
-            return False
-        self.buf += data
-        return True
-
-
-Behaviour = Callable[[HttpSession, Request], None]
-
-
-class FakeHttp(FakeServer):
-    """Answers every request on a connection with ``behaviour`` (which may close the connection).
-
-    ``idle_close`` closes a connection that stays idle that long between requests, like Node's
-    ``server.keepAliveTimeout`` (5 s by default). Records every request.
-    """
-
-    session_class = HttpSession
-
-    def __init__(self, behaviour: Behaviour, *, name: str, port: int = 0, idle_close: float | None = None) -> None:
-        self.behaviour = behaviour
-        self.idle_close = idle_close
-        self.requests: list[Request] = []
-        super().__init__(name=name, port=port)
-
-    def _handle(self, s: HttpSession) -> None:  # type: ignore[override]
-        while True:
-            req = s.read_request(self.idle_close)
-            if req is None:
-                return
-            if req is IDLE:
-                s.close_graceful()
-            assert isinstance(req, Request)
-            with self.lock:
-                self.requests.append(req)
-            self.behaviour(s, req)
-
-    def request_count(self) -> int:
-        with self.lock:
-            return len(self.requests)
-
-    def headers_seen(self, name: str) -> set[str]:
-        with self.lock:
-            return {r.headers.get(name, "<absent>") for r in self.requests}
-
+# --- responses ---------------------------------------------------------------------------------
 
 def response(status: str, body: bytes = b"", headers: dict[str, str] | None = None,
              content_length: int | None = None) -> bytes:
-    head = [f"HTTP/1.1 {status}", "Server: fake"]
-    all_headers = dict(headers or {})
-    all_headers.setdefault("Content-Length", str(len(body) if content_length is None else content_length))
-    head += [f"{k}: {v}" for k, v in all_headers.items()]
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+    """A response with ``body``; ``content_length`` declares another length than the body's."""
+    length = len(body) if content_length is None else content_length
+    return head_bytes(status, (headers or {}).items(), length) + body
 
 
 # --- behaviours ----------------------------------------------------------------------------------

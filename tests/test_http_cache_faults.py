@@ -4,7 +4,7 @@ The requirement: malformed or hostile headers (huge, repeated, invalid structure
 redirect loops, slow bodies and TLS errors are a counted probe failure, never a crash; the
 body is never read beyond what is needed; one slow or broken URL does not break the others
 of the same target; secrets never leak. Every test drives ``HttpCacheSource.poll`` in-process
-against ``ScriptedHttp`` (tests/fakeserver.py's FakeServer speaking just enough HTTP/1.1)
+against ``ScriptedHttp`` (tests/fakeserver.py's FakeHttp, routed by path)
 and asserts the exact outcome: the PollError reason, or the per-URL samples.
 """
 
@@ -16,7 +16,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 import pytest
 from conftest import TLSFiles, free_port
@@ -24,7 +23,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 pytest.register_assert_rewrite("fakeserver")
-from fakeserver import FakeServer, ServerStopping, Session, SessionClosed, parse_request_head  # noqa: E402
+from fakeserver import (  # noqa: E402
+    Behaviour,
+    FakeHttp,
+    HttpSession,
+    Request,
+    ServerStopping,
+    SessionClosed,
+    head_bytes,
+)
 
 from exporter.config import build_config  # noqa: E402
 from exporter.errors import PollError  # noqa: E402
@@ -35,87 +42,21 @@ from exporter.targets import HttpCacheTarget  # noqa: E402
 # --- a fake HTTP server scripted per path ------------------------------------------------------
 
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-
-
-TLS_HELLO = object()  # read_request's answer when a TLS ClientHello arrives on a plain-TCP port
-
-
-class HttpSession(Session):
-    """fakeserver.Session plus an HTTP request-head reader (no request bodies)."""
-
-    def read_request(self) -> Request | object | None:
-        while b"\r\n\r\n" not in self.buf:
-            if self.buf[:1] == b"\x16":  # TLS handshake record
-                return TLS_HELLO
-            if not self._fill():
-                return None
-            if len(self.buf) > 65536:
-                self.server.errors.append(f"request head larger than 64 KiB: {self.buf[:80]!r}")
-                return None
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        method, path, _version, headers = parse_request_head(head)
-        return Request(method, path, headers)
-
-
-Behaviour = Callable[[HttpSession, Request], None]
-
-
-class ScriptedHttp(FakeServer):
+class ScriptedHttp(FakeHttp):
     """Answers each request with the behaviour routed by its path (query ignored); 404 otherwise.
 
-    ``tls``: a server-side context; every connection is wrapped before the first request.
     ``client_gone`` is set by the body behaviours when the client hung up in the middle of a body.
     """
-
-    session_class = HttpSession
 
     def __init__(self, routes: dict[str, Behaviour], *, name: str = "fake", tls: ssl.SSLContext | None = None,
                  port: int = 0) -> None:
         self.routes = routes
-        self.tls = tls
-        self.requests: list[Request] = []
         self.client_gone = threading.Event()
         self.body_sent = 0  # the most body bytes one behaviour managed to send
-        super().__init__(name=name, port=port)
+        super().__init__(self._route, name=name, port=port, tls=tls)
 
-    def _handle(self, s: HttpSession) -> None:  # type: ignore[override]
-        if self.tls is not None:
-            s.conn.settimeout(5)
-            s.conn = self.tls.wrap_socket(s.conn, server_side=True)  # an SSLError here ends the session
-            s.conn.settimeout(Session.POLL)
-        while True:
-            req = s.read_request()
-            if req is None:
-                return
-            if req is TLS_HELLO:  # what nginx and http.server do: a plain-text 400
-                s.send(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                s.close_graceful()
-            assert isinstance(req, Request)
-            with self.lock:
-                self.requests.append(req)
-            self.routes.get(req.path.split("?", 1)[0], not_found)(s, req)
-
-    def url(self, path: str, scheme: str = "http") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
-
-    def paths(self) -> list[str]:
-        with self.lock:
-            return [r.path for r in self.requests]
-
-
-def head_bytes(status: str = "200 OK", headers: Iterable[tuple[str, str]] = (),
-               content_length: int | None = 0) -> bytes:
-    """A response head; ``content_length`` None leaves the header out."""
-    lines = [f"HTTP/1.1 {status}", "Server: fake"]
-    lines += [f"{k}: {v}" for k, v in headers]
-    if content_length is not None:
-        lines.append(f"Content-Length: {content_length}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    def _route(self, s: HttpSession, req: Request) -> None:
+        self.routes.get(req.path.split("?", 1)[0], not_found)(s, req)
 
 
 def answer(status: str = "200 OK", headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> Behaviour:
