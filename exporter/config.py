@@ -304,19 +304,24 @@ def _labels(c: _Checker, node: Any, path: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out))
 
 
-_COMMON_KEYS = {"name", "type", "labels", "interval", "timeout", "memory_limit", "role"}
+_MEMORY_KEYS = ("memory_limit", "role")  # about the memory a target holds
+_COMMON_KEYS = {"name", "type", "labels", "interval", "timeout", *_MEMORY_KEYS}
 ROLES = ("cache", "database")
 _CREDENTIAL_KEYS = {"username", "password_env", "password_file"}
-_TYPE_KEYS: dict[str, set[str]] = {
-    "redis": {"url", "tls"} | _CREDENTIAL_KEYS,
-    "memcached": {"address", "tls", "slabs"} | _CREDENTIAL_KEYS,
-    "app": {"url", "format", "runtime", "heap_limit", "young_generation_reserve", "tls", "fields", "caches"}
-    | _CREDENTIAL_KEYS,
-    "http_cache": {"url", "urls", "paths", "method", "headers", "error_statuses", "bypass", "max_redirects",
-                   "max_header_bytes", "tls"} | _CREDENTIAL_KEYS,
-}
-# Store settings that mean nothing for a probe of someone else's cache.
-_NOT_FOR_PROBES = ("memory_limit", "role")
+TargetBuilder = Callable[["_Checker", dict[str, Any], str, dict[str, Any]], Target | None]
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What one target type adds to the common keys, and how its target is built."""
+
+    keys: frozenset[str]
+    build: TargetBuilder
+    # False for a probe of someone else's cache: memory_limit and role mean nothing there.
+    holds_memory: bool = True
+    default_interval: float | None = None  # None: global.interval
+
+
 MAX_PROBE_URLS = 50  # each URL is a label value: keep the series count bounded
 APP_RUNTIMES = ("auto", "nodejs", "nodejs-otel", "jvm", "go", "python", "process")
 APP_JSON_FIELDS = ("heap_used", "heap_limit", "gc_seconds", "resident")
@@ -328,18 +333,21 @@ def _target(c: _Checker, node: Any, path: str, glob: GlobalConfig) -> Target | N
         c.error(path, f"expected a mapping describing a target, got {_kind(node)}")
         return None
     kind = node.get("type")
-    if not isinstance(kind, str) or kind not in _TYPE_KEYS:
+    if not isinstance(kind, str) or kind not in _KINDS:
         c.error(_join(path, "type"), "is required" if kind is None else
-                f"unknown target type {kind!r}; supported: {', '.join(sorted(_TYPE_KEYS))}")
+                f"unknown target type {kind!r}; supported: {', '.join(sorted(_KINDS))}")
         return None
-    t = c.mapping(node, path, _COMMON_KEYS | _TYPE_KEYS[kind])
+    spec = _KINDS[kind]
+    t = c.mapping(node, path, _COMMON_KEYS | spec.keys)
     if t is None:
         return None
     before = len(c.problems)
     name = c.take(t, "name", path, _target_name)
-    # A probe has its own cadence: a cached error shows within a TTL, not within a store's poll.
-    default_interval = DEFAULT_PROBE_INTERVAL if kind == "http_cache" else glob.interval
-    interval = c.take(t, "interval", path, _positive_duration(0.1), default_interval)
+    if not spec.holds_memory:
+        for key in _MEMORY_KEYS:
+            if key in t:
+                c.error(_join(path, key), f"does not apply to {kind} targets (they probe, they hold no memory)")
+    interval = c.take(t, "interval", path, _positive_duration(0.1), spec.default_interval or glob.interval)
     timeout = c.take(t, "timeout", path, _positive_duration(0.05), min(glob.timeout, interval))
     if timeout > interval:
         c.error(_join(path, "timeout"), f"({format_duration(timeout)}) must not exceed interval "
@@ -348,12 +356,12 @@ def _target(c: _Checker, node: Any, path: str, glob: GlobalConfig) -> Target | N
     labels.update(_labels(c, t.get("labels"), _join(path, "labels")))
     common = dict(
         name=name, type=kind, interval=interval, timeout=timeout, labels=tuple(sorted(labels.items())),
-        memory_limit=c.take(t, "memory_limit", path, _positive_size(1), None),
+        memory_limit=c.take(t, "memory_limit", path, _positive_size(1), None) if spec.holds_memory else None,
         max_reply_size=glob.max_reply_size, reconnect_backoff_max=glob.reconnect_backoff_max,
         forecast_window=glob.forecast_window,
-        role=c.take(t, "role", path, _one_of(ROLES), None),
+        role=c.take(t, "role", path, _one_of(ROLES), None) if spec.holds_memory else None,
     )
-    target = _TARGET_BUILDERS[kind](c, t, path, common)
+    target = spec.build(c, t, path, common)
     return target if len(c.problems) == before else None
 
 
@@ -715,9 +723,6 @@ def _probe_urls(c: _Checker, t: dict[str, Any], path: str) -> tuple[ProbeURL, ..
 
 
 def _http_cache_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, Any]) -> Target | None:
-    for key in _NOT_FOR_PROBES:
-        if key in t:
-            c.error(_join(path, key), "does not apply to http_cache targets (they probe, they hold no memory)")
     urls = _probe_urls(c, t, path)
     tls = _tls(c, t.get("tls"), _join(path, "tls"))
     if tls is not None and urls and not any(u.scheme == "https" for u in urls):
@@ -725,7 +730,7 @@ def _http_cache_target(c: _Checker, t: dict[str, Any], path: str, common: dict[s
     bypass = _bypass(c, t.get("bypass"), _join(path, "bypass"))
     request_timeout = common["timeout"]
     requests = max(1, len(urls)) * (2 if bypass else 1)
-    common = {**common, "memory_limit": None, "role": None, "timeout": request_timeout * requests + 1.0}
+    common = {**common, "timeout": request_timeout * requests + 1.0}
     return HttpCacheTarget(
         **common,
         urls=urls,
@@ -749,11 +754,15 @@ def _int_between(low: int, high: int) -> Callable[[Any], int]:
     return parse
 
 
-_TARGET_BUILDERS: dict[str, Callable[[_Checker, dict[str, Any], str, dict[str, Any]], Target | None]] = {
-    "redis": _redis_target,
-    "memcached": _memcached_target,
-    "app": _app_target,
-    "http_cache": _http_cache_target,
+_KINDS: dict[str, _Kind] = {
+    "redis": _Kind(frozenset({"url", "tls"} | _CREDENTIAL_KEYS), _redis_target),
+    "memcached": _Kind(frozenset({"address", "tls", "slabs"} | _CREDENTIAL_KEYS), _memcached_target),
+    "app": _Kind(frozenset({"url", "format", "runtime", "heap_limit", "young_generation_reserve", "tls", "fields",
+                            "caches"} | _CREDENTIAL_KEYS), _app_target),
+    # A probe has its own cadence: a cached error shows within a TTL, not within a store's poll.
+    "http_cache": _Kind(frozenset({"url", "urls", "paths", "method", "headers", "error_statuses", "bypass",
+                                   "max_redirects", "max_header_bytes", "tls"} | _CREDENTIAL_KEYS),
+                        _http_cache_target, holds_memory=False, default_interval=DEFAULT_PROBE_INTERVAL),
 }
 
 

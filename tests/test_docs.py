@@ -33,8 +33,8 @@ def test_every_config_key_is_documented():
     keys = {f"global.{k}" for k in ("interval", "timeout", "labels", "forecast_window",
                                     "reconnect_backoff_max", "max_reply_size")}
     keys |= {f"targets[].{k}" for k in config_module._COMMON_KEYS}
-    for kind_keys in config_module._TYPE_KEYS.values():
-        keys |= {f"targets[].{k}" for k in kind_keys}
+    for kind in config_module._KINDS.values():
+        keys |= {f"targets[].{k}" for k in kind.keys}
     keys |= {f"targets[].tls.{k}" for k in ("ca_file", "cert_file", "key_file", "server_name",
                                              "insecure_skip_verify")}
     table = README.split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
