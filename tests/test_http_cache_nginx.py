@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,11 @@ def probe_target(url: str | list[str], **extra: object) -> HttpCacheTarget:
     return target
 
 
+def probe_source(url: str | list[str], **extra: object) -> closing[HttpCacheSource]:
+    """An HttpCacheSource for ``probe_target(url, **extra)``, closed when the ``with`` ends."""
+    return closing(HttpCacheSource(probe_target(url, **extra)))
+
+
 def probe(source: HttpCacheSource) -> dict[str, float]:
     """One probe round; the samples of the first URL as {family: value} (+ info labels)."""
     reading = source.poll(time.monotonic() + 10)
@@ -52,8 +58,7 @@ def proxy_any(tmp_path: Path):
 
 def test_cached_503_then_stale_error_after_recovery(proxy_any) -> None:
     nginx, upstream = proxy_any
-    source = HttpCacheSource(probe_target(f"{nginx.url}/api/users", bypass={"query_param": "cache_bust"}))
-    try:
+    with probe_source(f"{nginx.url}/api/users", bypass={"query_param": "cache_bust"}) as source:
         upstream.healthy = False
         first = probe(source)
         assert first["http_cache_response_status_code"] == 503
@@ -81,8 +86,6 @@ def test_cached_503_then_stale_error_after_recovery(proxy_any) -> None:
         # The bypass went to the origin with a unique key, so the cached entry was left alone.
         assert any("cache_bust=" in p for p in upstream.requests)
         assert probe(source)["http_cache_response_status_code"] == 503
-    finally:
-        source.close()
 
 
 @pytest.mark.parametrize("bypass", ["header", "origin_url"])
@@ -90,8 +93,7 @@ def test_other_bypasses_confirm_the_stale_error(proxy_any, bypass: str) -> None:
     nginx, upstream = proxy_any
     config = {"header": {"header": {"X-Cache-Bypass": "1"}},
               "origin_url": {"origin_url": f"http://127.0.0.1:{upstream.port}"}}[bypass]
-    source = HttpCacheSource(probe_target(f"{nginx.url}/api/{bypass}", bypass=config))
-    try:
+    with probe_source(f"{nginx.url}/api/{bypass}", bypass=config) as source:
         upstream.healthy = False
         probe(source)
         upstream.healthy = True
@@ -99,14 +101,11 @@ def test_other_bypasses_confirm_the_stale_error(proxy_any, bypass: str) -> None:
         assert seen["http_cache_error_from_cache"] == 1
         assert seen["http_cache_bypass_status_code"] == 200
         assert seen["http_cache_stale_error_after_recovery"] == 1
-    finally:
-        source.close()
 
 
 def test_caching_only_200_reports_no_cached_error(tmp_path: Path) -> None:
     with caching_proxy(tmp_path / "nginx", CACHE_200) as (nginx, upstream):
-        source = HttpCacheSource(probe_target(f"{nginx.url}/api/items", bypass={"query_param": "cb"}))
-        try:
+        with probe_source(f"{nginx.url}/api/items", bypass={"query_param": "cb"}) as source:
             upstream.healthy = False
             for _ in range(3):
                 seen = probe(source)
@@ -122,15 +121,12 @@ def test_caching_only_200_reports_no_cached_error(tmp_path: Path) -> None:
             assert cached["http_cache_error_from_cache"] == 0
             assert cached["http_cache_stale_error_after_recovery"] == 0
             assert cached["http_cache_errors_from_cache_total"] == 0
-        finally:
-            source.close()
 
 
 def test_without_always_the_header_is_missing_on_errors_and_the_bypass_still_tells(tmp_path: Path) -> None:
     """`add_header` without `always` skips 5xx responses: no header says "cached", the bypass does."""
     with caching_proxy(tmp_path / "nginx", CACHE_ANY, always=False) as (nginx, upstream):
-        source = HttpCacheSource(probe_target(f"{nginx.url}/api/quiet", bypass={"query_param": "cb"}))
-        try:
+        with probe_source(f"{nginx.url}/api/quiet", bypass={"query_param": "cb"}) as source:
             upstream.healthy = False
             probe(source)
             upstream.healthy = True
@@ -140,14 +136,11 @@ def test_without_always_the_header_is_missing_on_errors_and_the_bypass_still_tel
             assert seen["info.indicator"] == "none"
             assert seen["http_cache_error_from_cache"] == 0
             assert seen["http_cache_stale_error_after_recovery"] == 1
-        finally:
-            source.close()
 
 
 def test_redirect_loop_is_a_counted_failure(proxy_any) -> None:
     nginx, _ = proxy_any
-    source = HttpCacheSource(probe_target([f"{nginx.url}/loop", f"{nginx.url}/ok"], max_redirects=5))
-    try:
+    with probe_source([f"{nginx.url}/loop", f"{nginx.url}/ok"], max_redirects=5) as source:
         reading = source.poll(time.monotonic() + 10)
         values = {(s.family, dict(s.labels).get("url"), dict(s.labels).get("reason")): s.value
                   for s in reading.samples}
@@ -155,8 +148,6 @@ def test_redirect_loop_is_a_counted_failure(proxy_any) -> None:
         assert values[("http_cache_probe_success", loop, None)] == 0
         assert values[("http_cache_probe_failures_total", loop, "redirect")] == 1
         assert values[("http_cache_probe_success", ok, None)] == 1
-    finally:
-        source.close()
 
 
 def test_daemon_exports_the_verdicts_and_promtool_accepts_them(proxy_any, exporter_factory) -> None:
