@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from exporter import catalog
 from exporter import errors as E
@@ -94,8 +94,6 @@ def _node_heap(p: Parsed, t: AppTarget) -> Heap:
     runtime_limit = p.first("nodejs_heap_size_limit_bytes")
     if runtime_limit and runtime_limit - t.young_generation_reserve > 0:
         limit, source = runtime_limit - t.young_generation_reserve, "runtime"
-    elif t.heap_limit:
-        limit, source = float(t.heap_limit), "config"
     return Heap(used, limit, source, total, p.sum("nodejs_gc_duration_seconds_sum"))
 
 
@@ -107,8 +105,7 @@ def _otel_heap(p: Parsed, t: AppTarget) -> Heap:
     young = sum(v for labels, v in p.samples.get("v8js_memory_heap_used", ())
                 if labels.get(space) in ("new_space", "new_large_object_space"))
     used = total - young if total is not None else None
-    limit, source = (float(t.heap_limit), "config") if t.heap_limit else (None, None)
-    return Heap(used, limit, source, total, p.sum("v8js_gc_duration_sum"))
+    return Heap(used, None, None, total, p.sum("v8js_gc_duration_sum"))
 
 
 def _jvm_heap(p: Parsed, t: AppTarget) -> Heap:
@@ -118,8 +115,6 @@ def _jvm_heap(p: Parsed, t: AppTarget) -> Heap:
         used = p.sum("jvm_memory_bytes_used", heap)  # simpleclient_hotspot
     limit = p.sum("jvm_memory_max_bytes", heap, positive=True) or p.sum("jvm_memory_bytes_max", heap, positive=True)
     source = "runtime" if limit else None
-    if not limit and t.heap_limit:
-        limit, source = float(t.heap_limit), "config"
     gc = p.sum("jvm_gc_pause_seconds_sum")
     if gc is None:
         # client_java reports concurrent collectors ("G1 Concurrent GC", "ZGC Cycles") as
@@ -139,8 +134,6 @@ def _go_heap(p: Parsed, t: AppTarget) -> Heap:
     limit, source = None, None
     if memlimit is not None and 0 < memlimit < GO_MEMLIMIT_UNSET:
         limit, source = memlimit, "runtime"
-    elif t.heap_limit:
-        limit, source = float(t.heap_limit), "config"
     # go_gc_duration_seconds covers stop-the-world pauses only: an underestimate of GC time.
     return Heap(used, limit, source, p.first("go_memstats_heap_alloc_bytes"), p.sum("go_gc_duration_seconds_sum"))
 
@@ -253,8 +246,6 @@ def _json_heap(document: object, t: AppTarget) -> tuple[Heap, float | None]:
     get = lambda key: _path(document, f[key]) if key in f else None  # noqa: E731
     limit = get("heap_limit")
     source = "runtime" if limit else None
-    if not limit and t.heap_limit:
-        limit, source = float(t.heap_limit), "config"
     used = get("heap_used")
     return Heap(used, limit, source, used, get("gc_seconds")), get("resident")
 
@@ -315,6 +306,8 @@ def map_body(text: str, t: AppTarget) -> AppDocument:
         runtime, malformed = chosen.name, parsed.malformed
     if heap.used is None:
         raise PollError(E.PROTOCOL, f"no heap or process memory figure found ({runtime})")
+    if not heap.limit and t.heap_limit:  # the target's heap_limit stands in for a runtime that reports none
+        heap = replace(heap, limit=float(t.heap_limit), limit_source="config")
     return AppDocument(runtime, heap, resident, out, malformed)
 
 
@@ -333,7 +326,6 @@ class AppSource(PersistentConnectionSource):
         self.conn: GuardedHTTPConnection | None = None
         self.last_gc: tuple[float, float] | None = None  # (monotonic time, cumulative GC seconds)
         self.thrash_polls = 0
-        self.runtime: str | None = None
 
     def _connect(self, password: str | None) -> None:
         t = self.target
@@ -366,7 +358,6 @@ class AppSource(PersistentConnectionSource):
         document = map_body(body.decode("utf-8", "replace"), t)
         if time.monotonic() > self.guard.deadline:
             raise PollError(E.TIMEOUT, "parsing took longer than the poll timeout")
-        self.runtime = document.runtime
         memory = self._heap_samples(document.samples, document.heap, document.resident, document.runtime)
         details: dict[str, object] = {"runtime": document.runtime, "connections_opened": self.connections_opened,
                                       "content_type": headers.get("content-type", "")}
