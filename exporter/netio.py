@@ -15,7 +15,7 @@ import ssl
 import time
 from typing import Any
 
-from exporter.errors import PROTOCOL, RESET, TIMEOUT, TOO_LARGE
+from exporter.errors import PROTOCOL, RESET, TIMEOUT, TLS, TOO_LARGE, PollError
 from exporter.targets import TLSConfig
 
 
@@ -143,6 +143,15 @@ def client_tls_context(tls: TLSConfig) -> ssl.SSLContext:
     if tls.cert_file:
         ctx.load_cert_chain(tls.cert_file, tls.key_file)
     return ctx
+
+
+def poll_tls_context(tls: TLSConfig | None) -> ssl.SSLContext:
+    """``client_tls_context`` inside a poll: files that became unusable since the config was
+    checked are a counted ``tls`` failure of that target."""
+    try:
+        return client_tls_context(tls or TLSConfig())
+    except (OSError, ValueError) as exc:
+        raise PollError(TLS, f"cannot load TLS files: {exc}") from None
 
 
 class Backoff:

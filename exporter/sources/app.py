@@ -36,12 +36,12 @@ from exporter.netio import (
     GuardedHTTPConnection,
     authorization,
     classify_http_error,
-    client_tls_context,
+    poll_tls_context,
 )
 from exporter.promtext import Parsed, looks_like_prometheus, parse
 from exporter.snapshot import MemoryView, Samples
 from exporter.sources.base import PersistentConnectionSource, Reading
-from exporter.targets import AppTarget, TLSConfig
+from exporter.targets import AppTarget
 
 log = logging.getLogger(__name__)
 
@@ -331,10 +331,7 @@ class AppSource(PersistentConnectionSource):
         t = self.target
         context = None
         if t.scheme == "https":
-            try:
-                context = client_tls_context(t.tls or TLSConfig())
-            except (OSError, ValueError) as exc:
-                raise PollError(E.TLS, f"cannot load TLS files: {exc}") from None
+            context = poll_tls_context(t.tls)
         self.conn = GuardedHTTPConnection(t.host, t.port, self.guard, context, t.tls.server_name if t.tls else None)
         self.headers = {"User-Agent": "cache-exporter", "Accept-Encoding": "gzip",
                         "Accept": "application/json" if t.format == "json" else "text/plain;version=0.0.4"}

@@ -10,7 +10,15 @@ from exporter.errors import PollError
 from exporter.netio import Backoff, Guard, GuardedSocket
 from exporter.secrets import SecretUnavailable
 from exporter.snapshot import MemoryView, Samples
-from exporter.targets import Target
+from exporter.targets import Credentials, Target
+
+
+def read_password(credentials: Credentials | None) -> str | None:
+    """The target's password, read now; a missing secret is a counted ``config`` failure."""
+    try:
+        return credentials.password() if credentials is not None else None
+    except SecretUnavailable as exc:
+        raise PollError(E.CONFIG, str(exc)) from None
 
 
 @dataclass(slots=True)
@@ -127,12 +135,7 @@ class PersistentConnectionSource:
         if not self.backoff.ready() and self.last_failure is not None:
             cause = self.last_failure.detail.removeprefix(_WAITING)
             raise PollError(self.last_failure.reason, _WAITING + cause)
-        credentials = getattr(self.target, "credentials", None)
-        try:
-            password = credentials.password() if credentials is not None else None
-        except SecretUnavailable as exc:
-            raise PollError(E.CONFIG, str(exc)) from None
-        self._connect(password)
+        self._connect(read_password(getattr(self.target, "credentials", None)))
 
     def _failed(self, err: PollError | None) -> None:
         self.close()

@@ -35,11 +35,11 @@ import http_sf
 from exporter import __version__, catalog
 from exporter import errors as E
 from exporter.errors import PollError
-from exporter.netio import Guard, GuardedHTTPConnection, authorization, classify_http_error, client_tls_context
-from exporter.secrets import SecretUnavailable, redact
+from exporter.netio import Guard, GuardedHTTPConnection, authorization, classify_http_error, poll_tls_context
+from exporter.secrets import redact
 from exporter.snapshot import Samples
-from exporter.sources.base import Reading
-from exporter.targets import HttpCacheTarget, ProbeURL, TLSConfig
+from exporter.sources.base import Reading, read_password
+from exporter.targets import HttpCacheTarget, ProbeURL
 
 log = logging.getLogger(__name__)
 
@@ -351,10 +351,7 @@ class HttpCacheSource:
 
     def poll(self, deadline: float) -> Reading:
         t = self.target
-        try:
-            headers = self._headers()
-        except SecretUnavailable as exc:
-            raise PollError(E.CONFIG, str(exc)) from None
+        headers = self._headers()
         out = Samples()
         failures: list[PollError] = []
         malformed = 0
@@ -452,7 +449,7 @@ class HttpCacheSource:
         t = self.target
         headers = {"User-Agent": f"cache-exporter/{__version__} (http_cache probe)", "Accept": "*/*"}
         headers.update(t.headers)
-        password = t.credentials.password()
+        password = read_password(t.credentials)
         if password is not None:
             headers["Authorization"] = authorization(t.credentials.username, password)
         return headers
@@ -517,10 +514,7 @@ class HttpCacheSource:
         context = None
         if probe.scheme == "https":
             if self._tls is None:
-                try:
-                    self._tls = client_tls_context(self.target.tls or TLSConfig())
-                except (OSError, ValueError) as exc:
-                    raise PollError(E.TLS, f"cannot load TLS files: {exc}") from None
+                self._tls = poll_tls_context(self.target.tls)
             context = self._tls
         server_name = self.target.tls.server_name if self.target.tls else None
         if len(self.pool) >= len(self.target.urls) + 4:  # redirects to ever new hosts must not pile up connections

@@ -29,7 +29,7 @@ from redis.retry import Retry
 from exporter import catalog
 from exporter import errors as E
 from exporter.errors import PollError
-from exporter.netio import Guard, GuardedSocket, client_tls_context
+from exporter.netio import Guard, GuardedSocket, poll_tls_context
 from exporter.snapshot import MemoryView, Samples
 from exporter.sources.base import PersistentConnectionSource, Reading
 from exporter.sources.fields import (
@@ -43,7 +43,7 @@ from exporter.sources.fields import (
     percent,
     status,
 )
-from exporter.targets import RedisTarget, TLSConfig
+from exporter.targets import RedisTarget
 
 log = logging.getLogger(__name__)
 
@@ -619,10 +619,7 @@ class RedisSource(PersistentConnectionSource):
         else:
             conn = _TCPConnection(host=t.host, port=t.port, **common)
             if t.scheme == "rediss":
-                try:
-                    conn._tls_context = client_tls_context(t.tls or TLSConfig())  # type: ignore[attr-defined]
-                except (OSError, ValueError) as exc:
-                    raise PollError(E.TLS, f"cannot load TLS files: {exc}") from None
+                conn._tls_context = poll_tls_context(t.tls)  # type: ignore[attr-defined]
                 conn._server_name = t.tls.server_name if t.tls else None  # type: ignore[attr-defined]
         conn._guard = self.guard  # type: ignore[attr-defined]
         self.conn = conn
