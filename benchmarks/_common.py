@@ -135,7 +135,7 @@ def publish_cost(reading, target: str, store: str, up_family: str, rounds: int,
     size = 0
     for _ in range(rounds):
         t0 = time.process_time()
-        snapshot = Snapshot(target, store, True, time.time(), 0.001, base, reading.memory)
+        snapshot = Snapshot(target, store, True, time.time(), base, reading.memory)
         samples = published_samples(snapshot, stats)
         t1 = time.process_time()
         chunks = render_chunks(samples, prefix)

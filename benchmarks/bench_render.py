@@ -105,7 +105,7 @@ class Fleet:
         stats.duration_sum += self.duration
         stats.last_duration = self.duration
         stats.last_success = now
-        snapshot = Snapshot(name, self.kind, True, now, self.duration, self.base, self.reading.memory,
+        snapshot = Snapshot(name, self.kind, True, now, self.base, self.reading.memory,
                             details=self.reading.details)
         samples = Samples()
         for s in snapshot.samples:

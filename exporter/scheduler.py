@@ -136,10 +136,8 @@ class TargetRuntime:
         self.prefix = label_prefix(target.name, target.labels)
         self.stats = PollStats()
         self.lock = threading.Lock()
-        self.polls_done = 0
-        self.down_reason: str | None = None  # reason of the current outage, for transition logs
         self.failed_in_row = 0
-        self.last_error: PollError | None = None
+        self.last_error: PollError | None = None  # the current outage's latest error; None while up
         self.forecaster = Forecaster(target.forecast_window)
         self.findings: set[tuple[str, str]] = set()
 
@@ -270,19 +268,18 @@ class Scheduler:
             stats.last_duration = duration
             if isinstance(result, PollError):
                 stats.errors[result.reason] += 1
-                snapshot = self._failure_snapshot(rt, result, now, duration)
+                snapshot = self._failure_snapshot(rt, now)
             else:
                 stats.last_success = now
                 self._forecast_and_audit(rt, result)
                 stats.malformed_fields += result.malformed_fields
                 for section in result.section_errors:
                     stats.section_errors[section] = stats.section_errors.get(section, 0) + 1
-                snapshot = Snapshot(rt.target.name, rt.source.store, True, now, duration,
+                snapshot = Snapshot(rt.target.name, rt.source.store, True, now,
                                     result.samples, result.memory, details=result.details)
                 snapshot.samples.add(catalog.CACHE_UP, 1, (("store", rt.source.store),))
                 snapshot.samples.add(rt.source.up_family, 1)
             self._log_transition(rt, result)
-            rt.polls_done += 1
         self._publish(rt, snapshot)
 
     def _forecast_and_audit(self, rt: TargetRuntime, reading: Reading) -> None:
@@ -300,12 +297,11 @@ class Scheduler:
             log.info("target %s: audit %s (%s) cleared", rt.target.name, check, severity)
         rt.findings = current
 
-    def _failure_snapshot(self, rt: TargetRuntime, err: PollError, now: float, duration: float) -> Snapshot:
+    def _failure_snapshot(self, rt: TargetRuntime, now: float) -> Snapshot:
         samples = Samples()
         samples.add(catalog.CACHE_UP, 0, (("store", rt.source.store),))
         samples.add(rt.source.up_family, 0)
-        return Snapshot(rt.target.name, rt.source.store, False, now, duration, samples,
-                        reason=err.reason, message=str(err))
+        return Snapshot(rt.target.name, rt.source.store, False, now, samples)
 
     def _publish(self, rt: TargetRuntime, snapshot: Snapshot | None) -> None:
         if snapshot is None:
@@ -326,15 +322,13 @@ class Scheduler:
         name = rt.target.name
         if isinstance(result, PollError):
             rt.failed_in_row += 1
-            if rt.down_reason != result.reason:
+            if rt.last_error is None or rt.last_error.reason != result.reason:
                 log.warning("target %s (%s) is down: %s", name, rt.target.address, result)
-            rt.down_reason = result.reason
             rt.last_error = result
         else:
-            if rt.down_reason is not None:
+            if rt.last_error is not None:
                 log.info("target %s is up again after %d failed polls", name, rt.failed_in_row)
-            elif rt.polls_done == 0:
+            elif rt.stats.polls == 1:
                 log.info("target %s (%s) is up", name, rt.target.address)
-            rt.down_reason = None
             rt.failed_in_row = 0
             rt.last_error = None

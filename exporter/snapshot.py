@@ -79,9 +79,6 @@ class Snapshot:
     store: str
     ok: bool
     time: float
-    duration: float
     samples: Samples = field(default_factory=Samples)
     memory: MemoryView = field(default_factory=MemoryView)
-    reason: str | None = None
-    message: str | None = None
     details: dict[str, object] = field(default_factory=dict)
