@@ -231,7 +231,12 @@ def evaluate(target: Target, reading: Reading) -> list[Finding]:
             result = check.evaluate(facts)
             if result is not None:
                 findings.append(Finding(check.name, *result))
-    return sorted(findings, key=lambda x: -SEVERITY_ORDER[x.severity])
+    return by_severity(findings)
+
+
+def by_severity(findings: list[Finding]) -> list[Finding]:
+    """Most severe first; the order within a severity is kept."""
+    return sorted(findings, key=lambda f: -SEVERITY_ORDER[f.severity])
 
 
 def add_samples(findings: list[Finding], out: Samples) -> None:
@@ -286,6 +291,8 @@ def audit_all(targets: tuple[Target, ...], workers: int = 16) -> list[TargetRepo
 
 
 def exit_code(reports: list[TargetReport], fail_on: str) -> int:
+    if any(r.error and r.type == "nginx" for r in reports):  # a config file that cannot be read: a usage error
+        return EXIT_CONFIG
     if any(r.error for r in reports):
         return EXIT_UNREACHABLE
     threshold = SEVERITY_ORDER[fail_on]

@@ -37,7 +37,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 
-from exporter.audit import CRITICAL, INFO, SEVERITY_ORDER, WARNING, Finding, TargetReport
+from exporter.audit import CRITICAL, INFO, WARNING, Finding, TargetReport, by_severity
 
 CHECK_ERRORS = "nginx_caches_errors"
 CHECK_NOT_FOUND = "nginx_caches_not_found"
@@ -640,7 +640,7 @@ def analyze(tree: list[Directive], name: str = "<string>") -> list[Finding]:
     outer = {m: _Effective(_UNKNOWN if fragment else None, ()) for m in MODULES}
     out: list[Finding] = []
     _walk(tree, outer, [], name, fragment, out)
-    return sorted(out, key=lambda f: -SEVERITY_ORDER[f.severity])
+    return by_severity(out)
 
 
 def check_nginx_config(path: str) -> list[Finding]:
