@@ -113,9 +113,10 @@ def test_without_the_limit_metric_the_configured_heap_limit_is_used(node_app_rea
         total = m.value("app_heap_total_used_bytes", target="node")
         assert 0 < used < total  # old generation only: the young generation is not what runs out
         assert m.value("cache_items", target="node", store="app", cache="sessions") > 0
-        hits = m.value("cache_hits_total", target="node", cache="sessions") or 0
+        hits = m.value("cache_hits_total", target="node", cache="sessions")
         misses = m.value("cache_misses_total", target="node", cache="sessions")
-        assert misses > 0 and hits >= 0
+        # The app looks up 100 keys/s, ~5 in 6 of them present: both outcomes show by the first poll.
+        assert hits is not None and hits > 0 and misses > 0
         # Without heap_limit and without the metric there is no limit to speak of: absent, not NaN.
         ep2 = exporter_factory(app_config(port))
         m2 = ep2.metrics()

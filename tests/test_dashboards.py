@@ -519,11 +519,15 @@ def test_every_threshold_is_an_alert_constant():
     allowed = {float(v) for v in T.values()}
     allowed |= {float(v) for k, v in vars(rules).items() if k.isupper() and isinstance(v, int | float)}
     allowed |= {THRASH_HEAP_RATIO, round(1 - THRASH_MUTATOR_UTILIZATION, 6), 0.0, 1.0, 1e-9}
+    checked = 0
     for uid, doc in DOCS.items():
         for path, key, value in _walk(doc):
-            if key == "thresholds" and isinstance(value, dict) and "steps" in value:
+            # Panels keep steps under "thresholds"; table-column overrides under {"id": "thresholds", "value"}.
+            if key in ("thresholds", "value") and isinstance(value, dict) and "steps" in value:
+                checked += 1
                 for step in value["steps"][1:]:
                     assert float(step["value"]) in allowed, f"{uid}{path}: {step}"
+    assert checked > 0
 
 
 # --- (b) links -------------------------------------------------------------------------------------------
@@ -548,6 +552,7 @@ def test_overview_data_links_open_the_targets_dashboard():
     assert bars[0]["url"].startswith("/d/${__field.labels.dashboard}?var-target=${__field.labels.target}")
     # The `dashboard` label the links use maps every store to its dashboard's uid.
     expr = panel(OVERVIEW, "Runs out first: time until full")["targets"][0]["expr"]
+    assert '"dashboard", "cache-exporter-$1", "store", "(.+)"' in expr  # the stores whose uid is their name
     for uid, store in STORE_OF.items():
         assert uid == f"cache-exporter-{store}" or f'"dashboard", "{uid}", "store", "{store}"' in expr, uid
 

@@ -626,8 +626,11 @@ def test_dashboard_configmap_template(chart_with_fixture_dashboards: Path) -> No
         kv.validate(cm, KUBE_VERSION, strict=True)
     custom = render(None, "dashboards.enabled=true", "dashboards.labels.grafana_dashboard=null",
                     "dashboards.labels.team-dashboards=yes", chart=chart)
-    assert all(cm["metadata"]["labels"].get("team-dashboards") == "yes" for cm in custom
-               if cm["kind"] == "ConfigMap" and cm["metadata"]["name"].endswith(("overview", "detail")))
+    custom_maps = [cm for cm in custom
+                   if cm["kind"] == "ConfigMap" and cm["metadata"]["name"].endswith(("overview", "detail"))]
+    assert len(custom_maps) == 2
+    assert all(cm["metadata"]["labels"].get("team-dashboards") == "yes" for cm in custom_maps)
+    assert all("grafana_dashboard" not in cm["metadata"]["labels"] for cm in custom_maps)
 
 
 # --- NOTES, values documentation, schema ------------------------------------------------------
