@@ -24,8 +24,7 @@ from pathlib import Path
 
 from conftest import ExporterProcess, Metrics, wait_until
 
-REASONS = ("refused", "unreachable", "dns", "timeout", "tls", "auth", "reset", "protocol", "too_large",
-           "config", "error")
+from exporter.errors import REASONS  # re-exported for the fault labs
 
 
 @dataclass

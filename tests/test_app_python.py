@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, Metrics, fast_global, free_port, stop_process, wait_until
+from fakeserver import rss_bytes
 
 APPS = REPO / "tests" / "apps" / "django_app"
 MiB = 2**20
@@ -48,10 +49,7 @@ class App:
         return self.metrics().value(name, backend="redis") or 0.0
 
     def rss(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS line")
+        return rss_bytes(self.proc.pid)
 
 
 @pytest.fixture
