@@ -231,6 +231,9 @@ def classify_http_error(exc: BaseException) -> str | None:
     return None
 
 
+DRAIN_SECONDS = 0.5  # how long a small body may take to arrive before the connection is closed instead
+
+
 class GuardedHTTPConnection:
     """One persistent HTTP/1.1 connection whose every read and write obeys a ``Guard``."""
 
@@ -318,14 +321,13 @@ class GuardedHTTPConnection:
             return self.conn.getresponse()
 
     def head(self, method: str, path: str, headers: dict[str, str],
-             drain_limit: int, max_header_bytes: int | None = None,
-             drain_seconds: float = 0.5) -> tuple[int, list[tuple[str, str]]]:
+             drain_limit: int, max_header_bytes: int) -> tuple[int, list[tuple[str, str]]]:
         """Send a request and return (status, raw header lines) without needing the body.
 
         A small declared body (<= ``drain_limit``) is read and dropped so the connection can be
-        reused, if it arrives within ``drain_seconds``; anything else (chunked, large, slow) is
+        reused, if it arrives within ``DRAIN_SECONDS``; anything else (chunked, large, slow) is
         not read at all: the connection is closed instead. Reading the body can therefore never
-        fail the request, nor stall it more than ``drain_seconds``. ``headers_at`` is the
+        fail the request, nor stall it more than ``DRAIN_SECONDS``. ``headers_at`` is the
         monotonic time the head was in (before any draining).
         ``max_header_bytes`` narrows the guard's byte budget while the head is read (plus one
         read-ahead buffer, which may already hold the start of the body).
@@ -333,8 +335,7 @@ class GuardedHTTPConnection:
         import http.client
 
         budget = self.guard.max_bytes
-        if max_header_bytes is not None:
-            self.guard.max_bytes = min(budget, self.guard.received + max_header_bytes + io.DEFAULT_BUFFER_SIZE)
+        self.guard.max_bytes = min(budget, self.guard.received + max_header_bytes + io.DEFAULT_BUFFER_SIZE)
         try:
             resp = self._exchange(method, path, headers)
         finally:
@@ -357,7 +358,7 @@ class GuardedHTTPConnection:
         if resp.length is not None and resp.length <= drain_limit and not resp.will_close:
             tripped, deadline = self.guard.tripped, self.guard.deadline
             # The answer is in hand: give a small body a moment, not the rest of the request's time.
-            self.guard.deadline = min(deadline, time.monotonic() + drain_seconds)
+            self.guard.deadline = min(deadline, time.monotonic() + DRAIN_SECONDS)
             try:
                 resp.read()
                 return status, fields

@@ -80,9 +80,6 @@ class PersistentConnectionSource:
 
     # -- for subclasses -------------------------------------------------------------------
 
-    def _connected(self) -> bool:
-        return self.conn is not None
-
     def _connect(self, password: str | None) -> None:
         raise NotImplementedError
 
@@ -112,7 +109,7 @@ class PersistentConnectionSource:
     def poll(self, deadline: float) -> Reading:
         self.guard.arm(deadline)
         try:
-            if not self._connected():
+            if self.conn is None:
                 self._reconnect()
             reading = self._poll_once()
         except PollError as exc:

@@ -27,7 +27,7 @@ import logging
 import ssl
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urljoin
 
 import http_sf
@@ -429,13 +429,12 @@ class HttpCacheSource:
         extra = dict(headers)
         if bypass.query_param:
             sep = "&" if "?" in probe.path else "?"
-            request = _with_path(probe, f"{probe.path}{sep}{bypass.query_param}={time.time_ns():x}")
+            request = replace(probe, path=f"{probe.path}{sep}{bypass.query_param}={time.time_ns():x}")
         elif bypass.header:
             extra[bypass.header[0]] = bypass.header[1]
         elif bypass.origin:
             base = bypass.origin.path.split("?", 1)[0].rstrip("/")
-            request = ProbeURL(bypass.origin.url, bypass.origin.scheme, bypass.origin.host, bypass.origin.port,
-                               base + probe.path)
+            request = replace(bypass.origin, path=base + probe.path)
         try:
             return self._request(request, extra, deadline).status
         except PollError as err:
@@ -529,7 +528,3 @@ def _may_keep_credentials(old: ProbeURL, new: ProbeURL) -> bool:
     to the same origin, or from http to https on the same host with the default ports."""
     return old.origin == new.origin or (
         old.host == new.host and (old.scheme, old.port, new.scheme, new.port) == ("http", 80, "https", 443))
-
-
-def _with_path(probe: ProbeURL, path: str) -> ProbeURL:
-    return ProbeURL(probe.url, probe.scheme, probe.host, probe.port, path)
