@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import build_config
 from exporter.daemon import Daemon
+from exporter.http import parse_listen
 
 MiB = 2**20
 SERVERS = [
@@ -244,15 +245,20 @@ def _table(values: dict[tuple[str, str], float]) -> str:
 
 
 def run_demo(duration: float, listen: str) -> int:
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
     binary = shutil.which("redis-server")
     if binary is None:
         print("demo: redis-server is not installed; `make demo` installs it when run as root "
               "(apt-get install redis-server), otherwise install it and retry.", file=sys.stderr)
         return 1
-    host, _, port_text = listen.rpartition(":")
-    with socket.socket() as probe:
-        if probe.connect_ex((host or "127.0.0.1", int(port_text))) == 0:
-            listen = f"{host or '127.0.0.1'}:{_free_port()}"  # the usual port is busy: pick another
+    host = "127.0.0.1" if host == "0.0.0.0" else host
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        if probe.connect_ex((host, port)) == 0:  # the usual port is busy: pick another
+            listen = f"[{host}]:{_free_port()}" if ":" in host else f"{host}:{_free_port()}"
 
     def interrupted(*_: object) -> None:
         raise KeyboardInterrupt  # SIGTERM ends the demo like Ctrl-C: servers stopped, files removed

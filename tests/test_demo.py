@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import REPO, need
 
 from exporter.demo import ORIGIN_FAILS_FOR, nginx_binary
@@ -56,3 +57,13 @@ def test_demo_stops_cleanly_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+@pytest.mark.parametrize("listen", ["bogus", ":99999", "[::1]:x"])
+def test_demo_refuses_a_bad_listen_address(listen: str) -> None:
+    """A bad --listen is a usage error (exit 2, one line), not a traceback, and starts nothing."""
+    result = subprocess.run([sys.executable, "-m", "exporter", "demo", "--listen", listen, "--duration", "1"],
+                            cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert "expected [HOST]:PORT" in result.stderr and "Traceback" not in result.stderr
+    assert "throwaway servers" not in result.stdout
