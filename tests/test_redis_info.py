@@ -208,6 +208,22 @@ def test_sentinel_hint() -> None:
         parse_info("redis_mode:sentinel\nredis_version:7.0.0\n")
 
 
+# The fields the source computes with itself (uptime -> start time, the memory view, the unified
+# counters, fork risk); hypothesis once found uptime_in_seconds:INFINITY crashing the poll.
+COMPUTED_FROM = ("uptime_in_seconds", "used_memory", "mem_not_counted_for_evict", "maxmemory",
+                 "total_system_memory", "used_memory_rss", "keyspace_hits", "keyspace_misses", "evicted_keys",
+                 "expired_keys", "current_cow_size", "current_fork_perc")
+
+
+@pytest.mark.parametrize("key", COMPUTED_FROM)
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "INFINITY", "1e999"])
+def test_non_finite_numbers_are_dropped_not_a_crash(key: str, value: str) -> None:
+    lines = [line for line in BASE.splitlines() if not line.startswith(f"{key}:")]
+    r = map_info(parse_info("\n".join(lines + [f"{key}:{value}"]) + "\n"), target(), {}, now=1000.0)
+    assert all(math.isfinite(s.value) for s in r.samples)
+    assert r.memory.used is not None or key in ("used_memory", "mem_not_counted_for_evict")
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=2000), st.lists(st.sampled_from(sorted(INFO_FIELDS) + ["db0", "cmdstat_x", "slave0",
                                                                            "errorstat_OOM"]), max_size=20),

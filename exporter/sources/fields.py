@@ -6,6 +6,7 @@ a field also declares its metric family in the catalog.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +17,16 @@ Parser = Callable[[str], float]
 
 def number(raw: str) -> float:
     return float(raw)
+
+
+def finite(raw: str | None) -> float | None:
+    """A finite number, or None (absent, unparseable, nan/inf): for the figures a source
+    computes with itself, where one "inf" from a broken server must not break the poll."""
+    try:
+        value = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def status(raw: str) -> float:

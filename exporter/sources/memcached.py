@@ -19,7 +19,6 @@ headroom and a per-slab-class calcification signal.
 from __future__ import annotations
 
 import logging
-import math
 import socket
 import time
 from collections import deque
@@ -31,7 +30,16 @@ from exporter.errors import PollError
 from exporter.netio import GuardedSocket, client_tls_context
 from exporter.snapshot import MemoryView, Samples
 from exporter.sources.base import PersistentConnectionSource, Reading
-from exporter.sources.fields import MICROSECONDS, Field, Parser, counter_field, gauge_field, number, status
+from exporter.sources.fields import (
+    MICROSECONDS,
+    Field,
+    Parser,
+    counter_field,
+    finite,
+    gauge_field,
+    number,
+    status,
+)
 from exporter.targets import MemcachedTarget
 
 log = logging.getLogger(__name__)
@@ -300,15 +308,6 @@ class Sections:
     items: dict[str, str] | None = None
 
 
-def _f(raw: str | None) -> float | None:
-    """A finite number, or None (absent, unparseable, nan/inf)."""
-    try:
-        value = float(raw) if raw is not None else None
-    except ValueError:
-        return None
-    return value if value is not None and math.isfinite(value) else None
-
-
 class _Tally:
     """Adds table-mapped fields to Samples and counts the unparseable ones."""
 
@@ -329,7 +328,7 @@ class _Tally:
     def value(self, family: str, raw: str | None, labels: tuple = ()) -> None:
         if raw is None:
             return
-        value = _f(raw)
+        value = finite(raw)
         if value is None:
             self.malformed += 1
         else:
@@ -347,8 +346,8 @@ def _commands(t: _Tally, values: dict[str, str], family: str, labels: tuple, set
     t.value(family, values.get("cas_badval"), labels + (("command", "cas"), ("status", "badval")))
     if global_stats:
         t.value(family, values.get("cmd_flush"), labels + (("command", "flush"), ("status", "hit")))
-    cmd_set = _f(values.get("cmd_set"))
-    cas = [_f(values.get(k)) for k in set_cas]
+    cmd_set = finite(values.get("cmd_set"))
+    cas = [finite(values.get(k)) for k in set_cas]
     if cmd_set is not None and None not in cas:
         t.out.add(family, cmd_set - sum(cas), labels + (("command", "set"), ("status", "hit")))  # type: ignore[arg-type]
 
@@ -404,8 +403,8 @@ def map_sections(s: Sections, target: MemcachedTarget, history: _History) -> Rea
             _commands(t, values, SLAB_COMMANDS, labels, ("cas_hits", "cas_badval"), global_stats=False)
 
     # Memory: what runs out is slab pages (total_malloced) against limit_maxbytes.
-    limit_maxbytes = _f(stats.get("limit_maxbytes")) or 0.0
-    used = _f(slab_flat.get("total_malloced")) if s.slabs is not None else None
+    limit_maxbytes = finite(stats.get("limit_maxbytes")) or 0.0
+    used = finite(slab_flat.get("total_malloced")) if s.slabs is not None else None
     if limit_maxbytes > 0:
         limit, limit_source = limit_maxbytes, "limit_maxbytes"
     elif target.memory_limit:
@@ -431,18 +430,18 @@ def map_sections(s: Sections, target: MemcachedTarget, history: _History) -> Rea
     out.add(catalog.CACHE_RESIDENT_LIMIT, memory.resident_limit, store)
     if evicts is not None:
         out.add(catalog.CACHE_EVICTS_WHEN_FULL, int(evicts), store)
-    out.add(catalog.CACHE_HITS, _f(stats.get("get_hits")), store)
-    out.add(catalog.CACHE_MISSES, _f(stats.get("get_misses")), store)
-    out.add(catalog.CACHE_EVICTIONS, _f(stats.get("evictions")), store)
+    out.add(catalog.CACHE_HITS, finite(stats.get("get_hits")), store)
+    out.add(catalog.CACHE_MISSES, finite(stats.get("get_misses")), store)
+    out.add(catalog.CACHE_EVICTIONS, finite(stats.get("evictions")), store)
     # Each expired item leaves exactly one way: found by a get, reused at the LRU tail, or crawled.
-    expired = [_f(stats.get(k)) for k in ("get_expired", "reclaimed", "crawler_reclaimed")]
+    expired = [finite(stats.get(k)) for k in ("get_expired", "reclaimed", "crawler_reclaimed")]
     if None not in expired:
         out.add(catalog.CACHE_EXPIRATIONS, sum(expired), store)  # type: ignore[arg-type]
-    rejections = _f(stats.get("store_no_memory"))
+    rejections = finite(stats.get("store_no_memory"))
     if rejections is None and s.items is not None:  # before 1.5.4: per-class outofmemory
-        rejections = sum(_f(v.get("outofmemory")) or 0.0 for v in item_classes.values())
+        rejections = sum(finite(v.get("outofmemory")) or 0.0 for v in item_classes.values())
     out.add(catalog.CACHE_WRITE_REJECTIONS, rejections, store)
-    out.add(catalog.CACHE_ITEMS, _f(stats.get("curr_items")), store)
+    out.add(catalog.CACHE_ITEMS, finite(stats.get("curr_items")), store)
 
     _pressure(out, stats, slab_classes, slab_flat, item_classes, limit_maxbytes, target, history,
               have_slabs=s.slabs is not None, have_items=s.items is not None)
@@ -457,24 +456,24 @@ def _pressure(out: Samples, stats: dict[str, str], slab_classes: dict[str, dict[
     """Free page headroom and the per-class calcification signal."""
     if not have_slabs:
         return
-    malloced = _f(slab_flat.get("total_malloced")) or 0.0
-    pages = sum(_f(v.get("total_pages")) or 0.0 for v in slab_classes.values())
+    malloced = finite(slab_flat.get("total_malloced")) or 0.0
+    pages = sum(finite(v.get("total_pages")) or 0.0 for v in slab_classes.values())
     page_size = malloced / pages if pages > 0 and malloced > 0 else DEFAULT_PAGE_SIZE
-    pool = _f(stats.get("slab_global_page_pool")) or 0.0
+    pool = finite(stats.get("slab_global_page_pool")) or 0.0
     free_pages = pool + max(0.0, (limit - malloced) // page_size) if limit > 0 else None
     out.add(FREE_PAGES, free_pages)
     if not have_items or free_pages is None:
         return
 
-    evicting_now = {cls: (_f(v.get("evicted")) or 0.0) + (_f(v.get("outofmemory")) or 0.0)
+    evicting_now = {cls: (finite(v.get("evicted")) or 0.0) + (finite(v.get("outofmemory")) or 0.0)
                     for cls, v in item_classes.items()}
-    moved_now = _f(stats.get("slabs_moved")) or 0.0
+    moved_now = finite(stats.get("slabs_moved")) or 0.0
     history.evicting.append(evicting_now)
     history.moved.append(moved_now)
     if len(history.evicting) < 2:
         return  # no window yet: say nothing rather than 0
     oldest_evicting, oldest_moved = history.evicting[0], history.moved[0]
-    free_bytes = {cls: (_f(v.get("free_chunks")) or 0.0) * (_f(v.get("chunk_size")) or 0.0)
+    free_bytes = {cls: (finite(v.get("free_chunks")) or 0.0) * (finite(v.get("chunk_size")) or 0.0)
                   for cls, v in slab_classes.items()}
     total_free = sum(free_bytes.values())
     # "Many" free chunks elsewhere: at least two pages' worth, and at least 5 % of the limit.

@@ -38,6 +38,7 @@ from exporter.sources.fields import (
     Field,
     Parser,
     counter_field,
+    finite,
     gauge_field,
     number,
     percent,
@@ -435,7 +436,7 @@ def map_info(info: Info, target: RedisTarget, config: dict[str, str], now: float
             except ValueError:
                 malformed += 1
 
-    uptime = _float(f.get("uptime_in_seconds"))
+    uptime = finite(f.get("uptime_in_seconds"))
     if uptime is not None:
         out.add(START_TIME, round(now - uptime))
 
@@ -466,19 +467,12 @@ def map_info(info: Info, target: RedisTarget, config: dict[str, str], now: float
     return Reading(out, memory, details, malformed)
 
 
-def _float(raw: str | None) -> float | None:
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
-        return None
-
-
 def _memory_view(out: Samples, f: dict[str, str], target: RedisTarget, policy: str) -> MemoryView:
-    used_memory = _float(f.get("used_memory"))
-    not_counted = _float(f.get("mem_not_counted_for_evict")) or 0.0
+    used_memory = finite(f.get("used_memory"))
+    not_counted = finite(f.get("mem_not_counted_for_evict")) or 0.0
     used = used_memory - not_counted if used_memory is not None else None
-    maxmemory = _float(f.get("maxmemory")) or 0.0
-    system = _float(f.get("total_system_memory")) or 0.0
+    maxmemory = finite(f.get("maxmemory")) or 0.0
+    system = finite(f.get("total_system_memory")) or 0.0
 
     # Effective limit: what the store enforces, else what kills it (config), else the host.
     candidates = (("maxmemory", maxmemory), ("config", target.memory_limit or 0), ("system", system))
@@ -495,7 +489,7 @@ def _memory_view(out: Samples, f: dict[str, str], target: RedisTarget, policy: s
         evicts = expiring_fraction(out) >= VOLATILE_MIN_EXPIRING
     return MemoryView(
         used=used, limit=limit, limit_source=limit_source,
-        resident=_float(f.get("used_memory_rss")), resident_limit=resident_limit,
+        resident=finite(f.get("used_memory_rss")), resident_limit=resident_limit,
         evicts_when_full=evicts, eviction_policy=policy or None,
     )
 
@@ -516,10 +510,10 @@ def _add_unified(out: Samples, info: Info, m: MemoryView, version: str, role: st
     out.add(catalog.CACHE_RESIDENT_LIMIT, m.resident_limit, store)
     if m.evicts_when_full is not None:
         out.add(catalog.CACHE_EVICTS_WHEN_FULL, int(m.evicts_when_full), store)
-    out.add(catalog.CACHE_HITS, _float(f.get("keyspace_hits")), store)
-    out.add(catalog.CACHE_MISSES, _float(f.get("keyspace_misses")), store)
-    out.add(catalog.CACHE_EVICTIONS, _float(f.get("evicted_keys")), store)
-    out.add(catalog.CACHE_EXPIRATIONS, _float(f.get("expired_keys")), store)
+    out.add(catalog.CACHE_HITS, finite(f.get("keyspace_hits")), store)
+    out.add(catalog.CACHE_MISSES, finite(f.get("keyspace_misses")), store)
+    out.add(catalog.CACHE_EVICTIONS, finite(f.get("evicted_keys")), store)
+    out.add(catalog.CACHE_EXPIRATIONS, finite(f.get("expired_keys")), store)
     if "errorstats" in info.sections:  # 6.2+: an absent line means that error has not happened yet
         # Emit the errors alerts watch at 0 until they first happen: a series that appears already
         # non-zero hides its first burst from increase().
@@ -677,7 +671,7 @@ class RedisSource(PersistentConnectionSource):
 
     def _fork_risk(self, info: Info, reading: Reading, now: float) -> None:
         """The largest fork copy-on-write seen in the window, against the hard limit."""
-        cow = max((_float(info.fields.get(k)) or 0.0 for k in _COW_FIELDS), default=0.0)
+        cow = max((finite(info.fields.get(k)) or 0.0 for k in _COW_FIELDS), default=0.0)
         # One entry per run of equal values (stamped when last seen): COW sizes change only
         # after a fork, so this stays a handful of entries at any poll rate.
         if self.cow_history and self.cow_history[-1][1] == cow:
