@@ -1,4 +1,4 @@
-"""Connection plumbing shared by TCP sources: per-poll deadlines and byte budgets, TLS, backoff.
+"""Connection plumbing shared by TCP sources: per-poll deadlines and byte budgets, TLS.
 
 Client libraries apply their socket timeout to each ``recv``; a server that trickles one
 byte per second, or streams an endless bulk reply, would hold a poll (and memory) forever.
@@ -9,7 +9,6 @@ deadline across every send/recv and one byte budget across every reply.
 from __future__ import annotations
 
 import io
-import random
 import socket
 import ssl
 import time
@@ -152,29 +151,6 @@ def poll_tls_context(tls: TLSConfig | None) -> ssl.SSLContext:
         return client_tls_context(tls or TLSConfig())
     except (OSError, ValueError) as exc:
         raise PollError(TLS, f"cannot load TLS files: {exc}") from None
-
-
-class Backoff:
-    """Exponential reconnect backoff with jitter, so a dead target is not hammered every poll."""
-
-    def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
-        self.base = base
-        self.cap = cap
-        self.failures = 0
-        self.not_before = 0.0
-
-    def ready(self) -> bool:
-        return time.monotonic() >= self.not_before
-
-    def failed(self) -> None:
-        self.failures += 1
-        delay = min(self.cap, self.base * 2 ** min(self.failures - 1, 30))
-        # Equal jitter: at least half the delay, so retries still spread out.
-        self.not_before = time.monotonic() + delay / 2 + random.uniform(0, delay / 2)
-
-    def succeeded(self) -> None:
-        self.failures = 0
-        self.not_before = 0.0
 
 
 class ReplyTooLarge(OSError):

@@ -1,11 +1,18 @@
 """Run each target's poll on its own schedule and put the outcome in the store.
 
-One APScheduler 3.x interval job per target: jittered, ``max_instances=1`` (a target never
-overlaps itself), coalesced. Every poll has a deadline (the target's ``timeout``): sources
-enforce it on their sockets, and a ``Watchdog`` thread enforces it for anything that ignores
-sockets (a blocking DNS lookup): at the deadline it records ``cache_up 0`` with
-``reason="timeout"`` and aborts the source's connection. A hung target therefore costs one
-pool thread for at most its timeout and never delays any other target.
+One APScheduler 3.x job per target, ``max_instances=1`` (a target never overlaps itself),
+coalesced, on a fixed grid: every ``interval`` seconds at a phase taken from a hash of the
+target's name. The phases spread a fleet's polls evenly over the interval and stay put across
+restarts and reloads; the interval is exact (APScheduler's own jitter accumulates, one-sided:
+15 s polls came every 15.75 s on average). The first round runs at once, spread over a short
+start-up window, so /readyz does not wait a whole interval.
+
+Every poll has a deadline (the target's ``timeout``): sources enforce it on their sockets, and
+a ``Watchdog`` thread enforces it for anything that ignores sockets (a blocking DNS lookup): at
+the deadline it records ``cache_up 0`` with ``reason="timeout"`` and aborts the source's
+connection, which is then discarded even if the poll still finishes. A hung target therefore
+costs one pool thread for at most its timeout and never delays any other target. Polls run on
+an ``ElasticPool`` sized from the targets' timeouts and intervals.
 """
 
 from __future__ import annotations
@@ -13,23 +20,24 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import random
+import math
 import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
-from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.interval import IntervalTrigger
+from apscheduler.triggers.base import BaseTrigger
 
 from exporter import audit, catalog
 from exporter import errors as E
 from exporter.errors import PollError
 from exporter.exposition import label_prefix, render_chunks
 from exporter.forecast import Forecaster
+from exporter.pool import ElasticExecutor
 from exporter.snapshot import Samples, Snapshot
 from exporter.sources import Reading, Source, source_for
 from exporter.store import SnapshotStore
@@ -37,8 +45,50 @@ from exporter.targets import Target
 
 log = logging.getLogger(__name__)
 
-MAX_POLL_THREADS = 256  # threads start on demand; this is a ceiling, not a cost
-FIRST_POLL_SPREAD = 1.0  # seconds over which the first polls of all targets are spread
+MAX_POLL_THREADS = 2048  # the pool's bound never exceeds this, whatever the targets ask for
+POOL_MARGIN = 1.25  # head room over the threads that every target timing out at once would hold
+FIRST_ROUND_MIN = 1.0  # seconds: the first polls are spread over at least this ...
+FIRST_ROUND_PER_TARGET = 0.005  # ... and this much per target (1000 targets: 5 s), at most an interval
+
+
+def phase(name: str) -> float:
+    """A stable fraction in [0, 1) from the target's name: where in its interval it is polled."""
+    return zlib.crc32(name.encode("utf-8", "surrogatepass")) / 2**32
+
+
+def pool_size(targets: Iterable[Target]) -> int:
+    """Threads enough for every target to sit out its whole timeout at once, and no more.
+
+    A target never holds more than one thread (``max_instances=1``); on average it holds one
+    for ``timeout / interval`` of the time when all its polls time out, the worst case that
+    still keeps every poll on schedule.
+    """
+    targets = list(targets)
+    busy = sum(min(1.0, t.timeout / t.interval) for t in targets)
+    return max(1, min(len(targets), math.ceil(busy * POOL_MARGIN) + 4, MAX_POLL_THREADS))
+
+
+class GridTrigger(BaseTrigger):
+    """Fires at ``offset + k * interval`` (Unix seconds), after a first run at ``first``."""
+
+    def __init__(self, interval: float, offset: float, first: datetime) -> None:
+        self.interval = interval
+        self.offset = offset % interval
+        self.first = first
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime:
+        if previous_fire_time is None:
+            return self.first
+        previous = previous_fire_time.timestamp()
+        k = math.floor((previous - self.offset) / self.interval) + 1
+        # Strictly later, by more than datetime's microsecond rounding: a grid time read back
+        # from a datetime can land a hair before itself, and the same time again loops forever.
+        while self.offset + k * self.interval <= previous + 1e-5:
+            k += 1
+        return datetime.fromtimestamp(self.offset + k * self.interval, UTC)
+
+    def __str__(self) -> str:
+        return f"grid[interval={self.interval:g}s, offset={self.offset:.3f}s]"
 
 
 class Watchdog:
@@ -48,6 +98,7 @@ class Watchdog:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int]] = []
         self._callbacks: dict[int, Callable[[], None]] = {}
+        self._firing: dict[int, threading.Event] = {}
         self._ids = itertools.count()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="poll-watchdog", daemon=True)
@@ -62,9 +113,18 @@ class Watchdog:
             return token
 
     def finish(self, token: int) -> bool:
-        """True if finished in time; False if the deadline already fired for this token."""
+        """True if finished in time; False if the deadline already fired for this token.
+
+        When False, the expiry callback has completed by the time this returns: the caller may
+        then clean up what the callback touched without racing it.
+        """
         with self._cond:
-            return self._callbacks.pop(token, None) is not None
+            if self._callbacks.pop(token, None) is not None:
+                return True
+            firing = self._firing.get(token)
+        if firing is not None:
+            firing.wait()
+        return False
 
     def stop(self) -> None:
         with self._cond:
@@ -85,10 +145,15 @@ class Watchdog:
                     return
                 _, token = heapq.heappop(self._heap)
                 callback = self._callbacks.pop(token)
+                firing = self._firing[token] = threading.Event()
             try:
                 callback()
             except Exception:  # a failing callback must not stop the watchdog
                 log.exception("watchdog callback failed")
+            finally:
+                with self._cond:
+                    del self._firing[token]
+                firing.set()
 
 
 @dataclass
@@ -152,8 +217,9 @@ class Scheduler:
         self._awaiting_first: set[str] = set()
         self._ready = threading.Event()
         self._watchdog = Watchdog()
+        self._executor = ElasticExecutor(1)
         self._sched = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(MAX_POLL_THREADS)},
+            executors={"default": self._executor},
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone=UTC,
         )
@@ -164,12 +230,15 @@ class Scheduler:
     # -- lifecycle --------------------------------------------------------------------
 
     def start(self, targets: tuple[Target, ...]) -> None:
+        window = min(FIRST_ROUND_MIN + FIRST_ROUND_PER_TARGET * len(targets),
+                     min((t.interval for t in targets), default=0.0))
         with self._lock:
             self._awaiting_first = {t.name for t in targets}
             if not targets:
                 self._ready.set()
             for target in targets:
-                self._add(target)
+                self._add(target, first_delay=phase(target.name) * window)
+            self._executor.pool.resize(pool_size(targets))
         self._sched.start()
 
     def shutdown(self) -> None:
@@ -201,17 +270,17 @@ class Scheduler:
                     changes["changed"].append(name)
                 else:
                     changes["added"].append(name)
-                self._add(target, first_run_now=True)
+                self._add(target)
+            self._executor.pool.resize(pool_size(rt.target for rt in self.runtimes.values()))
         return changes
 
-    def _add(self, target: Target, first_run_now: bool = False) -> None:
+    def _add(self, target: Target, first_delay: float = 0.0) -> None:
         rt = TargetRuntime(target, source_for(target))
         self.runtimes[target.name] = rt
-        spread = 0.0 if first_run_now else random.uniform(0, min(target.interval, FIRST_POLL_SPREAD))
+        first = datetime.fromtimestamp(time.time() + first_delay, UTC)
         self._sched.add_job(
-            self._run, IntervalTrigger(seconds=target.interval, jitter=min(target.interval * 0.1, 2.0)),
+            self._run, GridTrigger(target.interval, phase(target.name) * target.interval, first),
             args=[target.name], id=target.name, name=target.name, replace_existing=True,
-            next_run_time=datetime.now(UTC) + timedelta(seconds=spread),
             misfire_grace_time=max(1, int(target.interval)),
         )
 
@@ -246,6 +315,11 @@ class Scheduler:
             result = PollError(E.ERROR, E.describe(exc))
         if self._watchdog.finish(token):
             self._record(rt, result, time.monotonic() - started)
+        else:
+            # The watchdog recorded a timeout and aborted the connection under the poll: never
+            # reuse it, whatever the poll made of it (a reply that raced the abort leaves a
+            # socket that was shut down, and the next poll would fail as "reset").
+            rt.source.close()
 
     def _expired(self, rt: TargetRuntime, started: float) -> None:
         rt.source.abort()

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Protocol
 
 from exporter import errors as E
 from exporter.errors import PollError
-from exporter.netio import Backoff, Guard, GuardedSocket
+from exporter.netio import Guard, GuardedSocket
 from exporter.secrets import SecretUnavailable
 from exporter.snapshot import MemoryView, Samples
 from exporter.targets import Credentials, Target
@@ -52,14 +52,13 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-_WAITING = "waiting to reconnect after: "
-
-
 class PersistentConnectionSource:
     """Polling over one persistent connection: the part every TCP source shares.
 
-    Arms the per-poll guard, reconnects (with backoff) when there is no connection, reads the
-    secret at connect time, and on failure closes the connection and classifies the error.
+    Arms the per-poll guard, connects when there is no connection (reading the secret then),
+    and on failure closes the connection and classifies the error. A down target gets one
+    connection attempt per poll and no more: the scheduler's interval already paces retries,
+    and any further wait would delay noticing that the server is back by more than an interval.
     Subclasses implement ``_connect`` (which sets ``self.conn``) and ``_poll_once``, and may
     extend ``_classify``; a connection without ``.sock`` and ``.close()`` overrides ``_socket``
     and ``close``. Only ``EXPECTED_ERRORS`` are classified: anything else is a bug in the
@@ -73,8 +72,6 @@ class PersistentConnectionSource:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.guard = Guard(target.max_reply_size)
-        self.backoff = Backoff(cap=target.reconnect_backoff_max)
-        self.last_failure: PollError | None = None
         self.connections_opened = 0
         self.conn: Any = None  # the persistent connection, None until (re)connected
 
@@ -110,31 +107,18 @@ class PersistentConnectionSource:
         self.guard.arm(deadline)
         try:
             if self.conn is None:
-                self._reconnect()
+                self._connect(read_password(getattr(self.target, "credentials", None)))
             reading = self._poll_once()
         except PollError as exc:
             err = exc
         except self.EXPECTED_ERRORS as exc:
             err = self._classify(exc)
         except BaseException:
-            self._failed(None)
+            self.close()
             raise
         else:
-            self.backoff.succeeded()
-            self.last_failure = None
             return reading
         if self.guard.tripped and err.reason != self.guard.tripped:
             err = PollError(self.guard.tripped, err.detail)  # a limit fired; the rest is its echo
-        self._failed(err)
-        raise err from None
-
-    def _reconnect(self) -> None:
-        if not self.backoff.ready() and self.last_failure is not None:
-            cause = self.last_failure.detail.removeprefix(_WAITING)
-            raise PollError(self.last_failure.reason, _WAITING + cause)
-        self._connect(read_password(getattr(self.target, "credentials", None)))
-
-    def _failed(self, err: PollError | None) -> None:
         self.close()
-        self.backoff.failed()
-        self.last_failure = err
+        raise err from None
