@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 # Labels every per-target series carries, added by exposition rather than by sources.
 TARGET_LABEL = "target"
+UNIFIED = "unified"
+EXPORTER = "exporter"
 
 GAUGE = "gauge"
 COUNTER = "counter"
@@ -27,6 +29,13 @@ class MetricSpec:
     labels: tuple[str, ...] = ()
     group: str = ""  # README section: "unified", "redis", "exporter", ...
     optional_labels: tuple[str, ...] = ()  # present on some series only (e.g. cache, for in-process caches)
+
+    @property
+    def essential(self) -> bool:
+        """Kept whatever a target's series cap says: the unified and exporter families, the only
+        ones dashboards and alerts need for every store (their series count is fixed, except
+        with the optional labels, which name data and count against the cap)."""
+        return self.group in (UNIFIED, EXPORTER) or self.name.endswith("_up")
 
     def __post_init__(self) -> None:
         if self.type == COUNTER and not self.name.endswith("_total"):
@@ -68,6 +77,10 @@ def get(name: str) -> MetricSpec:
     return _families[name]
 
 
+def find(name: str) -> MetricSpec | None:
+    return _families.get(name)
+
+
 def families() -> list[MetricSpec]:
     """All declared families in declaration order (which is also exposition order)."""
     return list(_families.values())
@@ -86,7 +99,6 @@ _IN_PROCESS = " For an app target's in-process caches, label cache names the cac
 
 # Unified families (design.md, "Metric contract"): dashboards and alerts use these for
 # every store. Declared here because no single source owns them.
-UNIFIED = "unified"
 CACHE_UP = gauge("cache_up", "1 if the last poll of the target succeeded, else 0.", ("store",), UNIFIED)
 CACHE_INFO = gauge(
     "cache_info",
@@ -183,7 +195,6 @@ CACHE_CONFIG_FINDING = gauge(
     ("check", "severity"), UNIFIED)
 
 # Per-target self-metrics of the exporter, rendered alongside each target's snapshot.
-EXPORTER = "exporter"
 POLLS = counter("cache_exporter_polls_total", "Polls attempted for the target.", (), EXPORTER)
 POLL_ERRORS = counter(
     "cache_exporter_poll_errors_total",
@@ -211,7 +222,23 @@ LAST_SUCCESS = gauge(
 )
 MALFORMED_FIELDS = counter(
     "cache_exporter_malformed_fields_total",
-    "Fields in otherwise valid replies whose values could not be parsed (skipped, not fatal).",
+    "Fields in otherwise valid replies whose values could not be parsed or are implausible (a negative "
+    "counter, a byte count above 1 EiB); skipped, not fatal.",
+    (),
+    EXPORTER,
+)
+SERIES_DROPPED = counter(
+    "cache_exporter_series_dropped_total",
+    "Series a poll produced but the exporter dropped, by family and reason: max_series (the target's "
+    "series cap was reached; past it, each skipped INFO line or slab class counts once per family it would "
+    "have filled) or label_too_long (a label value longer than max_label_value_length).",
+    ("family", "reason"),
+    EXPORTER,
+)
+TARGET_SERIES = gauge(
+    "cache_exporter_target_series",
+    "Series the last successful poll of the target produced (the exporter's own per-target series "
+    "excluded); compare with the target's max_series.",
     (),
     EXPORTER,
 )

@@ -68,7 +68,9 @@ def render_chunks(samples: Iterable[Sample], prefix: str) -> dict[str, bytes]:
             labels = prefix
         lines.setdefault(s.family, []).append(
             f"{s.family}{s.suffix}{{{labels}}} {floatToGoString(s.value)}\n")
-    return {family: "".join(parts).encode("utf-8") for family, parts in lines.items()}
+    # "replace": the config refuses text that is not valid Unicode, and sources decode with
+    # "replace"; should a lone surrogate still slip through, it costs a "?", not the target.
+    return {family: "".join(parts).encode("utf-8", "replace") for family, parts in lines.items()}
 
 
 BATCH_CHUNKS = 8192  # chunks average ~80 bytes: pieces of ~0.5-1 MiB

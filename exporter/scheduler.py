@@ -38,7 +38,7 @@ from exporter.errors import PollError
 from exporter.exposition import label_prefix, render_chunks
 from exporter.forecast import Forecaster
 from exporter.pool import ElasticExecutor
-from exporter.snapshot import Samples, Snapshot
+from exporter.snapshot import MAX_SERIES, Samples, Snapshot
 from exporter.sources import Reading, Source, source_for
 from exporter.store import SnapshotStore
 from exporter.targets import Target
@@ -168,6 +168,8 @@ class PollStats:
     last_success: float | None = None
     malformed_fields: int = 0
     section_errors: dict[str, int] = field(default_factory=dict)
+    series_dropped: dict[tuple[str, str], int] = field(default_factory=dict)
+    series: int | None = None
 
     def samples(self, out: Samples) -> None:
         out.add(catalog.POLLS, self.polls)
@@ -181,6 +183,9 @@ class PollStats:
         out.add(catalog.MALFORMED_FIELDS, self.malformed_fields)
         for section, count in self.section_errors.items():
             out.add(catalog.SECTION_ERRORS, count, (("section", section),))
+        for (family, reason), count in self.series_dropped.items():
+            out.add(catalog.SERIES_DROPPED, count, (("family", family), ("reason", reason)))
+        out.add(catalog.TARGET_SERIES, self.series)
 
 
 def published_samples(snapshot: Snapshot, stats: PollStats) -> Samples:
@@ -346,7 +351,9 @@ class Scheduler:
             else:
                 stats.last_success = now
                 self._forecast_and_audit(rt, result)
-                stats.malformed_fields += result.malformed_fields
+                stats.malformed_fields += result.malformed_fields + result.samples.implausible
+                stats.series = len(result.samples)
+                self._count_dropped(rt, result.samples.dropped)
                 for section in result.section_errors:
                     stats.section_errors[section] = stats.section_errors.get(section, 0) + 1
                 snapshot = Snapshot(rt.target.name, rt.source.store, True, now,
@@ -355,6 +362,17 @@ class Scheduler:
                 snapshot.samples.add(rt.source.up_family, 1)
             self._log_transition(rt, result)
         self._publish(rt, snapshot)
+
+    def _count_dropped(self, rt: TargetRuntime, dropped: dict[tuple[str, str], int]) -> None:
+        for key, count in dropped.items():
+            total = rt.stats.series_dropped.get(key, 0)
+            if not total:  # once per family and reason: every poll of the target would repeat it
+                family, reason = key
+                limit = (f"max_series ({rt.target.max_series})" if reason == MAX_SERIES
+                         else f"max_label_value_length ({rt.target.max_label_value_length})")
+                log.warning("target %s: %d series of %s dropped by %s; see cache_exporter_series_dropped_total",
+                            rt.target.name, count, family, limit)
+            rt.stats.series_dropped[key] = total + count
 
     def _forecast_and_audit(self, rt: TargetRuntime, reading: Reading) -> None:
         """The stages after the poll: forecast from the target's history, then the config audit."""

@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from exporter import catalog
+
+if TYPE_CHECKING:
+    from exporter.targets import Target
 
 LabelPairs = tuple[tuple[str, str], ...]
+
+# No host has 1 EiB; a store that reports more (1e308 from a broken or hostile server) is
+# reporting nonsense, and nonsense would turn into alerts (1e308 - 1e308 = 0 bytes used).
+MAX_PLAUSIBLE_BYTES = float(2**60)
+MAX_SERIES = "max_series"
+LABEL_TOO_LONG = "label_too_long"
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesLimits:
+    """A target's caps on what one poll may produce (``max_series``, ``max_label_value_length``)."""
+
+    max_series: int
+    max_label_value_length: int
+
+    @classmethod
+    def of(cls, target: Target) -> SeriesLimits:
+        return cls(target.max_series, target.max_label_value_length)
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,16 +44,24 @@ class Sample:
 
 
 class Samples:
-    """An append-only sample list that drops non-finite values at the door.
+    """An append-only sample list that drops non-finite and implausible values at the door,
+    and, with ``limits``, holds a poll to its target's series caps.
 
     NaN/Inf from a store (``mem_fragmentation_ratio:nan`` on a fresh replica, a division
-    by a zero limit) would propagate into alerts as silent nonsense; absent is honest.
+    by a zero limit) would propagate into alerts as silent nonsense; absent is honest. So is
+    a negative counter or a byte count no host has: those are counted in ``implausible``.
+    Past ``max_series`` only essential families (unified, exporter, ``*_up``) still get in,
+    so one server answering 100k command names cannot crowd out ``cache_up`` or the memory
+    series; what was left out is counted per (family, reason) in ``dropped``.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "limits", "implausible", "dropped")
 
-    def __init__(self) -> None:
+    def __init__(self, limits: SeriesLimits | None = None) -> None:
         self._items: list[Sample] = []
+        self.limits = limits
+        self.implausible = 0
+        self.dropped: dict[tuple[str, str], int] = {}
 
     def add(self, family: str, value: float | int | None, labels: LabelPairs = (), suffix: str = "",
             allow_inf: bool = False) -> None:
@@ -37,8 +69,39 @@ class Samples:
         if value is None:
             return
         value = float(value)
-        if math.isfinite(value) or (allow_inf and math.isinf(value)):
-            self._items.append(Sample(family, labels, value, suffix))
+        if not (math.isfinite(value) or (allow_inf and math.isinf(value))):
+            return
+        spec = catalog.find(family)
+        if spec is not None and math.isfinite(value) and (
+                (value < 0 and spec.type == catalog.COUNTER)
+                or (abs(value) > MAX_PLAUSIBLE_BYTES and spec.name.endswith("_bytes"))):
+            self.implausible += 1
+            return
+        limits = self.limits
+        if limits is not None:
+            if labels and any(len(v) > limits.max_label_value_length for _, v in labels):
+                self._drop(family, LABEL_TOO_LONG)
+                return
+            if len(self._items) >= limits.max_series and not (
+                    spec is not None and spec.essential
+                    and not any(k in spec.optional_labels for k, _ in labels)):
+                self._drop(family, MAX_SERIES)
+                return
+        self._items.append(Sample(family, labels, value, suffix))
+
+    @property
+    def full(self) -> bool:
+        """True once the series cap is reached: a source may skip computing what would be dropped."""
+        return self.limits is not None and len(self._items) >= self.limits.max_series
+
+    def skipped(self, families: Iterable[str]) -> None:
+        """Count one series of each family as dropped without computing it (see ``full``)."""
+        for family in families:
+            self._drop(family, MAX_SERIES)
+
+    def _drop(self, family: str, reason: str) -> None:
+        key = (family, reason)
+        self.dropped[key] = self.dropped.get(key, 0) + 1
 
     def __iter__(self) -> Iterator[Sample]:
         return iter(self._items)

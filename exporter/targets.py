@@ -13,6 +13,10 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_FORECAST_WINDOW = 3600.0
 DEFAULT_RECONNECT_BACKOFF_MAX = 30.0
 DEFAULT_MAX_REPLY_SIZE = 16 * 2**20
+# A Redis has ~1.5k series (240 commands x 4), a memcached with 63 slab classes ~2.5k: 10k is
+# room for any real store, and keeps a hostile one to ~1 MB of /metrics.
+DEFAULT_MAX_SERIES = 10_000
+DEFAULT_MAX_LABEL_VALUE_LENGTH = 1024  # as for static labels in the config
 DEFAULT_LISTEN = ":9611"
 
 
@@ -56,6 +60,8 @@ class Target:
     reconnect_backoff_max: float = DEFAULT_RECONNECT_BACKOFF_MAX
     forecast_window: float = DEFAULT_FORECAST_WINDOW
     role: str | None = None  # "cache" (data is disposable) or "database" (data must survive)
+    max_series: int = DEFAULT_MAX_SERIES
+    max_label_value_length: int = DEFAULT_MAX_LABEL_VALUE_LENGTH
 
     @property
     def address(self) -> str:

@@ -39,8 +39,9 @@ from exporter.netio import (
     poll_tls_context,
 )
 from exporter.promtext import Parsed, looks_like_prometheus, parse
-from exporter.snapshot import MemoryView, Samples
+from exporter.snapshot import MemoryView, Samples, SeriesLimits
 from exporter.sources.base import PersistentConnectionSource, Reading
+from exporter.sources.fields import plausible_bytes
 from exporter.targets import AppTarget
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,7 @@ def detect(parsed: Parsed) -> Preset:
 
 def map_body(text: str, t: AppTarget) -> AppDocument:
     """Map a Prometheus-text or JSON body to heap figures and cache samples; raises PollError."""
-    out = Samples()
+    out = Samples(SeriesLimits.of(t))
     if t.format == "json":
         try:
             document = json.loads(text)
@@ -304,6 +305,13 @@ def map_body(text: str, t: AppTarget) -> AppDocument:
         resident = parsed.first("process_resident_memory_bytes")
         _caches(parsed, out)
         runtime, malformed = chosen.name, parsed.malformed
+    # Implausible figures (1e308, negative) are counted and then treated as absent.
+    sane = replace(heap, used=plausible_bytes(heap.used), limit=plausible_bytes(heap.limit),
+                   total_used=plausible_bytes(heap.total_used))
+    resident_sane = plausible_bytes(resident)
+    malformed += sum(a is not None and b is None for a, b in ((heap.used, sane.used), (heap.limit, sane.limit),
+                                                             (resident, resident_sane)))
+    heap, resident = sane, resident_sane
     if heap.used is None:
         raise PollError(E.PROTOCOL, f"no heap or process memory figure found ({runtime})")
     if not heap.limit and t.heap_limit:  # the target's heap_limit stands in for a runtime that reports none

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from exporter import catalog
+from exporter.snapshot import MAX_PLAUSIBLE_BYTES
 
 Parser = Callable[[str], float]
 
@@ -27,6 +28,14 @@ def finite(raw: str | None) -> float | None:
     except ValueError:
         return None
     return value if value is not None and math.isfinite(value) else None
+
+
+def plausible_bytes(raw: str | float | None) -> float | None:
+    """A byte count a source may compute with: finite and within +/- 1 EiB, else None. The
+    sample of the same field is refused (and counted) by ``Samples.add``; this keeps the
+    nonsense out of what is derived from it (1e308 - 1e308 = "0 bytes used")."""
+    value = finite(raw) if not isinstance(raw, float) else (raw if math.isfinite(raw) else None)
+    return value if value is not None and abs(value) <= MAX_PLAUSIBLE_BYTES else None
 
 
 def status(raw: str) -> float:

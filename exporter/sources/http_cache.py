@@ -37,7 +37,7 @@ from exporter import errors as E
 from exporter.errors import PollError
 from exporter.netio import Guard, GuardedHTTPConnection, authorization, classify_http_error, poll_tls_context
 from exporter.secrets import redact
-from exporter.snapshot import Samples
+from exporter.snapshot import Samples, SeriesLimits
 from exporter.sources.base import Reading, read_password
 from exporter.targets import HttpCacheTarget, ProbeURL
 
@@ -352,7 +352,7 @@ class HttpCacheSource:
     def poll(self, deadline: float) -> Reading:
         t = self.target
         headers = self._headers()
-        out = Samples()
+        out = Samples(SeriesLimits.of(t))
         failures: list[PollError] = []
         malformed = 0
         for probe in t.urls:

@@ -28,7 +28,7 @@ from exporter import catalog
 from exporter import errors as E
 from exporter.errors import PollError
 from exporter.netio import GuardedSocket, client_tls_context
-from exporter.snapshot import MemoryView, Samples
+from exporter.snapshot import MemoryView, Samples, SeriesLimits
 from exporter.sources.base import PersistentConnectionSource, Reading
 from exporter.sources.fields import (
     MICROSECONDS,
@@ -38,6 +38,7 @@ from exporter.sources.fields import (
     finite,
     gauge_field,
     number,
+    plausible_bytes,
     status,
 )
 from exporter.targets import MemcachedTarget
@@ -274,6 +275,10 @@ _HIT_MISS_OPS = ("get", "delete", "incr", "decr", "cas", "touch")
 
 # --- parsing ----------------------------------------------------------------------------
 
+_ITEMS_FAMILIES = tuple(f.metric for f in ITEMS_FIELDS.values()) + (LRU_HITS,)
+_SLABS_FAMILIES = tuple(f.metric for f in SLABS_FIELDS.values()) + (SLAB_COMMANDS,)
+
+
 def parse_stats(lines: list[str], section: str) -> dict[str, str]:
     """``STAT name value`` lines -> {name: value}. Anything else is a protocol error."""
     out: dict[str, str] = {}
@@ -366,7 +371,7 @@ class _History:
 
 def map_sections(s: Sections, target: MemcachedTarget, history: _History) -> Reading:
     """Turn parsed replies into samples, the unified memory view and the pressure signals."""
-    out = Samples()
+    out = Samples(SeriesLimits.of(target))
     t = _Tally(out)
     stats = s.stats
     store = (("store", MEMCACHED),)
@@ -393,18 +398,24 @@ def map_sections(s: Sections, target: MemcachedTarget, history: _History) -> Rea
         t.value(ACTIVE_SLABS, slab_flat.get("active_slabs"))
     if target.slabs:
         for cls, values in sorted(item_classes.items(), key=lambda kv: int(kv[0])):
+            if out.full:  # past the series cap: count the class, do not map it
+                out.skipped(_ITEMS_FAMILIES)
+                continue
             labels = (("slab", cls),)
             t.table(ITEMS_FIELDS, values, labels)
             for key, lru in LRU_HITS_FIELDS.items():
                 t.value(LRU_HITS, values.get(key), labels + (("lru", lru),))
         for cls, values in sorted(slab_classes.items(), key=lambda kv: int(kv[0])):
+            if out.full:
+                out.skipped(_SLABS_FAMILIES)
+                continue
             labels = (("slab", cls),)
             t.table(SLABS_FIELDS, values, labels)
             _commands(t, values, SLAB_COMMANDS, labels, ("cas_hits", "cas_badval"), global_stats=False)
 
     # Memory: what runs out is slab pages (total_malloced) against limit_maxbytes.
-    limit_maxbytes = finite(stats.get("limit_maxbytes")) or 0.0
-    used = finite(slab_flat.get("total_malloced")) if s.slabs is not None else None
+    limit_maxbytes = plausible_bytes(stats.get("limit_maxbytes")) or 0.0
+    used = plausible_bytes(slab_flat.get("total_malloced")) if s.slabs is not None else None
     if limit_maxbytes > 0:
         limit, limit_source = limit_maxbytes, "limit_maxbytes"
     elif target.memory_limit:
@@ -456,7 +467,7 @@ def _pressure(out: Samples, stats: dict[str, str], slab_classes: dict[str, dict[
     """Free page headroom and the per-class calcification signal."""
     if not have_slabs:
         return
-    malloced = finite(slab_flat.get("total_malloced")) or 0.0
+    malloced = plausible_bytes(slab_flat.get("total_malloced")) or 0.0
     pages = sum(finite(v.get("total_pages")) or 0.0 for v in slab_classes.values())
     page_size = malloced / pages if pages > 0 and malloced > 0 else DEFAULT_PAGE_SIZE
     pool = finite(stats.get("slab_global_page_pool")) or 0.0

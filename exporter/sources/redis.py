@@ -30,7 +30,7 @@ from exporter import catalog
 from exporter import errors as E
 from exporter.errors import PollError
 from exporter.netio import Guard, GuardedSocket, poll_tls_context
-from exporter.snapshot import MemoryView, Samples
+from exporter.snapshot import MemoryView, Samples, SeriesLimits
 from exporter.sources.base import PersistentConnectionSource, Reading
 from exporter.sources.fields import (
     MICROSECONDS,
@@ -42,6 +42,7 @@ from exporter.sources.fields import (
     gauge_field,
     number,
     percent,
+    plausible_bytes,
     status,
 )
 from exporter.targets import RedisTarget
@@ -340,12 +341,23 @@ def _slave(name: str, raw: str, out: Samples) -> None:
         out.add(SLAVE_LAG, float(kv["lag"]), labels)
 
 
-COMPOSITE_LINES: list[tuple[re.Pattern[str], Callable[[str, str, Samples], None]]] = [
-    (re.compile(r"db\d+"), _keyspace),
-    (re.compile(r"cmdstat_.+"), _cmdstat),
-    (re.compile(r"errorstat_.+"), _errorstat),
-    (re.compile(r"slave\d+"), _slave),
+@dataclass(frozen=True)
+class Composite:
+    """A kind of INFO line whose value holds several fields (``db0:keys=1,expires=0``)."""
+
+    pattern: str
+    handler: Callable[[str, str, Samples], None]
+    families: tuple[str, ...]  # what one line adds, for counting the lines skipped past the series cap
+
+
+COMPOSITE_LINES: list[Composite] = [
+    Composite(r"db\d+", _keyspace, (DB_KEYS, DB_KEYS_EXPIRING, DB_AVG_TTL)),
+    Composite(r"cmdstat_.+", _cmdstat, (CMD_CALLS, CMD_DURATION, CMD_REJECTED, CMD_FAILED)),
+    Composite(r"errorstat_.+", _errorstat, (ERRORS,)),
+    Composite(r"slave\d+", _slave, (SLAVE_OFFSET, SLAVE_LAG)),
 ]
+# One alternation, one match per line: group n is COMPOSITE_LINES[n - 1].
+_COMPOSITE = re.compile("|".join(f"({c.pattern})" for c in COMPOSITE_LINES))
 
 # maxmemory-policy -> does the store evict when full? None: depends on expiring keys.
 EVICTION_POLICIES: dict[str, bool | None] = {
@@ -381,14 +393,14 @@ ROLES = {"master": "primary", "primary": "primary", "slave": "replica", "replica
 class Info:
     fields: dict[str, str]
     sections: set[str]
-    composite: list[tuple[str, str]]
+    composite: list[tuple[Composite, str, str]]
 
 
 def parse_info(text: str) -> Info:
     """Split an INFO reply into plain fields, section names and composite lines."""
     fields: dict[str, str] = {}
     sections: set[str] = set()
-    composite: list[tuple[str, str]] = []
+    composite: list[tuple[Composite, str, str]] = []
     for line in text.splitlines():
         line = line.strip()
         if not line:
@@ -399,8 +411,9 @@ def parse_info(text: str) -> Info:
         key, sep, value = line.partition(":")
         if not sep:
             continue
-        if any(pattern.fullmatch(key) for pattern, _ in COMPOSITE_LINES):
-            composite.append((key, value))
+        kind = _COMPOSITE.fullmatch(key)
+        if kind is not None:
+            composite.append((COMPOSITE_LINES[kind.lastindex - 1], key, value))  # type: ignore[operator]
         else:
             fields[key] = value
     if "used_memory" not in fields or "redis_version" not in fields:
@@ -411,7 +424,7 @@ def parse_info(text: str) -> Info:
 
 def map_info(info: Info, target: RedisTarget, config: dict[str, str], now: float) -> Reading:
     """Turn a parsed INFO (and the last CONFIG GET values) into samples and a MemoryView."""
-    out = Samples()
+    out = Samples(SeriesLimits.of(target))
     malformed = 0
     f = info.fields
 
@@ -423,10 +436,12 @@ def map_info(info: Info, target: RedisTarget, config: dict[str, str], now: float
             out.add(field.metric, field.parse(raw))
         except ValueError:
             malformed += 1
-    for key, raw in info.composite:
-        handler = next(h for pattern, h in COMPOSITE_LINES if pattern.fullmatch(key))
+    for kind, key, raw in info.composite:
+        if out.full:  # 100k command names cost a second of CPU to parse only to be dropped
+            out.skipped(kind.families)
+            continue
         try:
-            handler(key, raw, out)
+            kind.handler(key, raw, out)
         except (KeyError, ValueError):
             malformed += 1
     for key, field in CONFIG_FIELDS.items():
@@ -468,11 +483,11 @@ def map_info(info: Info, target: RedisTarget, config: dict[str, str], now: float
 
 
 def _memory_view(out: Samples, f: dict[str, str], target: RedisTarget, policy: str) -> MemoryView:
-    used_memory = finite(f.get("used_memory"))
-    not_counted = finite(f.get("mem_not_counted_for_evict")) or 0.0
+    used_memory = plausible_bytes(f.get("used_memory"))
+    not_counted = plausible_bytes(f.get("mem_not_counted_for_evict")) or 0.0
     used = used_memory - not_counted if used_memory is not None else None
-    maxmemory = finite(f.get("maxmemory")) or 0.0
-    system = finite(f.get("total_system_memory")) or 0.0
+    maxmemory = plausible_bytes(f.get("maxmemory")) or 0.0
+    system = plausible_bytes(f.get("total_system_memory")) or 0.0
 
     # Effective limit: what the store enforces, else what kills it (config), else the host.
     candidates = (("maxmemory", maxmemory), ("config", target.memory_limit or 0), ("system", system))
@@ -489,7 +504,7 @@ def _memory_view(out: Samples, f: dict[str, str], target: RedisTarget, policy: s
         evicts = expiring_fraction(out) >= VOLATILE_MIN_EXPIRING
     return MemoryView(
         used=used, limit=limit, limit_source=limit_source,
-        resident=finite(f.get("used_memory_rss")), resident_limit=resident_limit,
+        resident=plausible_bytes(f.get("used_memory_rss")), resident_limit=resident_limit,
         evicts_when_full=evicts, eviction_policy=policy or None,
     )
 
@@ -671,7 +686,7 @@ class RedisSource(PersistentConnectionSource):
 
     def _fork_risk(self, info: Info, reading: Reading, now: float) -> None:
         """The largest fork copy-on-write seen in the window, against the hard limit."""
-        cow = max((finite(info.fields.get(k)) or 0.0 for k in _COW_FIELDS), default=0.0)
+        cow = max((plausible_bytes(info.fields.get(k)) or 0.0 for k in _COW_FIELDS), default=0.0)
         # One entry per run of equal values (stamped when last seen): COW sizes change only
         # after a fork, so this stays a handful of entries at any poll rate.
         if self.cow_history and self.cow_history[-1][1] == cow:
