@@ -60,7 +60,7 @@ class PollError(Exception):
         super().__init__(f"{text}: {self.detail}" if self.detail else text)
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def chain(exc: BaseException) -> list[BaseException]:
     seen: list[BaseException] = []
     while exc is not None and exc not in seen and len(seen) < 10:
         seen.append(exc)
@@ -70,7 +70,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 def classify_os_error(exc: BaseException) -> str | None:
     """Map a socket-level exception anywhere in the chain to a reason, or None."""
-    for e in _chain(exc):
+    for e in chain(exc):
         if isinstance(e, socket.gaierror):
             return DNS
         if isinstance(e, (ssl.SSLError, ssl.CertificateError)):

@@ -14,7 +14,7 @@ import ssl
 import time
 from typing import Any
 
-from exporter.errors import PROTOCOL, RESET, TIMEOUT, TLS, TOO_LARGE, PollError
+from exporter.errors import PROTOCOL, RESET, TIMEOUT, TLS, TOO_LARGE, PollError, chain
 from exporter.targets import TLSConfig
 
 
@@ -197,7 +197,9 @@ def classify_http_error(exc: BaseException) -> str | None:
     if isinstance(exc, ReplyTooLarge):
         return TOO_LARGE
     if isinstance(exc, http.client.IncompleteRead):
-        return RESET
+        # http.client turns a chunk-size line it cannot parse into IncompleteRead(b''), with
+        # the ValueError as its context: that is a malformed reply, not a cut connection.
+        return PROTOCOL if any(isinstance(e, ValueError) for e in chain(exc)) else RESET
     # A bad status line, > 100 header lines, a line > 64 KiB; RemoteDisconnected is an OSError (reset).
     if isinstance(exc, http.client.HTTPException) and not isinstance(exc, OSError):
         return PROTOCOL

@@ -121,6 +121,15 @@ def endless_chunked(s: HttpSession, req: Request) -> None:
         s.send(frame)
 
 
+def bad_chunk_size(s: HttpSession, req: Request) -> None:
+    """Chunked framing with a chunk-size line that is not hex: a malformed reply, not a reset
+    (http.client reports it as IncompleteRead, which read as "reset" before)."""
+    s.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"zz-not-hex\r\n" + NODE_BODY[:100] + b"\r\n")
+    s.wait_eof()
+    raise SessionClosed
+
+
 def trickle(s: HttpSession, req: Request) -> None:
     """A valid head, then the body one byte every 50 ms."""
     s.send(response("200 OK", headers={"Content-Type": PROM_TYPE}, content_length=len(NODE_BODY)))
@@ -196,6 +205,7 @@ FAILING: dict[str, tuple[Behaviour, str]] = {
     "endless": (endless_declared, "too_large"),
     "endless-close": (endless_until_close, "too_large"),
     "endless-chunked": (endless_chunked, "too_large"),
+    "bad-chunk": (bad_chunk_size, "protocol"),
     "trickle": (trickle, "timeout"),
     "stall": (stall_after_headers, "timeout"),
     "gzip-bomb": (gzip_bomb, "too_large"),
