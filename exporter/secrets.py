@@ -1,24 +1,61 @@
 """Read target secrets from env vars or files, and keep them out of every output.
 
 Secrets are read at connect time (so a rotated password file is picked up on the next
-reconnect) and remembered only in a redaction set; a logging filter and ``redact()`` scrub
-any remembered secret from log records, error messages and HTTP bodies as a last line of
-defence — the primary defence is that no code path formats a secret in the first place.
+reconnect) and remembered only in a redaction set; a logging filter, ``redact()`` and
+``redact_values()`` scrub any remembered secret from log records, error messages and HTTP
+bodies as a last line of defence — the primary defence is that no code path formats a
+secret in the first place.
+
+Redaction is structural because a password is just a string and may equal ordinary text.
+With the password ``null``, replacing substrings of the serialized /targets body rewrote
+every JSON ``null`` literal (invalid JSON), and a target named ``r_null`` became
+``r_<redacted>`` in the logs, hiding which target was failing. So:
+
+* JSON bodies are redacted value by value before serialization (``redact_values``): keys and
+  JSON syntax are never touched, nor the operator's own ``name`` and ``labels``.
+* Free text (log messages, error details, text responses) is scrubbed only where a secret
+  stands as a whole token (``redact``). A boundary is needed only on a side whose edge
+  character is a word character: ``p@ss!`` in ``auth:p@ss!@host`` is still scrubbed, as no
+  word goes on across its ``!``.
+
+The price is that a short secret glued inside a longer word (``null`` in ``nullify``) is left
+there; mangling names and words whenever a weak password is in use was the worse failure. A
+secret of ``LONG_SECRET_LENGTH`` or more characters is scrubbed even inside a longer word:
+it does not occur there by coincidence, so it was echoed (a hostile server naming a cache
+layer "x" + password), and a whole-token rule would let that through.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from exporter.targets import Credentials
 
 MAX_SECRET_FILE_SIZE = 64 * 1024
+MIN_SECRET_LENGTH = 3  # scrubbing 1-2 char strings would mangle ordinary text
+# A secret this long is no coincidence inside a longer word but an echo: scrubbed there too.
+LONG_SECRET_LENGTH = 16
 _REDACTED = "<redacted>"
-_known: set[str] = set()
+# ASCII on purpose: a non-ASCII letter next to a secret then counts as a separator, which
+# errs towards scrubbing.
+_WORD_CHARS = "A-Za-z0-9_"
+
+# Fields of a top-level JSON record that the operator wrote into the config to identify a
+# target; they are shown so the operator can find the target and are never a secret (the
+# config refuses credentials outside password_env/password_file). Scrubbing them would only
+# hide which target failed, e.g. a target named "cache-null" with the password "null".
+OPERATOR_FIELDS = frozenset({"name", "labels"})
+
+# Replaced as a whole under _lock, read without it: a reader sees an old or a new pattern,
+# never half of one. remember() runs at every reconnect, so it only recompiles for news.
+_known: frozenset[str] = frozenset()
+_pattern: re.Pattern[str] | None = None
 _lock = threading.Lock()
 
 
@@ -27,20 +64,70 @@ class SecretUnavailable(Exception):
 
 
 def remember(secret: str) -> None:
-    """Register a secret so that ``redact`` and the log filter can scrub it."""
-    if len(secret) >= 3:  # scrubbing 1-2 char strings would mangle ordinary text
-        with _lock:
-            _known.add(secret)
+    """Register a secret so that ``redact``, ``redact_values`` and the log filter scrub it."""
+    global _known, _pattern
+    if len(secret) < MIN_SECRET_LENGTH or secret in _known:
+        return
+    with _lock:
+        if secret not in _known:
+            known = _known | {secret}
+            _pattern = _compile(known)
+            _known = known
+
+
+def _compile(secrets: frozenset[str]) -> re.Pattern[str]:
+    """One alternation for all secrets; longest first so a secret wins over its own prefix."""
+    def token(secret: str) -> str:
+        # Each branch starts with its literal first character and checks the boundary before
+        # it with a two-character lookbehind after it: the regex engine then skips ahead to a
+        # possible first character, which scans a 100 KB text over 10x faster than with the
+        # lookbehind in front.
+        first, rest = re.escape(secret[0]), re.escape(secret[1:])
+        if len(secret) >= LONG_SECRET_LENGTH:
+            return first + rest
+        body = first + (f"(?<![{_WORD_CHARS}]{first})" if _is_word_char(secret[0]) else "") + rest
+        if _is_word_char(secret[-1]):
+            body += f"(?![{_WORD_CHARS}])"
+        return body
+    return re.compile("|".join(token(s) for s in sorted(secrets, key=lambda s: (-len(s), s))))
+
+
+def _is_word_char(char: str) -> bool:
+    return re.fullmatch(f"[{_WORD_CHARS}]", char) is not None
 
 
 def redact(text: str) -> str:
-    """Replace every known secret in ``text``."""
-    with _lock:
-        secrets = sorted(_known, key=len, reverse=True)
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, _REDACTED)
-    return text
+    """Replace every known secret that stands as a whole token in ``text`` (a long one anywhere)."""
+    pattern = _pattern
+    return text if pattern is None else pattern.sub(_REDACTED, text)
+
+
+def redact_values(payload: object, keep: frozenset[str] = OPERATOR_FIELDS) -> object:
+    """A copy of a JSON-able ``payload`` with every string value redacted.
+
+    Dict keys are left alone, and so are the ``keep`` fields of the top-level record(s): the
+    payload itself if it is a dict, or the dicts directly inside it if it is a list.
+    """
+    pattern = _pattern
+    if pattern is None:
+        return payload
+    if isinstance(payload, (list, tuple)):
+        return [_walk(v, pattern.sub, keep) for v in payload]
+    return _walk(payload, pattern.sub, keep)
+
+
+_SCALARS = (int, float, type(None))  # bool is an int
+
+
+def _walk(value: object, sub: Callable[[str, str], str], keep: frozenset[str] = frozenset()) -> object:
+    # Scalars are handled inline, without a call per leaf: /targets has thousands of them.
+    if isinstance(value, dict):
+        return {k: v if k in keep or isinstance(v, _SCALARS) else sub(_REDACTED, v) if isinstance(v, str)
+                else _walk(v, sub) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [v if isinstance(v, _SCALARS) else sub(_REDACTED, v) if isinstance(v, str)
+                else _walk(v, sub) for v in value]
+    return sub(_REDACTED, value) if isinstance(value, str) else value
 
 
 def read_password(creds: Credentials) -> str | None:
@@ -72,10 +159,15 @@ def read_password(creds: Credentials) -> str | None:
 
 
 class RedactingFilter(logging.Filter):
-    """Scrub known secrets from a record's final message (args included)."""
+    """Scrub known secrets from a record's rendered message, traceback and stack.
+
+    The rendered message is scrubbed, never the format string or the formatted line: a
+    secret can be split between format and args, and the formatted line is the handler's
+    syntax (logfmt quoting, JSON) that a replacement must not break.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _known:
+        if _pattern is None:
             return True
         try:
             message = record.getMessage()
@@ -83,10 +175,15 @@ class RedactingFilter(logging.Filter):
             return True
         cleaned = redact(message)
         if cleaned != message or record.args:
+            # Freeze what was checked: args rendered again later could render differently.
             record.msg, record.args = cleaned, None
         if record.exc_info and record.exc_info[1] is not None:
             # Tracebacks are rendered later by the formatter; pre-render and scrub them now.
             formatter = logging.Formatter()
             record.exc_text = redact(formatter.formatException(record.exc_info))
             record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True

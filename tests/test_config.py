@@ -49,7 +49,8 @@ UNSET_VAR = "CE_TEST_SURELY_UNSET_PASSWORD_VAR"
 @pytest.fixture(autouse=True)
 def _isolated_secrets(monkeypatch):
     """Secrets remembered by one test must not leak into another's redaction set."""
-    monkeypatch.setattr(secrets, "_known", set())
+    monkeypatch.setattr(secrets, "_known", frozenset())
+    monkeypatch.setattr(secrets, "_pattern", None)
     monkeypatch.delenv(UNSET_VAR, raising=False)
 
 
@@ -881,3 +882,48 @@ def test_redacting_filter_leaves_clean_records_alone():
     log, out = _capturing_logger()
     log.info("polled %d keys in %s", 42, "db")
     assert out.getvalue() == "INFO polled 42 keys in db\n"
+
+
+# A password is just a string and may equal ordinary text. "null" is the worst case: it is a JSON
+# literal, part of names like "r_null", and a plain English word in error messages.
+def test_redacting_filter_keeps_names_and_scrubs_whole_words():
+    for secret in ("null", "p@ss!", "-x-"):
+        remember(secret)
+    log, out = _capturing_logger()
+    log.warning("target %s (%s) is down: %s", "r_null", "10.0.0.5:6379", "password null rejected")
+    log.info("target %s: nullable fields, %d nulls", "null_cache", 3)
+    log.error("dial redis://auth:p@ss!@host failed; token a-x-b; not xp@ss!")
+    try:
+        raise RuntimeError("target r_null: password null rejected")
+    except RuntimeError:
+        log.exception("target %s: unexpected error", "r_null")
+    lines = out.getvalue().splitlines()
+    assert lines[:4] == [
+        "WARNING target r_null (10.0.0.5:6379) is down: password <redacted> rejected",
+        "INFO target null_cache: nullable fields, 3 nulls",
+        # "!" and "-" are not word characters: a letter next to them does not extend the secret.
+        "ERROR dial redis://auth:<redacted>@host failed; token a<redacted>b; not xp@ss!",
+        "ERROR target r_null: unexpected error",
+    ]
+    assert lines[-1] == "RuntimeError: target r_null: password <redacted> rejected"
+
+
+def test_redact_requires_a_boundary_only_on_word_character_edges():
+    long_secret = "a" * secrets.LONG_SECRET_LENGTH
+    for secret in ("null", "p@ss!", "-x-", "Zm9vOmJhcg==", long_secret):
+        remember(secret)
+    cases = {
+        "password null rejected": "password <redacted> rejected",
+        "null": "<redacted>",
+        "(null)": "(<redacted>)",
+        "r_null nullify null2 Null": "r_null nullify null2 Null",
+        "auth:p@ss!@host": "auth:<redacted>@host",
+        "p@ss!word": "<redacted>word",  # the secret ends in "!": what follows cannot extend it
+        "xp@ss!": "xp@ss!",  # ...but it starts with "p": "xp@ss!" is another word
+        "a-x-b": "a<redacted>b",
+        "Basic Zm9vOmJhcg==x": "Basic <redacted>x",
+        "Basic xZm9vOmJhcg==": "Basic xZm9vOmJhcg==",
+        # A long secret inside a longer word was echoed, not met by chance: scrubbed anyway.
+        f"x{long_secret}y": "x<redacted>y",
+    }
+    assert {text: redact(text) for text in cases} == cases
