@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from exporter import __version__
 from exporter.exposition import CONTENT_TYPE
-from exporter.secrets import redact
+from exporter.secrets import redact, redact_values
 
 if TYPE_CHECKING:
     from exporter.daemon import Daemon
@@ -84,7 +84,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, redact(text).encode("utf-8"), "text/plain; charset=utf-8", extra)
 
     def _json(self, status: int, payload: object) -> None:
-        body = redact(json.dumps(payload, indent=2, sort_keys=True)) + "\n"
+        # Redact values, not the serialized text: a secret such as "null" must not rewrite syntax.
+        body = json.dumps(redact_values(payload), indent=2, sort_keys=True) + "\n"
         self._send(status, body.encode("utf-8"), "application/json")
 
     # routes: path -> {method: handler}

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import logging
 import os
 import socket
 import subprocess
 import sys
+import threading
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -25,6 +29,8 @@ from exporter.config import (
     load_config,
     parse_config,
 )
+from exporter.errors import AUTH, PollError
+from exporter.http import make_server
 from exporter.secrets import RedactingFilter, SecretUnavailable, read_password, redact, remember
 from exporter.targets import (
     DEFAULT_FORECAST_WINDOW,
@@ -886,6 +892,80 @@ def test_redacting_filter_leaves_clean_records_alone():
 
 # A password is just a string and may equal ordinary text. "null" is the worst case: it is a JSON
 # literal, part of names like "r_null", and a plain English word in error messages.
+
+class _TargetsApp:
+    """Just enough of a Daemon for exporter.http to serve /targets."""
+
+    def __init__(self, payload: list[dict]) -> None:
+        self.payload = payload
+
+    def targets_status(self) -> list[dict]:
+        return self.payload
+
+
+def _serve(app: _TargetsApp):
+    server = make_server("127.0.0.1:0", app)  # type: ignore[arg-type]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _get(server, path: str) -> tuple[int, str]:
+    url = f"http://127.0.0.1:{server.server_address[1]}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_targets_json_with_secret_null_keeps_syntax_names_and_labels():
+    remember("null")
+    error = PollError(AUTH, "server said: password null rejected")
+    payload = [
+        {"name": "r_null", "type": "redis", "address": "10.0.0.5:6379", "labels": {"team": "null-ish"},
+         "memory_limit_bytes": None, "up": False, "polls": 3, "last_poll_time": 1700000000.5,
+         "last_success_time": None, "last_error": {"reason": error.reason, "message": str(error)}},
+        {"name": "cache-null", "type": "redis", "address": "10.0.0.6:6379", "labels": {"null": "null"},
+         "memory_limit_bytes": 2**30, "up": True, "polls": 3, "last_poll_time": 1700000000.5,
+         "last_success_time": 1700000000.5, "last_error": None,
+         "details": {"role": "master", "null": "null", "config": {"requirepass": "null", "save": ""},
+                     "findings": [{"check": "x", "message": "password null is weak"}]}},
+    ]
+    server = _serve(_TargetsApp(copy.deepcopy(payload)))
+    try:
+        status, body = _get(server, "/targets")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert status == 200
+    data = json.loads(body)  # every JSON null literal survived
+    assert [t["name"] for t in data] == ["r_null", "cache-null"]
+    assert data[0]["labels"] == {"team": "null-ish"} and data[1]["labels"] == {"null": "null"}
+    assert data[0]["memory_limit_bytes"] is None and data[0]["last_success_time"] is None
+    assert data[1]["last_error"] is None
+    # The error message carries the secret as a word: scrubbed, the rest of the message intact.
+    assert data[0]["last_error"] == {
+        "reason": "auth",
+        "message": "authentication or authorization failed: server said: password <redacted> rejected"}
+    # Values below the top-level record are data, not names: scrubbed. Keys never are.
+    assert data[1]["details"] == {"role": "master", "null": "<redacted>",
+                                  "config": {"requirepass": "<redacted>", "save": ""},
+                                  "findings": [{"check": "x", "message": "password <redacted> is weak"}]}
+    assert payload[1]["details"]["null"] == "null"  # the caller's data is not modified
+
+
+def test_text_responses_redact_whole_tokens_only():
+    remember("null")
+    server = _serve(_TargetsApp([]))
+    try:
+        assert _get(server, "/r_null") == (404, "not found: /r_null\n")
+        assert _get(server, "/nullable/x") == (404, "not found: /nullable/x\n")
+        assert _get(server, "/x/null") == (404, "not found: /x/<redacted>\n")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_redacting_filter_keeps_names_and_scrubs_whole_words():
     for secret in ("null", "p@ss!", "-x-"):
         remember(secret)

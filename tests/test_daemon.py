@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -246,3 +247,35 @@ def test_targets_json_has_no_secrets(redis_factory, exporter_factory, tmp_path):
     assert next(t for t in data if t["name"] == "bad")["last_error"]["reason"] == "auth"
     for blob in (text, ep.metrics().text, ep.log()):
         assert SECRET not in blob
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_password_that_is_ordinary_text_is_scrubbed_only_as_a_word(redis_factory, exporter_factory):
+    """The password "null" is a JSON literal and part of the target name "r_null"; scrubbing it as a
+    substring broke the /targets JSON and renamed the target in the log."""
+    server = redis_factory(password="null")
+    ep = exporter_factory({"global": fast_global(), "targets": [
+        redis_target("r_null", server, password_env="PW", labels={"team": "null-ish"}),
+        redis_target("r_wrong", server, password_env="WRONG")]}, env={"PW": "null", "WRONG": "nullnull"})
+    ep.wait_polls("r_wrong", 2)
+    status, body, _ = ep.get("/targets")
+    assert status == 200
+    data = {t["name"]: t for t in json.loads(body)}
+    assert set(data) == {"r_null", "r_wrong"}
+    assert data["r_null"]["up"] is True and data["r_null"]["last_error"] is None
+    assert data["r_null"]["labels"] == {"team": "null-ish"}
+    assert data["r_wrong"]["up"] is False and data["r_wrong"]["last_error"]["reason"] == "auth"
+    log = ep.log()
+    assert "target r_null (" in log and "target r_wrong (" in log
+    as_word = re.compile(r"(?<![A-Za-z0-9_])(?:null|nullnull)(?![A-Za-z0-9_])")
+    assert not as_word.search(log)
+    # Everything but the operator's own name and labels ("null-ish" stays) is scrubbed.
+    values = [{k: v for k, v in t.items() if k not in ("name", "labels")} for t in data.values()]
+    assert not [s for s in _strings(values) if as_word.search(s)]
