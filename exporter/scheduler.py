@@ -32,7 +32,7 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExe
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from exporter import audit, catalog
+from exporter import audit, catalog, secrets
 from exporter import errors as E
 from exporter.errors import PollError
 from exporter.exposition import label_prefix, render_chunks
@@ -280,6 +280,8 @@ class Scheduler:
         return changes
 
     def _add(self, target: Target, first_delay: float = 0.0) -> None:
+        # The operator's names stay readable in logs and errors even if they contain a secret.
+        secrets.public(target.name, *(value for _, value in target.labels))
         rt = TargetRuntime(target, source_for(target))
         self.runtimes[target.name] = rt
         first = datetime.fromtimestamp(time.time() + first_delay, UTC)

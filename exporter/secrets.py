@@ -13,16 +13,15 @@ every JSON ``null`` literal (invalid JSON), and a target named ``r_null`` became
 
 * JSON bodies are redacted value by value before serialization (``redact_values``): keys and
   JSON syntax are never touched, nor the operator's own ``name`` and ``labels``.
-* Free text (log messages, error details, text responses) is scrubbed only where a secret
-  stands as a whole token (``redact``). A boundary is needed only on a side whose edge
-  character is a word character: ``p@ss!`` in ``auth:p@ss!@host`` is still scrubbed, as no
-  word goes on across its ``!``.
+* In free text (log messages, error details, text responses) a secret is scrubbed wherever
+  it occurs, even inside a longer word: a server that echoes it glued to other text ("x" +
+  password as a cache name) must not get it through. What is never scrubbed are the names
+  the operator gave (``public``: target names and static label values), wherever they
+  stand: ``r_null`` stays ``r_null``. A name equal to the secret is public anyway: it is the
+  ``target`` label of every series.
 
-The price is that a short secret glued inside a longer word (``null`` in ``nullify``) is left
-there; mangling names and words whenever a weak password is in use was the worse failure. A
-secret of ``LONG_SECRET_LENGTH`` or more characters is scrubbed even inside a longer word:
-it does not occur there by coincidence, so it was echoed (a hostile server naming a cache
-layer "x" + password), and a whole-token rule would let that through.
+The price is that a weak password also scrubs ordinary words containing it (``null`` in
+``nullable``): erring towards scrubbing, never towards a leak.
 """
 
 from __future__ import annotations
@@ -39,12 +38,8 @@ if TYPE_CHECKING:
 
 MAX_SECRET_FILE_SIZE = 64 * 1024
 MIN_SECRET_LENGTH = 3  # scrubbing 1-2 char strings would mangle ordinary text
-# A secret this long is no coincidence inside a longer word but an echo: scrubbed there too.
-LONG_SECRET_LENGTH = 16
+MAX_PUBLIC_NAMES = 100_000  # names kept whole; past this, new names are not protected (and no harm done)
 _REDACTED = "<redacted>"
-# ASCII on purpose: a non-ASCII letter next to a secret then counts as a separator, which
-# errs towards scrubbing.
-_WORD_CHARS = "A-Za-z0-9_"
 
 # Fields of a top-level JSON record that the operator wrote into the config to identify a
 # target; they are shown so the operator can find the target and are never a secret (the
@@ -55,6 +50,7 @@ OPERATOR_FIELDS = frozenset({"name", "labels"})
 # Replaced as a whole under _lock, read without it: a reader sees an old or a new pattern,
 # never half of one. remember() runs at every reconnect, so it only recompiles for news.
 _known: frozenset[str] = frozenset()
+_public: frozenset[str] = frozenset()
 _pattern: re.Pattern[str] | None = None
 _lock = threading.Lock()
 
@@ -71,35 +67,45 @@ def remember(secret: str) -> None:
     with _lock:
         if secret not in _known:
             known = _known | {secret}
-            _pattern = _compile(known)
+            _pattern = _compile(known, _public)
             _known = known
 
 
-def _compile(secrets: frozenset[str]) -> re.Pattern[str]:
-    """One alternation for all secrets; longest first so a secret wins over its own prefix."""
-    def token(secret: str) -> str:
-        # Each branch starts with its literal first character and checks the boundary before
-        # it with a two-character lookbehind after it: the regex engine then skips ahead to a
-        # possible first character, which scans a 100 KB text over 10x faster than with the
-        # lookbehind in front.
-        first, rest = re.escape(secret[0]), re.escape(secret[1:])
-        if len(secret) >= LONG_SECRET_LENGTH:
-            return first + rest
-        body = first + (f"(?<![{_WORD_CHARS}]{first})" if _is_word_char(secret[0]) else "") + rest
-        if _is_word_char(secret[-1]):
-            body += f"(?![{_WORD_CHARS}])"
-        return body
-    return re.compile("|".join(token(s) for s in sorted(secrets, key=lambda s: (-len(s), s))))
+def public(*names: str) -> None:
+    """Register names the operator gave (target names, static label values): never scrubbed."""
+    global _public, _pattern
+    new = {n for n in names if n and n not in _public}
+    if not new or len(_public) >= MAX_PUBLIC_NAMES:
+        return
+    with _lock:
+        names_now = _public | new
+        _public = names_now
+        if _known:
+            _pattern = _compile(_known, names_now)
 
 
-def _is_word_char(char: str) -> bool:
-    return re.fullmatch(f"[{_WORD_CHARS}]", char) is not None
+def _compile(secrets: frozenset[str], names: frozenset[str]) -> re.Pattern[str]:
+    """One alternation: the public names that contain a secret first (a match there is kept
+    whole), then the secrets, longest first so a secret wins over its own prefix."""
+    relevant = sorted((n for n in names if any(s in n for s in secrets)), key=lambda n: (-len(n), n))
+    alternatives = "|".join(re.escape(s) for s in sorted(secrets, key=lambda s: (-len(s), s)))
+    if relevant:
+        return re.compile("(" + "|".join(re.escape(n) for n in relevant) + ")|" + alternatives)
+    return re.compile(alternatives)
+
+
+def _replace(match: re.Match[str]) -> str:
+    return match.group(1) if match.lastindex else _REDACTED
+
+
+def _sub(pattern: re.Pattern[str], text: str) -> str:
+    return pattern.sub(_replace if pattern.groups else _REDACTED, text)
 
 
 def redact(text: str) -> str:
-    """Replace every known secret that stands as a whole token in ``text`` (a long one anywhere)."""
+    """Replace every known secret in ``text``, except inside the operator's own names."""
     pattern = _pattern
-    return text if pattern is None else pattern.sub(_REDACTED, text)
+    return text if pattern is None else _sub(pattern, text)
 
 
 def redact_values(payload: object, keep: frozenset[str] = OPERATOR_FIELDS) -> object:
@@ -111,9 +117,12 @@ def redact_values(payload: object, keep: frozenset[str] = OPERATOR_FIELDS) -> ob
     pattern = _pattern
     if pattern is None:
         return payload
+
+    def sub(_: str, text: str) -> str:
+        return _sub(pattern, text)
     if isinstance(payload, (list, tuple)):
-        return [_walk(v, pattern.sub, keep) for v in payload]
-    return _walk(payload, pattern.sub, keep)
+        return [_walk(v, sub, keep) for v in payload]
+    return _walk(payload, sub, keep)
 
 
 _SCALARS = (int, float, type(None))  # bool is an int

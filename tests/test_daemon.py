@@ -257,7 +257,7 @@ def _strings(value: object) -> list[str]:
     return [value] if isinstance(value, str) else []
 
 
-def test_password_that_is_ordinary_text_is_scrubbed_only_as_a_word(redis_factory, exporter_factory):
+def test_password_that_is_ordinary_text_keeps_json_and_names_intact(redis_factory, exporter_factory):
     """The password "null" is a JSON literal and part of the target name "r_null"; scrubbing it as a
     substring broke the /targets JSON and renamed the target in the log."""
     server = redis_factory(password="null")
@@ -275,7 +275,7 @@ def test_password_that_is_ordinary_text_is_scrubbed_only_as_a_word(redis_factory
     log = ep.log()
     assert "target r_null (" in log and "target r_wrong (" in log
     as_word = re.compile(r"(?<![A-Za-z0-9_])(?:null|nullnull)(?![A-Za-z0-9_])")
-    assert not as_word.search(log)
+    assert not as_word.search(log.replace("r_null", ""))
     # Everything but the operator's own name and labels ("null-ish" stays) is scrubbed.
     values = [{k: v for k, v in t.items() if k not in ("name", "labels")} for t in data.values()]
     assert not [s for s in _strings(values) if as_word.search(s)]
