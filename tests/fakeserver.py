@@ -472,3 +472,43 @@ def assert_not_delayed(m: Metrics, latencies: list[float], store: str) -> None:
     for name in ("stall", "trickle"):
         assert m.value("cache_up", target=name, store=store) == 0
         assert errors_by_reason(m, name)["timeout"] >= 2, errors_by_reason(m, name)
+
+
+# --- hostile but valid: a huge reply ------------------------------------------------------
+
+HUGE_INTERVAL = 2.0  # the huge-reply labs: long enough for an 8 MB reply on a busy machine
+
+
+def assert_huge_reply_capped(ep: ExporterProcess, target: str, store: str, family: str, good: str,
+                             seconds: float = 12.0) -> Metrics:
+    """A target answering a valid but huge reply is polled successfully with at most its
+    max_series (default 10,000) series, the cut counted for ``family``; meanwhile the healthy
+    target ``good`` keeps its schedule (no skipped poll, no error, every interval polled)."""
+    m = wait_metrics(ep, lambda m: m.value("cache_up", target=target, store=store) == 1, timeout=30,
+                     message=f"{target} polled successfully")
+    start_good = m.value("cache_exporter_polls_total", target=good)
+    start_huge = m.value("cache_exporter_polls_total", target=target)
+    time.sleep(seconds)
+    m = ep.metrics()
+    series = sum(1 for s in m.samples if s[1].get("target") == target)
+    own = sum(1 for s in m.samples if s[1].get("target") == target and s[0].startswith("cache_exporter_"))
+    assert series - own <= 10_000 + 100, series  # the cap, plus what the scheduler adds (forecast, up)
+    assert m.value("cache_exporter_target_series", target=target) <= 10_100
+    dropped = m.value("cache_exporter_series_dropped_total", target=target, family=family, reason="max_series")
+    assert dropped and dropped > 0, "the cut must be counted for the family that was cut"
+    assert m.value("cache_memory_used_bytes", target=target, store=store) is not None  # essentials kept
+    assert m.value("cache_up", target=target, store=store) == 1
+    assert m.value("cache_exporter_polls_total", target=target) - start_huge >= seconds / HUGE_INTERVAL - 2
+    # The healthy neighbour: every scheduled poll ran (+-1 for the edges of the window), none skipped.
+    polls = m.value("cache_exporter_polls_total", target=good) - start_good
+    assert polls >= seconds / HUGE_INTERVAL - 1, f"{good} polled {polls} times in {seconds} s"
+    for name in (good, target):
+        assert m.value("cache_exporter_polls_skipped_total", target=name) == 0, name
+    assert sum(errors_by_reason(m, good).values()) == 0, errors_by_reason(m, good)
+    assert m.value("cache_up", target=good, store=store) == 1
+    _, body, _ = ep.get("/metrics")
+    assert len(body) < 4 * 2**20, f"/metrics is {len(body)} bytes"
+    assert max(len(line) for line in body.split(b"\n")) < 4096
+    rss = rss_bytes(ep.proc.pid)
+    assert rss < 250 * 2**20, f"exporter RSS {rss / 2**20:.0f} MiB"
+    return m

@@ -27,12 +27,14 @@ from conftest import ExporterProcess, Metrics, fast_global, free_port, wait_unti
 pytest.register_assert_rewrite("fakeserver")
 from conftest import start_exporter  # noqa: E402
 from fakeserver import (  # noqa: E402
+    HUGE_INTERVAL,
     Behaviour,
     FakeHttp,
     HttpSession,
     Request,
     ServerStopping,
     SessionClosed,
+    assert_huge_reply_capped,
     assert_polls_cut_at_timeout,
     assert_secret_not_exposed,
     errors_by_reason,
@@ -487,3 +489,33 @@ def test_daemon_survives_every_fault(lab: Lab) -> None:
     assert ep.get("/healthz")[0] == 200
     assert ep.get("/readyz")[0] == 200
     assert ep.stop() == 0
+
+
+# --- a valid but huge body --------------------------------------------------------------------
+
+def huge_body(caches: int = 6_000) -> bytes:
+    """A Node app's metrics plus 6,000 in-process caches (18,000 cache samples: all kept lines
+    fit the parser's 20,000, the series do not fit the 10,000 cap)."""
+    lines = [NODE_BODY.decode(), "# TYPE cache_size gauge"]
+    lines += [f'cache_size{{cache="c{i}"}} {i}' for i in range(caches)]
+    lines += ["# TYPE cache_gets_total counter"]
+    for i in range(caches):
+        lines += [f'cache_gets_total{{cache="c{i}",result="hit"}} 5',
+                  f'cache_gets_total{{cache="c{i}",result="miss"}} 1']
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_huge_valid_body_is_capped_and_does_not_delay_a_healthy_app(exporter_factory) -> None:
+    body = huge_body()
+    good_fake = FakeHttp(good, name="good")
+    fake = FakeHttp(serve(body), name="huge")
+    try:
+        ep = exporter_factory({"global": {"interval": f"{HUGE_INTERVAL}s", "timeout": f"{HUGE_INTERVAL * 0.75}s"},
+                               "targets": [app_target("good", good_fake.port), app_target("huge", fake.port)]})
+        m = assert_huge_reply_capped(ep, "huge", "app", "cache_items", "good")
+        assert m.value("cache_memory_used_bytes", target="huge", store="app") == NODE_USED
+        assert ep.stop() == 0
+    finally:
+        fake.close()
+        good_fake.close()
+    assert not fake.errors and not good_fake.errors

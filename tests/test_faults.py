@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from conftest import ExporterProcess, fast_global, free_port, redis_target, wait_until
@@ -22,12 +23,14 @@ from conftest import ExporterProcess, fast_global, free_port, redis_target, wait
 pytest.register_assert_rewrite("fakeserver")
 from conftest import start_exporter  # noqa: E402
 from fakeserver import (  # noqa: E402
+    HUGE_INTERVAL,
     REASONS,
     FakeServer,
     ServerStopping,
     Session,
     assert_daemon_survived,
     assert_down,
+    assert_huge_reply_capped,
     assert_never_overlaps,
     assert_not_delayed,
     assert_polls_cut_at_timeout,
@@ -221,6 +224,21 @@ REDIS5_INFO = (
 )
 
 
+def huge_info() -> bytes:
+    """Valid INFO from a real Redis 7 plus 100k command names and 10k databases (~8 MB)."""
+    base = (Path(__file__).parent / "fixtures" / "info_redis_7.0.txt").read_text().replace("\n", "\r\n")
+    lines = [base, "# Commandstats"]
+    lines += [f"cmdstat_c{i}:calls=1,usec=2,usec_per_call=2.0,rejected_calls=0,failed_calls=0"
+              for i in range(100_000)]
+    lines += ["# Keyspace"] + [f"db{i}:keys=1,expires=0,avg_ttl=0" for i in range(10_000)]
+    return "\r\n".join(lines).encode()
+
+
+def huge(s: Session) -> None:
+    body = s.server.huge_body  # type: ignore[attr-defined]
+    s.send(b"$%d\r\n%s\r\n" % (len(body), body))
+
+
 def redis5_info(s: Session) -> None:
     """A well-behaved Redis 5: valid INFO (Redis 5 only has RESP2; HELLO is unknown to it)."""
     s.send(b"$%d\r\n%s\r\n" % (len(REDIS5_INFO), REDIS5_INFO))
@@ -384,3 +402,42 @@ def test_recovers_when_a_real_server_takes_over(redis_factory, exporter_factory)
     assert status["up"] is True and status["last_error"] is None
     assert "flaky is up again after" in ep.log()
     assert ep.stop() == 0
+
+
+# --- a valid but huge INFO ----------------------------------------------------------------
+
+def test_huge_valid_info_is_capped_and_does_not_delay_a_healthy_target(redis_server, exporter_factory) -> None:
+    """330,050 series, a 23 MB /metrics, 353 MiB RSS and a healthy target delayed by 3.1 s before."""
+    fake = FakeRedis(huge, name="huge")
+    fake.huge_body = huge_info()  # type: ignore[attr-defined]
+    try:
+        interval = HUGE_INTERVAL
+        ep = exporter_factory({"global": {"interval": f"{interval}s", "timeout": f"{interval * 0.75}s"},
+                               "targets": [redis_target("real", redis_server),
+                                           {"name": "huge", "type": "redis", "url": fake.url}]})
+        assert_huge_reply_capped(ep, "huge", "redis", "redis_commands_total", "real")
+        assert "redis_commands_total dropped by max_series (10000)" in ep.log()
+        assert ep.stop() == 0
+    finally:
+        fake.close()
+    assert not fake.errors, fake.errors
+
+
+def test_a_poll_cut_by_the_watchdog_never_leaves_its_socket_behind(exporter_factory) -> None:
+    """A reply that arrives in time but takes longer than the timeout to parse: the watchdog
+    records the timeout and shuts the socket down while the poll thread still works on it.
+    Before, the source kept that socket, and the next poll failed as ``reset`` (in a soak,
+    each of 245 resets directly followed a timeout). Every poll here must be a timeout."""
+    fake = FakeRedis(huge, name="slow-parse")
+    fake.huge_body = huge_info()  # type: ignore[attr-defined]
+    try:
+        ep = exporter_factory({"global": {"interval": "1s", "timeout": "0.2s"},
+                               "targets": [{"name": "slow", "type": "redis", "url": fake.url}]})
+        m = wait_metrics(ep, lambda m: (m.value("cache_exporter_polls_total", target="slow") or 0) >= 6,
+                         timeout=30, message="6 polls")
+        errors = {r: n for r, n in errors_by_reason(m, "slow").items() if n}
+        assert set(errors) == {"timeout"}, errors
+        assert fake.connections >= 5  # a new connection for every poll after a timeout
+        assert ep.stop() == 0
+    finally:
+        fake.close()

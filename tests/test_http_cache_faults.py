@@ -251,6 +251,25 @@ def timed(fn: Callable[[], object]) -> tuple[object, float]:
 # --- huge and too many headers ----------------------------------------------------------------
 
 
+def test_huge_valid_response_keeps_the_series_of_a_small_one(fake, source) -> None:
+    """The hostile-but-valid case of this source: a header block just under max_header_bytes (a
+    long valid Cache-Status list whose nearest cache has a 10 KB name) and a 1 GB body. What an
+    http_cache target exports is fixed by its config (the URLs) and bounded label values (the
+    layer is cut at 64 characters), so the series are exactly those of a small answer."""
+    big_name = "edge-" + "x" * 10_000
+    members = ", ".join(f"cache{i}; fwd=miss" for i in range(2400)) + f", {big_name}; hit; ttl=30"
+    assert 50_000 < len(members) < 60 * 1024
+    huge_head = head_bytes("200 OK", [("Cache-Status", members), ("Content-Length", str(2**30))], None)
+    server = fake({"/huge": raw(huge_head, end="stall"),
+                   "/small": answer("200 OK", [("Cache-Status", "edge; hit; ttl=30")], b"ok")})
+    reading = poll(source([server.url("/huge"), server.url("/small")]))
+    huge, small = by_url(reading, server.url("/huge")), by_url(reading, server.url("/small"))
+    assert huge["http_cache_probe_success"] == 1 and huge["info.cache_status"] == "hit"
+    assert set(huge) == set(small)
+    assert len(huge["info.layer"]) <= 64 and huge["info.layer"].startswith("edge-x")
+    assert not reading.samples.dropped and not reading.samples.implausible
+
+
 def test_one_100_kib_header_line_is_a_protocol_error(fake, source) -> None:
     """http.client refuses a header line over 64 KiB (LineTooLong) before the guard's byte budget
     (max_header_bytes 64 KiB + 64 KiB drain) is reached: a malformed reply, ``protocol``."""

@@ -27,6 +27,7 @@ from conftest import ExporterProcess, Metrics, fast_global, free_port, memcached
 pytest.register_assert_rewrite("fakeserver")
 from conftest import start_exporter  # noqa: E402
 from fakeserver import (  # noqa: E402
+    HUGE_INTERVAL,
     REASONS,
     FakeServer,
     ServerStopping,
@@ -34,6 +35,7 @@ from fakeserver import (  # noqa: E402
     SessionClosed,
     assert_daemon_survived,
     assert_down,
+    assert_huge_reply_capped,
     assert_never_overlaps,
     assert_not_delayed,
     assert_polls_cut_at_timeout,
@@ -625,3 +627,30 @@ def test_bad_targets_do_not_delay_a_real_memcached(memcached_factory, exporter_f
         stall.close()
         slow.close()
     assert not stall.errors and not slow.errors, (stall.errors, slow.errors)
+
+
+# --- a valid but huge reply -----------------------------------------------------------------
+
+def huge_slabs(classes: int = 20_000) -> dict[str, bytes]:
+    """``stats slabs`` and ``stats items`` for 20,000 slab classes (a real memcached has at most 63)."""
+    slabs: dict[str, object] = {"active_slabs": classes, "total_malloced": MALLOCED}
+    items: dict[str, object] = {}
+    for c in range(1, classes + 1):
+        slabs.update({f"{c}:chunk_size": 96, f"{c}:chunks_per_page": 10922, f"{c}:total_pages": 1,
+                      f"{c}:used_chunks": 1, f"{c}:free_chunks": 10921, f"{c}:get_hits": 3, f"{c}:cmd_set": 4})
+        items.update({f"items:{c}:number": 1, f"items:{c}:age": 100, f"items:{c}:evicted": 0})
+    return {"stats slabs": stat_reply(slabs), "stats items": stat_reply(items)}
+
+
+def test_huge_valid_reply_is_capped_and_does_not_delay_a_real_memcached(memcached_factory, exporter_factory) -> None:
+    """60,034 series from 20,000 slab classes before."""
+    server = memcached_factory(args=["-m", "8"])
+    fake = FakeMemcached(huge_slabs(), name="huge")
+    try:
+        ep = exporter_factory({"global": {"interval": f"{HUGE_INTERVAL}s", "timeout": f"{HUGE_INTERVAL * 0.75}s"},
+                               "targets": [memcached_target("real", server), fake_target("huge", fake)]})
+        assert_huge_reply_capped(ep, "huge", "memcached", "memcached_slab_chunk_size_bytes", "real")
+        assert ep.stop() == 0
+    finally:
+        fake.close()
+    assert not fake.errors, fake.errors
