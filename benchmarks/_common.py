@@ -118,10 +118,10 @@ class RedisServer:
 def publish_cost(reading, target: str, store: str, up_family: str, rounds: int,
                  static_labels: tuple[tuple[str, str], ...]) -> tuple[float, float, int]:
     """Per-poll CPU of the scheduler's publish step for one reading, run through the scheduler's own
-    code: (snapshot + stats + render, render_chunks only, chunk bytes)."""
+    code: (snapshot + stats + render, rendering snapshot and stats only, chunk bytes)."""
     from exporter import catalog
     from exporter.exposition import label_prefix, render_chunks
-    from exporter.scheduler import PollStats, published_samples
+    from exporter.scheduler import PollStats, published_chunks
     from exporter.snapshot import Samples, Snapshot
 
     base = Samples()
@@ -136,9 +136,8 @@ def publish_cost(reading, target: str, store: str, up_family: str, rounds: int,
     for _ in range(rounds):
         t0 = time.process_time()
         snapshot = Snapshot(target, store, True, time.time(), base, reading.memory)
-        samples = published_samples(snapshot, stats)
         t1 = time.process_time()
-        chunks = render_chunks(samples, prefix)
+        chunks = published_chunks(render_chunks(snapshot.samples, prefix), stats, prefix)
         t2 = time.process_time()
         total += t2 - t0
         render_only += t2 - t1

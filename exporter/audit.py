@@ -10,6 +10,7 @@ audit`` evaluates them once and exits non-zero for CI/CD. A check whose inputs a
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -140,13 +141,23 @@ def _is_local(target: Target) -> bool:
     return False
 
 
+HOST_READ_TTL = 60.0  # host settings change by hand, rarely; reading them every poll cost ~20 % of the CPU
+_host_reads: dict[str, tuple[float, str | None]] = {}
+
+
 def _read(path: str) -> str | None:
-    root = os.environ.get("CACHE_EXPORTER_HOST_ROOT", "/")
+    full = os.path.join(os.environ.get("CACHE_EXPORTER_HOST_ROOT", "/"), path)
+    now = time.monotonic()
+    cached = _host_reads.get(full)
+    if cached is not None and cached[0] > now:
+        return cached[1]
     try:
-        with open(os.path.join(root, path), encoding="ascii", errors="replace") as fh:
-            return fh.read(4096).strip()
+        with open(full, encoding="ascii", errors="replace") as fh:
+            value: str | None = fh.read(4096).strip()
     except OSError:
-        return None
+        value = None
+    _host_reads[full] = (now + HOST_READ_TTL, value)
+    return value
 
 
 def _host_overcommit(f: Facts) -> Result:

@@ -71,22 +71,24 @@ class Samples:
         value = float(value)
         if not (math.isfinite(value) or (allow_inf and math.isinf(value))):
             return
-        spec = catalog.find(family)
-        if spec is not None and math.isfinite(value) and (
-                (value < 0 and spec.type == catalog.COUNTER)
-                or (abs(value) > MAX_PLAUSIBLE_BYTES and spec.name.endswith("_bytes"))):
-            self.implausible += 1
-            return
+        # The catalog is consulted only for the rare values that need it (this runs ~300 times a poll).
+        if (value < 0 or value > MAX_PLAUSIBLE_BYTES) and math.isfinite(value):
+            spec = catalog.find(family)
+            if spec is not None and ((value < 0 and spec.type == catalog.COUNTER)
+                                     or (abs(value) > MAX_PLAUSIBLE_BYTES and family.endswith("_bytes"))):
+                self.implausible += 1
+                return
         limits = self.limits
         if limits is not None:
             if labels and any(len(v) > limits.max_label_value_length for _, v in labels):
                 self._drop(family, LABEL_TOO_LONG)
                 return
-            if len(self._items) >= limits.max_series and not (
-                    spec is not None and spec.essential
-                    and not any(k in spec.optional_labels for k, _ in labels)):
-                self._drop(family, MAX_SERIES)
-                return
+            if len(self._items) >= limits.max_series:
+                spec = catalog.find(family)
+                if not (spec is not None and spec.essential
+                        and not any(k in spec.optional_labels for k, _ in labels)):
+                    self._drop(family, MAX_SERIES)
+                    return
         self._items.append(Sample(family, labels, value, suffix))
 
     @property
