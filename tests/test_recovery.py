@@ -461,6 +461,7 @@ class Fault:
     up: Poll | None = None  # the exporter's first successful poll that began after t_fault
     failed: list[Poll] = field(default_factory=list)  # polls that began after t_fault and failed before `up`
     late: list[Poll] = field(default_factory=list)  # of those, the ones that began after t_back
+    eventually: float | None = None  # not up in time: when it was, after all (seconds after t_back)
 
     @property
     def recovery(self) -> float | None:
@@ -703,6 +704,10 @@ def test_recovers_from_every_outage(scale_name: str, tmp_path: Path, redis_facto
             time.sleep(scale.observe)
         threads_after, fds_after = monitor.resources()
         t1, counters1 = _counters(ep, names)
+        for f in lab.faults:
+            if f.up is None and f.t_back is not None:  # not up in time: was it by the end of the run?
+                late = monitor.first(f.target, lambda p, f=f: p.up and p.start > f.t_fault)
+                f.eventually = None if late is None else late.end - f.t_back
         stop.set()
         monitor.thread.join(10)
 
@@ -774,13 +779,15 @@ def _thread_bound(names: list[str]) -> int:
     """How many more threads than at warm-up the exporter may have after the last recovery.
 
     The poll pool starts a thread when a poll finds none idle (several targets timing out at
-    once during the faults), and a thread exits only after 30 s without work. While polls keep
-    coming, an idle thread is handed one well within 30 s, so the threads an outage needed may
-    legitimately all still be there when the test measures, seconds after the last recovery. A
-    target never holds more than one poll thread at a time (its polls never overlap), so the
-    pool never needs more threads than there are targets: warm-up already had at least one,
-    so the others are at most ``len(names) - 1`` more. Beyond that, anything an outage left
-    behind (a thread per reconnect, per timeout) is a leak.
+    once during the faults), and a thread exits only after 30 s without work. New work goes to
+    the thread that has waited longest, so work rotates over all of them and a thread goes 30 s
+    without any only when there are fewer polls in 30 s than threads; here there are more at
+    either scale (7 targets every 15 s: 14 polls in 30 s). So every thread an outage started
+    may legitimately still be there when the test measures, seconds after the last recovery.
+    A target never holds more than one poll thread at a time (its polls never overlap), so the
+    pool never needs more threads than there are targets, and warm-up already had one: at most
+    ``len(names) - 1`` more. Anything beyond that (a thread per reconnect, per timeout, per
+    outage) is a leak.
     """
     return len(names) - 1
 
@@ -788,22 +795,24 @@ def _thread_bound(names: list[str]) -> int:
 def _problems(scale: Scale, lab: Lab, fig: dict[str, Any]) -> list[str]:
     problems = []
     for f in lab.faults:
-        what = f"{f.target} {f.kind} (D={f.down_for:g}s, back at {f.t_back:.2f})"
+        assert f.t_back is not None
+        what = f"{f.target} {f.kind} (D={f.down_for:g}s; poll starts relative to the server being back)"
         if f.up is None:
+            after = "none by the end of the run" if f.eventually is None else f"the first {f.eventually:.1f}s after"
             problems.append(f"{what}: no successful poll within {lab.wait_limit(f.target):.1f}s of the server being "
-                            f"back (bound {f.bound:.2f}s); failed since: {_reasons(f.failed)}")
+                            f"back (bound {f.bound:.2f}s; {after}); failed: {_reasons(f.failed, f.t_back)}")
         elif f.recovery is not None and f.recovery > f.bound:
             problems.append(f"{what}: first successful poll {f.recovery:.2f}s after the server was back "
                             f"(bound {f.bound:.2f}s = interval + timeout + slack)")
         if f.late:
             problems.append(f"{what}: {len(f.late)} poll(s) that began after the server was back failed: "
-                            f"{_reasons(f.late)}")
+                            f"{_reasons(f.late, f.t_back)}")
         if f.kind != "crash-loop" and not f.failed:
             problems.append(f"{what}: no poll failed during the outage (the fault was not seen)")
         unexpected = {p.reason for p in f.failed} - EXPECTED_REASONS[f.kind]
         if unexpected:
             problems.append(f"{what}: failed polls with unexpected reasons {sorted(map(str, unexpected))}: "
-                            f"{_reasons(f.failed)}")
+                            f"{_reasons(f.failed, f.t_back)}")
     for name, p in fig["polls"].items():
         if p["skipped"]:
             problems.append(f"{name}: {p['skipped']} polls skipped")
@@ -820,5 +829,7 @@ def _problems(scale: Scale, lab: Lab, fig: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _reasons(polls: list[Poll]) -> str:
-    return ", ".join(f"{p.reason}@{p.start:.2f}" for p in polls) or "none"
+def _reasons(polls: list[Poll], since: float, shown: int = 6) -> str:
+    """``reason@start`` of the first few polls, ``start`` in seconds relative to ``since``."""
+    text = ", ".join(f"{p.reason}@{p.start - since:+.2f}s" for p in polls[:shown]) or "none"
+    return text + (f" (+{len(polls) - shown} more)" if len(polls) > shown else "")
