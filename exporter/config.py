@@ -12,7 +12,10 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Callable
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -72,6 +75,11 @@ class LoadResult:
     warnings: list[str] = field(default_factory=list)
 
 
+class _TooManyProblems(Exception):
+    """Raised by ``_Checker.error`` past MAX_PROBLEMS: nobody reads the rest, and aliases can make
+    one problem repeat thousands of times (each a difflib lookup or a str() of the value)."""
+
+
 class _Checker:
     """Walks the YAML tree, recording problems with their YAML paths."""
 
@@ -82,6 +90,8 @@ class _Checker:
 
     def error(self, path: str, message: str) -> None:
         self.problems.append((path, message))
+        if len(self.problems) > MAX_PROBLEMS:
+            raise _TooManyProblems
 
     def warn(self, path: str, message: str) -> None:
         self.warnings.append(f"{self.source}: {path}: {message}")
@@ -173,61 +183,282 @@ def _env_name(value: Any) -> str:
     return name
 
 
+# Aliases let a few hundred bytes of YAML stand for billions of nodes ("billion laughs").
+# PyYAML builds each anchored node once and shares it, but everything that walks the
+# document afterwards (our checks, str() in a message) pays for the expanded size. So the
+# node graph is measured before anything is built: aliases may add at most this many nodes,
+# and this many characters of scalars, to what the file spells out. Without aliases a
+# document is bounded by MAX_CONFIG_SIZE instead. Real configs use aliases for shared
+# defaults (`<<: *defaults`): 1000 targets merging a 20-node, 500-character block add 20,000
+# nodes and 0.5 MB; the limits leave 5x and 8x headroom, and checking the largest document
+# they admit takes well under a second.
+MAX_ALIAS_NODES = 100_000
+MAX_ALIAS_CHARS = 4 * 2**20
+MAX_PROBLEMS = 100  # stop looking after this many
+# A config nests 4 levels (targets[0].caches.users.hits). Deeper nesting costs PyYAML's scanner
+# time quadratic in the depth of [ and { (a 6 kB line of "[" took a second) and its composer a
+# Python stack frame per level, so it is refused as it is read.
+MAX_NESTING = 64
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_VALUE_TAG = "tag:yaml.org,2002:value"
+_INT_TAG = "tag:yaml.org,2002:int"
+_SATURATE = 2**62  # expanded counts stop growing here: an alias bomb must not cost big-int arithmetic
+
+
+class _TooManyDigits:
+    """Stands in for an integer too long for Python to read (``sys.get_int_max_str_digits()``).
+
+    Built instead of failing inside PyYAML, so that the document walk can report it with its
+    YAML path rather than only a line number.
+    """
+
+    def __init__(self, digits: int, mark: yaml.Mark) -> None:
+        self.digits = digits
+        self.line = mark.line + 1
+
+    def __repr__(self) -> str:
+        return f"<a number with {self.digits} digits>"
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last."""
+    """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last,
+    and that reports any value it cannot build as a YAML error at the value's line."""
 
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._flattened: set[yaml.MappingNode] = set()
+        self._depth = 0
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    loader.flatten_mapping(node)
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if isinstance(key, (str, int, float, bool)) and key in seen:
+    def fetch_flow_collection_start(self, TokenClass: type) -> None:  # noqa: N803 - PyYAML's name
+        if self.flow_level >= MAX_NESTING:
+            raise yaml.scanner.ScannerError(None, None, f"nested deeper than {MAX_NESTING} levels", self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_NESTING} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """Check ``node``'s own keys for duplicates, then resolve its merge keys (``<<: *t``).
+
+        Replaces PyYAML's version, which checks nothing, and in which the precedence among
+        merged mappings depends on the PyYAML release (6.0.4 lets the later one win). YAML's
+        merge key type: a key written in the mapping wins over a merged one, and of
+        ``<<: [*a, *b]`` the earlier mapping wins. Only keys written in the same mapping are
+        duplicates. Runs once per node: PyYAML calls it for each mapping it builds and for each
+        mapping merged into another, in no fixed order, and it rewrites ``node.value`` to
+        include the merged pairs.
+        """
+        if node in self._flattened:
+            return
+        self._flattened.add(node)
+        own: list[tuple[yaml.Node, yaml.Node]] = []
+        merged: list[yaml.MappingNode] = []
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for source in sources:
+                    if not isinstance(source, yaml.MappingNode):
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping", node.start_mark,
+                            f"expected a mapping or a list of mappings to merge, but found {source.id}",
+                            source.start_mark)
+                    self.flatten_mapping(source)
+                    merged.append(source)
+                continue
+            if key_node.tag == _VALUE_TAG:  # the `=` key: PyYAML reads it as the string "="
+                key_node.tag = "tag:yaml.org,2002:str"
+            own.append((key_node, value_node))
+            if isinstance(key_node, yaml.ScalarNode):
+                key = self.construct_object(key_node)
+                if isinstance(key, (str, int, float, bool)):
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {_shown(key)}", key_node.start_mark)
+                    seen.add(key)
+        if merged:
+            # The mapping is built from these pairs in order, a later pair replacing an earlier.
+            node.value = [pair for source in reversed(merged) for pair in source.value] + own
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception:
+            # e.g. `!!int ""` (IndexError), `2001-02-30` (ValueError), `!!bool maybe` (KeyError).
+            # The value is not quoted: it may be a secret.
+            kind = node.tag.rsplit(":", 1)[-1] if node.tag.startswith("tag:yaml.org,2002:") else node.tag
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
-        if isinstance(key, (str, int, float, bool)):
-            seen.add(key)
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+                None, None, f"this value cannot be read as {kind[:40]}", node.start_mark) from None
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            digits = sum(ch.isdigit() for ch in node.value)
+            if digits > sys.get_int_max_str_digits() > 0:
+                return _TooManyDigits(digits, node.start_mark)
+            raise
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_UniqueKeyLoader.add_constructor(_INT_TAG, _UniqueKeyLoader.construct_yaml_int)
+
+
+def _check_expansion(root: yaml.Node) -> tuple[str, str] | None:
+    """Where and why the node graph under ``root`` is refused (a cycle, or aliases adding too
+    much), or None.
+
+    Linear in the distinct nodes and edges: each node's expanded size is computed once,
+    from its children's, and remembered by identity.
+    """
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, expanded scalar characters)
+    open_: set[int] = set()  # nodes whose children are being measured: the path from the root
+    distinct_nodes = distinct_chars = 0
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            nodes, chars = 1, 0
+            for child in _children(node):
+                child_nodes, child_chars = sizes[id(child)]
+                nodes += child_nodes
+                chars += child_chars
+            sizes[key] = (min(nodes, _SATURATE), min(chars, _SATURATE))
+            open_.discard(key)
+            continue
+        if key in sizes:
+            continue
+        if key in open_:
+            mark = node.start_mark
+            return (f"line {mark.line + 1}, column {mark.column + 1}",
+                    "an alias inside this anchored node refers to the node itself (a recursive alias); "
+                    "a config cannot be recursive")
+        if isinstance(node, yaml.ScalarNode):
+            distinct_nodes += 1
+            distinct_chars += len(node.value)
+            sizes[key] = (1, len(node.value))
+            continue
+        distinct_nodes += 1
+        open_.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node))
+    nodes, chars = sizes[id(root)]
+    if nodes - distinct_nodes > MAX_ALIAS_NODES:
+        return "", f"the YAML expands to more than {MAX_ALIAS_NODES} extra nodes through aliases (an alias bomb?)"
+    if chars - distinct_chars > MAX_ALIAS_CHARS:
+        return "", (f"the YAML expands to more than {MAX_ALIAS_CHARS // 2**20} MiB of extra text through aliases "
+                    "(an alias bomb?)")
+    return None
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 def load_config(path: str) -> LoadResult:
-    """Read and validate ``path``; raises ConfigError (with every problem) on failure."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_CONFIG_SIZE + 1)
-    except OSError as exc:
-        raise ConfigError(path, [("", f"cannot read config file: {exc.strerror or exc}")]) from None
-    if len(raw) > MAX_CONFIG_SIZE:
-        raise ConfigError(path, [("", "config file is larger than 1 MiB")])
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(path, [("", f"config file is not UTF-8 (byte {exc.start})")]) from None
-    return parse_config(text, path)
+    """Read and validate ``path``; raises ConfigError (with every problem) on failure, nothing else."""
+    with _only_config_errors(path):
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_CONFIG_SIZE + 1)
+        except OSError as exc:
+            raise ConfigError(path, [("", f"cannot read config file: {exc.strerror or exc}")]) from None
+        if len(raw) > MAX_CONFIG_SIZE:
+            raise ConfigError(path, [("", "config file is larger than 1 MiB")])
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(path, [("", f"config file is not UTF-8 (byte {exc.start})")]) from None
+        return parse_config(text, path)
 
 
 def parse_config(text: str, source: str) -> LoadResult:
-    """Validate YAML text; ``source`` names it in messages."""
+    """Validate YAML text; ``source`` names it in messages. Raises ConfigError, nothing else."""
+    with _only_config_errors(source):
+        try:
+            document = _load_yaml(text, source)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(source, [(where, f"invalid YAML: {problem}")]) from None
+        except RecursionError:
+            raise ConfigError(source, [("", "invalid YAML: nesting too deep")]) from None
+        return build_config(document, source)
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    """The document in ``text``, refused before it is built if aliases would blow it up."""
+    loader = _UniqueKeyLoader(text)
     try:
-        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(source, [(where, f"invalid YAML: {problem}")]) from None
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        problem = _check_expansion(root)
+        if problem:
+            raise ConfigError(source, [problem])
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+@contextmanager
+def _only_config_errors(source: str) -> Iterator[None]:
+    """The last line of defence: whatever escapes the checks becomes a ConfigError.
+
+    A bug here must cost one rejected config, never a crashed reload or a traceback from
+    ``check-config``. The message names the exception type and the code line, never the
+    exception text: that may quote a value from the file, and a value may be a secret.
+    """
+    try:
+        yield
+    except ConfigError:
+        raise
     except RecursionError:
-        raise ConfigError(source, [("", "invalid YAML: nesting too deep")]) from None
-    return build_config(document, source)
+        raise ConfigError(source, [("", "nesting too deep")]) from None
+    except Exception as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+        raise ConfigError(source, [("", f"cannot be loaded: internal error {type(exc).__name__}{where} "
+                                        "(please report this)")]) from None
 
 
 def build_config(document: Any, source: str) -> LoadResult:
-    """Validate an already-parsed document (used by tests and the built-in default)."""
+    """Validate an already-parsed document (used by tests and the built-in default).
+
+    Raises ConfigError, nothing else."""
+    with _only_config_errors(source):
+        return _build_config(document, source)
+
+
+def _build_config(document: Any, source: str) -> LoadResult:
     c = _Checker(source)
     if document is None:
         raise ConfigError(source, [("", "config is empty; it needs a 'targets' list")])
+    try:
+        _check_values(c, document)
+        if c.problems:
+            raise ConfigError(source, c.problems)
+        return _validate(c, document, source)
+    except _TooManyProblems:
+        shown = c.problems[:MAX_PROBLEMS]
+        raise ConfigError(source, [*shown, ("", f"more problems not shown (stopped after {MAX_PROBLEMS})")]) from None
+
+
+def _validate(c: _Checker, document: Any, source: str) -> LoadResult:
     top = c.mapping(document, "", {"global", "targets"})
     if top is None:
         raise ConfigError(source, c.problems)
@@ -254,6 +485,80 @@ def build_config(document: Any, source: str) -> LoadResult:
     if c.problems:
         raise ConfigError(source, c.problems)
     return LoadResult(Config(glob, tuple(targets), source), c.warnings)
+
+
+def _check_values(c: _Checker, document: Any) -> None:
+    """Refuse, at their YAML paths, values no later check or renderer should ever see.
+
+    Strings with NUL (the OS refuses it in a path, Prometheus in a label) or with characters
+    that have no UTF-8 form (unpaired surrogates, from YAML's "\\ud800" escape); integers too
+    long for Python to print. Keys too. Each distinct object is looked at once, so an object
+    shared through aliases costs one visit; the first path it is found at names it.
+    """
+    seen: set[int] = set()
+    stack: list[tuple[Any, str]] = [(document, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            items = list(node.items())
+            for key, value in reversed(items):  # reversed: problems come out in document order
+                problem = _bad_value(key, seen)
+                if problem:
+                    c.error(_join(path, _shown_key(key)), f"this key {problem}")
+                else:
+                    stack.append((value, _join(path, str(key))))
+        elif isinstance(node, (list, tuple, set, frozenset)):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            items = list(node)
+            stack.extend((item, _join(path, i)) for i, item in reversed(list(enumerate(items))))
+        else:
+            problem = _bad_value(node, seen)
+            if problem:
+                c.error(path, problem)
+
+
+def _bad_value(value: Any, seen: set[int]) -> str | None:
+    """What is wrong with a scalar (None if nothing); ``seen`` remembers strings found clean."""
+    if isinstance(value, str):
+        if id(value) in seen or value.isascii() and "\0" not in value:
+            return None
+        if "\0" in value:
+            return "contains a NUL character (\\0)"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (f"contains U+{ord(value[exc.start]):04X}, which is not a character (an unpaired surrogate); "
+                    "it cannot be written as UTF-8")
+        seen.add(id(value))
+    elif isinstance(value, _TooManyDigits):
+        return (f"is a number with too many digits ({value.digits}; at most {sys.get_int_max_str_digits()} "
+                f"can be read), on line {value.line}")
+    elif isinstance(value, int) and value.bit_length() > 10_000:
+        try:
+            str(value)
+        except ValueError:
+            return f"is a number with too many digits; at most {sys.get_int_max_str_digits()} can be read"
+    return None
+
+
+def _shown_key(key: Any) -> str:
+    """A bad key for a YAML path, what cannot be printed escaped (keys are names, not secrets)."""
+    if isinstance(key, str):
+        text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in key[:60])
+        return text + ("..." if len(key) > 60 else "")
+    return "<a number>"
+
+
+def _shown(key: Any) -> str:
+    """``repr`` of a key for a message, printable even if the key holds a surrogate or a newline."""
+    if isinstance(key, int) and not isinstance(key, bool) and key.bit_length() > 10_000:
+        return "(a very long number)"
+    return ascii(key)[:200] if isinstance(key, str) and not key.isprintable() else repr(key)[:200]
 
 
 def _global(c: _Checker, node: Any) -> GlobalConfig:
@@ -683,6 +988,10 @@ def _probe_urls(c: _Checker, t: dict[str, Any], path: str) -> tuple[ProbeURL, ..
     has_url, has_urls = t.get("url") is not None, t.get("urls") is not None
     if has_url == has_urls:
         c.error(path, "set either url (optionally with paths) or urls")
+        return ()
+    listed = t["urls"] if has_urls else t.get("paths")
+    if isinstance(listed, list) and len(listed) > MAX_PROBE_URLS:  # before parsing thousands of them
+        c.error(path, f"{len(listed)} URLs; at most {MAX_PROBE_URLS} per target (each is a label value)")
         return ()
     found: list[ProbeURL] = []
     if has_urls:
