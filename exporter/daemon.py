@@ -57,7 +57,11 @@ class Daemon:
             # Signal handlers only set flags; the reload itself runs here, in the main thread.
             if self._reload_requested.wait(timeout=0.2):
                 self._reload_requested.clear()
-                self.reload()
+                try:
+                    self.reload()
+                except Exception:  # a bug while applying a config must not end the process
+                    self._mark_reload(ok=False)
+                    log.exception("config reload failed")
         self.stop()
         return 0
 
@@ -75,10 +79,16 @@ class Daemon:
                 return True, f"running the {BUILTIN}; nothing to reload"
             try:
                 loaded = load_config(self.config_path)
-            except ConfigError as exc:
+            except Exception as exc:
+                # load_config raises only ConfigError; anything else would be a bug in it, and a
+                # bug must cost this reload, not the running config or the process.
                 self._mark_reload(ok=False)
-                log.error("config reload failed, keeping the running config:\n%s", exc)
-                return False, f"config reload failed, keeping the running config:\n{exc}"
+                reason = str(exc) if isinstance(exc, ConfigError) else \
+                    f"{self.config_path}: cannot be loaded: internal error {type(exc).__name__}"
+                # The path may hold undecodable bytes (surrogate escapes): keep the text UTF-8-safe.
+                reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")
+                log.error("config reload failed, keeping the running config:\n%s", reason)
+                return False, f"config reload failed, keeping the running config:\n{reason}"
             for warning in loaded.warnings:
                 log.warning("%s", warning)
             changes = self.scheduler.apply(loaded.config.targets)
