@@ -28,9 +28,10 @@ from exporter.targets import (
     DEFAULT_FORECAST_WINDOW,
     DEFAULT_INTERVAL,
     DEFAULT_LISTEN,
+    DEFAULT_MAX_LABEL_VALUE_LENGTH,
     DEFAULT_MAX_REPLY_SIZE,
+    DEFAULT_MAX_SERIES,
     DEFAULT_PROBE_INTERVAL,
-    DEFAULT_RECONNECT_BACKOFF_MAX,
     DEFAULT_TIMEOUT,
     V8_YOUNG_GENERATION_RESERVE,
     AppTarget,
@@ -561,11 +562,30 @@ def _shown(key: Any) -> str:
     return ascii(key)[:200] if isinstance(key, str) and not key.isprintable() else repr(key)[:200]
 
 
+def _int_between(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return value
+    return parse
+
+
+# What one poll of a target may produce; global defaults, per-target overrides.
+_LIMIT_KEYS: dict[str, Callable[[Any], int]] = {
+    "max_series": _int_between(100, 1_000_000),
+    "max_label_value_length": _int_between(64, 65_536),
+}
+
+
 def _global(c: _Checker, node: Any) -> GlobalConfig:
     g = c.mapping(node, "global", {"interval", "timeout", "labels", "forecast_window",
-                                   "reconnect_backoff_max", "max_reply_size"})
+                                   "reconnect_backoff_max", "max_reply_size", *_LIMIT_KEYS})
     if g is None:
         return GlobalConfig()
+    if "reconnect_backoff_max" in g:
+        c.warn("global.reconnect_backoff_max", "is no longer used and can be removed: a target that is down "
+                                               "gets one connection attempt per poll, so it is seen again "
+                                               "within one interval of coming back")
     interval = c.take(g, "interval", "global", _positive_duration(0.1), DEFAULT_INTERVAL)
     timeout = c.take(g, "timeout", "global", _positive_duration(0.05), min(DEFAULT_TIMEOUT, interval))
     if timeout > interval:
@@ -576,9 +596,10 @@ def _global(c: _Checker, node: Any) -> GlobalConfig:
         timeout=timeout,
         labels=_labels(c, g.get("labels"), "global.labels"),
         forecast_window=c.take(g, "forecast_window", "global", _positive_duration(60), DEFAULT_FORECAST_WINDOW),
-        reconnect_backoff_max=c.take(g, "reconnect_backoff_max", "global", _positive_duration(0.1),
-                                     DEFAULT_RECONNECT_BACKOFF_MAX),
         max_reply_size=c.take(g, "max_reply_size", "global", _positive_size(64 * 1024), DEFAULT_MAX_REPLY_SIZE),
+        max_series=c.take(g, "max_series", "global", _LIMIT_KEYS["max_series"], DEFAULT_MAX_SERIES),
+        max_label_value_length=c.take(g, "max_label_value_length", "global", _LIMIT_KEYS["max_label_value_length"],
+                                      DEFAULT_MAX_LABEL_VALUE_LENGTH),
     )
 
 
@@ -610,7 +631,7 @@ def _labels(c: _Checker, node: Any, path: str) -> tuple[tuple[str, str], ...]:
 
 
 _MEMORY_KEYS = ("memory_limit", "role")  # about the memory a target holds
-_COMMON_KEYS = {"name", "type", "labels", "interval", "timeout", *_MEMORY_KEYS}
+_COMMON_KEYS = {"name", "type", "labels", "interval", "timeout", *_MEMORY_KEYS, *_LIMIT_KEYS}
 ROLES = ("cache", "database")
 _CREDENTIAL_KEYS = {"username", "password_env", "password_file"}
 TargetBuilder = Callable[["_Checker", dict[str, Any], str, dict[str, Any]], Target | None]
@@ -662,8 +683,8 @@ def _target(c: _Checker, node: Any, path: str, glob: GlobalConfig) -> Target | N
     common = dict(
         name=name, type=kind, interval=interval, timeout=timeout, labels=tuple(sorted(labels.items())),
         memory_limit=c.take(t, "memory_limit", path, _positive_size(1), None) if spec.holds_memory else None,
-        max_reply_size=glob.max_reply_size, reconnect_backoff_max=glob.reconnect_backoff_max,
-        forecast_window=glob.forecast_window,
+        max_reply_size=glob.max_reply_size, forecast_window=glob.forecast_window,
+        **{key: c.take(t, key, path, parse, getattr(glob, key)) for key, parse in _LIMIT_KEYS.items()},
         role=c.take(t, "role", path, _one_of(ROLES), None) if spec.holds_memory else None,
     )
     target = spec.build(c, t, path, common)
@@ -1053,14 +1074,6 @@ def _http_cache_target(c: _Checker, t: dict[str, Any], path: str, common: dict[s
         credentials=_credentials(c, t, path, username_required=False),
         tls=tls,
     )
-
-
-def _int_between(low: int, high: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"expected a whole number from {low} to {high}")
-        return value
-    return parse
 
 
 _KINDS: dict[str, _Kind] = {

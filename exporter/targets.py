@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 DEFAULT_INTERVAL = 15.0
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_FORECAST_WINDOW = 3600.0
-DEFAULT_RECONNECT_BACKOFF_MAX = 30.0
 DEFAULT_MAX_REPLY_SIZE = 16 * 2**20
 # A Redis has ~1.5k series (240 commands x 4), a memcached with 63 slab classes ~2.5k: 10k is
 # room for any real store, and keeps a hostile one to ~1 MB of /metrics.
@@ -57,7 +56,6 @@ class Target:
     labels: tuple[tuple[str, str], ...] = ()
     memory_limit: int | None = None
     max_reply_size: int = DEFAULT_MAX_REPLY_SIZE
-    reconnect_backoff_max: float = DEFAULT_RECONNECT_BACKOFF_MAX
     forecast_window: float = DEFAULT_FORECAST_WINDOW
     role: str | None = None  # "cache" (data is disposable) or "database" (data must survive)
     max_series: int = DEFAULT_MAX_SERIES
@@ -218,8 +216,9 @@ class GlobalConfig:
     timeout: float = DEFAULT_TIMEOUT
     labels: tuple[tuple[str, str], ...] = ()
     forecast_window: float = DEFAULT_FORECAST_WINDOW
-    reconnect_backoff_max: float = DEFAULT_RECONNECT_BACKOFF_MAX
     max_reply_size: int = DEFAULT_MAX_REPLY_SIZE
+    max_series: int = DEFAULT_MAX_SERIES
+    max_label_value_length: int = DEFAULT_MAX_LABEL_VALUE_LENGTH
 
 
 @dataclass(frozen=True)

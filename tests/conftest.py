@@ -493,6 +493,6 @@ def redis_target(name: str, server: RedisServer, **extra: object) -> dict:
 
 def fast_global(**extra: object) -> dict:
     """Global settings for tests: fast polls, short timeouts."""
-    g: dict[str, object] = {"interval": "0.5s", "timeout": "0.4s", "reconnect_backoff_max": "0.5s"}
+    g: dict[str, object] = {"interval": "0.5s", "timeout": "0.4s"}
     g.update(extra)
     return g

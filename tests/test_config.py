@@ -35,8 +35,9 @@ from exporter.secrets import RedactingFilter, SecretUnavailable, read_password, 
 from exporter.targets import (
     DEFAULT_FORECAST_WINDOW,
     DEFAULT_INTERVAL,
+    DEFAULT_MAX_LABEL_VALUE_LENGTH,
     DEFAULT_MAX_REPLY_SIZE,
-    DEFAULT_RECONNECT_BACKOFF_MAX,
+    DEFAULT_MAX_SERIES,
     DEFAULT_TIMEOUT,
     AppTarget,
     Config,
@@ -127,8 +128,8 @@ global:
     env: prod
     team: cache
   forecast_window: 2h
-  reconnect_backoff_max: 1m
   max_reply_size: 32MiB
+  max_series: 5000
 targets:
   - name: main
     type: redis
@@ -142,6 +143,7 @@ targets:
     memory_limit: 2GiB
     interval: 10s
     timeout: 2s
+    max_label_value_length: 256
   - name: secure
     type: redis
     url: rediss://cache.example.com:6390
@@ -178,7 +180,7 @@ def test_full_config_global_section(full_config):
     assert loaded.config.source == str(path)
     assert loaded.config.global_ == GlobalConfig(
         interval=30.0, timeout=4.0, labels=(("env", "prod"), ("team", "cache")),
-        forecast_window=7200.0, reconnect_backoff_max=60.0, max_reply_size=32 * MiB)
+        forecast_window=7200.0, max_reply_size=32 * MiB, max_series=5000)
     assert [t.name for t in loaded.config.targets] == ["main", "secure", "sock", "valkey", "valkey-tls"]
 
 
@@ -189,7 +191,8 @@ def test_full_config_tcp_target_with_overrides(full_config):
         name="main", type="redis", interval=10.0, timeout=2.0,
         # global labels merged with the target's; the target wins on 'team'; sorted by name
         labels=(("canary", "false"), ("env", "prod"), ("shard", "1"), ("team", "payments")),
-        memory_limit=2 * GiB, max_reply_size=32 * MiB, reconnect_backoff_max=60.0, forecast_window=7200.0,
+        memory_limit=2 * GiB, max_reply_size=32 * MiB, forecast_window=7200.0, max_series=5000,
+        max_label_value_length=256,
         scheme="redis", host="10.0.0.5", port=6380, path=None, db=3,
         credentials=Credentials(username="exporter", password_env="CE_MAIN_PASSWORD", password_file=None),
         tls=None)
@@ -243,7 +246,8 @@ def test_minimal_config_uses_defaults():
     assert loaded.warnings == []
     assert loaded.config.global_ == GlobalConfig()
     assert loaded.config.global_ == GlobalConfig(DEFAULT_INTERVAL, DEFAULT_TIMEOUT, (), DEFAULT_FORECAST_WINDOW,
-                                                 DEFAULT_RECONNECT_BACKOFF_MAX, DEFAULT_MAX_REPLY_SIZE)
+                                                 DEFAULT_MAX_REPLY_SIZE, DEFAULT_MAX_SERIES,
+                                                 DEFAULT_MAX_LABEL_VALUE_LENGTH)
     assert loaded.config.targets == (RedisTarget(name="r", type="redis", interval=15.0, timeout=5.0,
                                                  host="db", port=6379, db=0, scheme="redis"),)
 
@@ -375,7 +379,10 @@ INVALID = [
     ("bad-duration", doc(interval="fast"), "global.interval", "expected a duration such as 15s"),
     ("bool-duration", doc(target(timeout=True)), "targets[0].timeout", "expected a duration"),
     ("forecast-too-short", doc(forecast_window="30s"), "global.forecast_window", "must be at least 1m"),
-    ("backoff-bad", doc(reconnect_backoff_max="-1s"), "global.reconnect_backoff_max", "expected a duration"),
+    ("series-too-small", doc(max_series=10), "global.max_series", "expected a whole number from 100 to 1000000"),
+    ("series-not-int", doc(target(max_series="lots")), "targets[0].max_series", "expected a whole number"),
+    ("label-length-too-small", doc(target(max_label_value_length=8)), "targets[0].max_label_value_length",
+     "expected a whole number from 64 to 65536"),
     ("bad-size", doc(target(memory_limit="2 gigs")), "targets[0].memory_limit",
      "expected a size such as 2GiB, 512MiB, 2Gi, 1GB or a number of bytes"),
     ("negative-size", doc(target(memory_limit=-1)), "targets[0].memory_limit", "a size cannot be negative"),
@@ -447,8 +454,8 @@ def test_unknown_key_lists_allowed_keys():
         build_config(doc(target(intervall="5s")), "s.yml")
     assert info.value.problems == [(
         "targets[0].intervall",
-        "unknown key (did you mean 'interval'?); allowed: interval, labels, memory_limit, name, password_env, "
-        "password_file, role, timeout, tls, type, url, username")]
+        "unknown key (did you mean 'interval'?); allowed: interval, labels, max_label_value_length, max_series, "
+        "memory_limit, name, password_env, password_file, role, timeout, tls, type, url, username")]
 
 
 def test_role():
@@ -1007,3 +1014,19 @@ def test_redact_scrubs_echoes_glued_to_other_text_but_never_public_names():
         "Basic xZm9vOmJhcg==x": "Basic x<redacted>x",
     }
     assert {text: redact(text) for text in cases} == cases
+
+
+def test_reconnect_backoff_max_is_accepted_with_a_warning():
+    """Configs written for the reconnect backoff keep loading; the key no longer does anything."""
+    loaded = build_config(doc(reconnect_backoff_max="30s"), "old.yml")
+    assert len(loaded.warnings) == 1 and "global.reconnect_backoff_max" in loaded.warnings[0]
+    assert "no longer used" in loaded.warnings[0]
+
+
+def test_series_limits_come_from_global_and_target():
+    loaded = build_config({"global": {"max_series": 2000, "max_label_value_length": 100},
+                           "targets": [{"name": "a", "type": "redis", "url": "redis://x"},
+                                       {"name": "b", "type": "redis", "url": "redis://y", "max_series": 300}]}, "l.yml")
+    a, b = loaded.config.targets
+    assert (a.max_series, a.max_label_value_length) == (2000, 100)
+    assert (b.max_series, b.max_label_value_length) == (300, 100)

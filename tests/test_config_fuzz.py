@@ -556,7 +556,7 @@ class Fields:
     def documents(self) -> st.SearchStrategy:
         glob = st.fixed_dictionaries({}, optional=self.some({
             "interval": self.durations, "labels": self.labels, "forecast_window": self.mix(st.just("2h")),
-            "reconnect_backoff_max": self.mix(st.just("1m")), "max_reply_size": self.sizes}))
+            "max_series": self.mix(st.just(5000)), "max_reply_size": self.sizes}))
         targets = st.lists(self.targets(), min_size=1, max_size=4,
                            unique_by=(lambda t: repr(t.get("name")) if isinstance(t, dict) else repr(t)))
         return st.fixed_dictionaries({"targets": self.mix(targets)}, optional={"global": self.mix(glob)})

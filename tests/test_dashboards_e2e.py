@@ -284,7 +284,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         timings["stores and apps up"] = time.monotonic() - t0
 
         config = {
-            "global": {"interval": "1s", "timeout": "0.8s", "reconnect_backoff_max": "1s", "forecast_window": "1m"},
+            "global": {"interval": "1s", "timeout": "0.8s", "forecast_window": "1m"},
             "targets": [
                 redis_target("sessions", sessions, memory_limit="256MiB", role="cache"),
                 redis_target("nolimit", nolimit),
