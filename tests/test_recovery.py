@@ -168,6 +168,22 @@ class Processes:
                     proc.wait(10)
 
 
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the socket listening on ``port`` (and not some other process)."""
+    wanted = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    wanted.add(f"socket:[{fields[9]}]")
+    for fd in os.listdir(f"/proc/{pid}/fd") if wanted else ():
+        with suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
+                return True
+    return False
+
+
 def _task_states(pid: int) -> set[str]:
     states = set()
     for task in os.listdir(f"/proc/{pid}/task"):
@@ -177,14 +193,22 @@ def _task_states(pid: int) -> set[str]:
 
 
 class Server:
-    """A real server the test freezes, kills, stops and restarts on the same port."""
+    """A real server the test freezes, kills, stops and restarts on the same port.
+
+    While it is down its port is held by a bound socket that does not listen: a connection is
+    refused exactly as to a free port, but no other process (other test sessions run in this
+    checkout at the same time) can get the port from ``free_port()`` and start its own server
+    there, which the test would then take for this one being back.
+    """
 
     graceful = signal.SIGTERM
+    port: int
 
     def __init__(self, target: str, procs: Processes, proc: subprocess.Popen | None) -> None:
         self.target = target
         self.procs = procs
         self.proc = proc
+        self.placeholder: socket.socket | None = None
         if proc is not None:
             procs.adopt(proc)
 
@@ -200,8 +224,25 @@ class Server:
     def started(self, proc: subprocess.Popen) -> None:
         """Hook: the fixture's object learns its new process (so its teardown kills it too)."""
 
+    def hold_port(self) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT entries of the old server
+        try:
+            sock.bind(("127.0.0.1", self.port))
+        except OSError as exc:
+            sock.close()
+            raise AssertionError(f"{self.target}: port {self.port} was taken as soon as the server was gone: "
+                                 f"{exc}") from None
+        self.placeholder = sock
+
+    def release_port(self) -> None:
+        if self.placeholder is not None:
+            self.placeholder.close()
+            self.placeholder = None
+
     def spawn(self) -> float:
         """Start it (again, on the same port); return when it answers (that moment, Unix time)."""
+        self.release_port()
         self.proc = self.procs.popen(self.command(), **self.popen_kwargs())
         self.started(self.proc)
         return self.wait_answering()
@@ -216,7 +257,13 @@ class Server:
                 raise AssertionError(f"{self.target}: the server exited with {self.proc.returncode}")
             try:
                 if self.answers():
-                    return time.time()
+                    answered = time.time()
+                    if _listens(self.proc.pid, self.port):
+                        return answered
+                    if self.proc.poll() is None:  # the answer came from another process on the port
+                        raise AssertionError(f"{self.target}: something else answers on port {self.port}")
+            except AssertionError:
+                raise
             except Exception:  # not answering yet
                 pass
             if time.monotonic() > deadline:
@@ -243,6 +290,7 @@ class Server:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(10)
+        self.hold_port()
         return time.time()
 
     def stop(self) -> float:
@@ -254,6 +302,7 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise AssertionError(f"{self.target}: did not stop within 15s of {self.graceful!r}") from None
+        self.hold_port()
         return time.time()
 
 
@@ -261,6 +310,7 @@ class RedisProc(Server):
     def __init__(self, target: str, procs: Processes, server: RedisServer) -> None:
         super().__init__(target, procs, server.proc)
         self.server = server
+        self.port = server.port
 
     def command(self) -> list[str]:
         return self.server.command()
@@ -280,6 +330,7 @@ class MemcachedProc(Server):
     def __init__(self, target: str, procs: Processes, server: MemcachedServer) -> None:
         super().__init__(target, procs, server.proc)
         self.server = server
+        self.port = server.port
 
     def command(self) -> list[str]:
         return self.server.command()
@@ -325,6 +376,7 @@ class NginxProc(Server):
     def __init__(self, target: str, procs: Processes, nginx: Nginx) -> None:
         super().__init__(target, procs, nginx.proc)
         self.nginx = nginx
+        self.port = nginx.port
 
     @property
     def url(self) -> str:
@@ -626,13 +678,14 @@ def test_recovers_from_every_outage(scale_name: str, tmp_path: Path, redis_facto
     need(nginx_binary() is not None, "nginx is not installed (apt-get install nginx)")
     began = time.monotonic()
     procs = Processes()
+    servers: dict[str, Server] = {}
     stop = threading.Event()
     upstream: Upstream | None = None
     nginx: Nginx | None = None
     monitor: Monitor | None = None
     lab: Lab | None = None
     try:
-        servers: dict[str, Server] = {
+        servers |= {
             FAULTY_REDIS: RedisProc(FAULTY_REDIS, procs, redis_factory()),
             LONG_REDIS: RedisProc(LONG_REDIS, procs, redis_factory()),
             FAULTY_MEMCACHED: MemcachedProc(FAULTY_MEMCACHED, procs, memcached_factory()),
@@ -641,6 +694,10 @@ def test_recovers_from_every_outage(scale_name: str, tmp_path: Path, redis_facto
         for control in controls.values():
             assert control.proc is not None
             procs.adopt(control.proc)
+        for name, proc, port in [(n, c.proc, c.port) for n, c in controls.items()] + \
+                [(n, sv.proc, sv.port) for n, sv in servers.items()]:
+            # free_port() is only a guess: make sure the server on the port is ours, not another session's.
+            assert proc is not None and _listens(proc.pid, port), f"{name}: port {port} is not held by our server"
         node = NodeApp(FAULTY_APP, procs)
         node.spawn()
         servers[FAULTY_APP] = node
@@ -728,6 +785,8 @@ def test_recovers_from_every_outage(scale_name: str, tmp_path: Path, redis_facto
         if lab is not None:
             lab.join(30)
         procs.close()
+        for server in servers.values():
+            server.release_port()
         if nginx is not None:
             nginx.stop()
         if upstream is not None:
