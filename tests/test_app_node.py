@@ -95,7 +95,10 @@ def test_heap_forecast_and_thrash_warn_before_the_v8_abort(node_app_ready, expor
         wait_until(lambda: ep.metrics().value("cache_up", target="node") == 0, timeout=10)
         failed = {s[1]["reason"] for s in ep.metrics().find("cache_exporter_poll_errors_total", target="node")
                   if s[2] > 0}
-        assert failed and failed <= {"refused", "reset"}, failed  # the app is gone, the exporter is not
+        # The app is gone, the exporter is not. In its last seconds V8 pauses for GC longer than the
+        # 0.2 s timeout, more so on a busy machine: a timeout then is the truth, not a fault.
+        assert failed and failed <= {"refused", "reset", "timeout"}, failed
+        assert ep.proc.poll() is None
     finally:
         if app.poll() is None:
             app.kill()
