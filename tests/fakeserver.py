@@ -130,6 +130,21 @@ class Session:
             self.server.note_sent(self.sent)
             view = view[n:]
 
+    def peer_closed(self) -> bool:
+        """True once the client has closed its side (EOF waiting, or a reset). For behaviours that
+        only send: without it, a fake notices the close at its second send after it, and counts
+        the connection as open meanwhile."""
+        try:
+            self.conn.setblocking(False)
+            try:
+                return self.conn.recv(1, socket.MSG_PEEK) == b""
+            finally:
+                self.conn.settimeout(self.POLL)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
     def close_graceful(self) -> None:
         """FIN (never RST): half-close, drain until the client closes, then close."""
         self.conn.shutdown(socket.SHUT_WR)

@@ -226,12 +226,18 @@ def firehose(s: Session) -> None:
 
 
 def trickle(s: Session) -> None:
+    """A stats line every 50 ms, never END; the session ends as soon as the client hangs up
+    (checked every 10 ms), so ``max_active`` counts what the exporter really held open."""
     n = 0
     while True:
         s.send(b"STAT slow_%d 1\r\n" % n)
         n += 1
-        if s.server.stopping.wait(0.05):
-            raise ServerStopping
+        for _ in range(5):
+            if s.server.stopping.wait(0.01):
+                raise ServerStopping
+            if s.peer_closed():
+                s.close()
+                raise SessionClosed
 
 
 def reset(s: Session) -> None:

@@ -892,3 +892,40 @@ def _reasons(polls: list[Poll], since: float, shown: int = 6) -> str:
     """``reason@start`` of the first few polls, ``start`` in seconds relative to ``since``."""
     text = ", ".join(f"{p.reason}@{p.start - since:+.2f}s" for p in polls[:shown]) or "none"
     return text + (f" (+{len(polls) - shown} more)" if len(polls) > shown else "")
+
+
+# --- a restart between two polls ------------------------------------------------------------------
+
+@pytest.mark.parametrize("store", ["redis", "memcached"])
+def test_a_restart_between_two_polls_is_not_an_outage(store: str, redis_factory, memcached_factory,
+                                                      exporter_factory) -> None:
+    """The connection kept since the last poll belongs to the server's previous life. Before, the
+    first poll after a quick restart failed as ``reset`` on it: ``cache_up 0`` for a whole
+    interval (15 s at defaults) for a server that was up. The first poll that begins after the
+    server answers again must succeed (scaled timers: interval 1 s, timeout 333 ms)."""
+    server = redis_factory() if store == "redis" else memcached_factory(args=["-m", "8"])
+    entry = redis_target("s", server) if store == "redis" else memcached_target("s", server)
+    ep = exporter_factory({"global": {"interval": "1s", "timeout": "333ms"}, "targets": [entry]})
+    polls: list[tuple[float, float, bool]] = []  # (began, ended, up), Unix times
+
+    def record() -> None:
+        t = ep.target("s")
+        if t["last_poll_time"] and (not polls or polls[-1][1] != t["last_poll_time"]):
+            polls.append((t["last_poll_time"] - t["last_poll_duration_seconds"], t["last_poll_time"], t["up"]))
+
+    for _ in range(3):
+        seen = len(polls)
+        while len(polls) <= seen or not polls[-1][2]:  # right after a successful poll
+            record()
+            time.sleep(0.02)
+        server.kill()
+        server.start()  # the same port; start() returns once the server answers
+        back = time.time()
+        deadline = time.monotonic() + 10
+        while not (polls and polls[-1][0] > back) and time.monotonic() < deadline:
+            record()
+            time.sleep(0.02)
+        first = next((p for p in polls if p[0] > back), None)
+        assert first is not None, "no poll began after the restart"
+        assert first[2], f"the first poll after the restart failed: {ep.target('s')['last_error']}"
+    assert ep.stop() == 0

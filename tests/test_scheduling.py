@@ -97,6 +97,28 @@ def test_elastic_pool_grows_to_its_bound_and_shrinks_when_idle():
         pool.shutdown()
 
 
+def test_elastic_pool_lets_surplus_threads_go_under_a_steady_trickle():
+    """Threads a burst started must not be kept alive by a trickle of work handed round-robin
+    (a Condition wakes its waiters first in, first out: at 1 poll a second no thread ever sat
+    idle for 30 s, and an outage's threads stayed for good)."""
+    pool = ElasticPool(8, idle_seconds=0.4)
+    try:
+        gate = threading.Event()
+        burst = [pool.submit(gate.wait, 5) for _ in range(6)]
+        time.sleep(0.1)
+        assert pool.threads() == 6
+        gate.set()
+        for f in burst:
+            f.result(5)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:  # one short task every 50 ms: one thread is plenty
+            pool.submit(time.sleep, 0.001).result(5)
+            time.sleep(0.05)
+        assert pool.threads() <= 2, pool.threads()
+    finally:
+        pool.shutdown()
+
+
 def test_elastic_pool_resize_and_errors():
     pool = ElasticPool(8, idle_seconds=5)
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -11,6 +13,8 @@ from exporter.netio import Guard, GuardedSocket
 from exporter.secrets import SecretUnavailable
 from exporter.snapshot import MemoryView, Samples
 from exporter.targets import Credentials, Target
+
+log = logging.getLogger(__name__)
 
 
 def read_password(credentials: Credentials | None) -> str | None:
@@ -105,10 +109,25 @@ class PersistentConnectionSource:
 
     def poll(self, deadline: float) -> Reading:
         self.guard.arm(deadline)
+        reused = self.conn is not None
+        try:
+            return self._attempt()
+        except PollError as err:
+            if not (reused and err.reason == E.RESET and not self.guard.tripped
+                    and time.monotonic() < self.guard.deadline):
+                raise
+            # The connection kept since the last poll was closed by the server: it restarted
+            # (or dropped an idle client) in between. That is not this poll's failure: a server
+            # that is up must not read as down for a whole interval. Once, on a new connection;
+            # a server that resets every connection still fails here.
+            log.debug("target %s: kept connection closed by the server (%s); reconnecting", self.target.name, err)
+        return self._attempt()
+
+    def _attempt(self) -> Reading:
         try:
             if self.conn is None:
                 self._connect(read_password(getattr(self.target, "credentials", None)))
-            reading = self._poll_once()
+            return self._poll_once()
         except PollError as exc:
             err = exc
         except self.EXPECTED_ERRORS as exc:
@@ -116,8 +135,6 @@ class PersistentConnectionSource:
         except BaseException:
             self.close()
             raise
-        else:
-            return reading
         if self.guard.tripped and err.reason != self.guard.tripped:
             err = PollError(self.guard.tripped, err.detail)  # a limit fired; the rest is its echo
         self.close()
