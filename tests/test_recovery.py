@@ -306,8 +306,10 @@ class Server:
         return time.time()
 
 
-class RedisProc(Server):
-    def __init__(self, target: str, procs: Processes, server: RedisServer) -> None:
+class StoreProc(Server):
+    """A redis-server or memcached started by its conftest fixture, restarted with the same command."""
+
+    def __init__(self, target: str, procs: Processes, server: RedisServer | MemcachedServer) -> None:
         super().__init__(target, procs, server.proc)
         self.server = server
         self.port = server.port
@@ -317,6 +319,10 @@ class RedisProc(Server):
 
     def started(self, proc: subprocess.Popen) -> None:
         self.server.proc = proc
+
+
+class RedisProc(StoreProc):
+    server: RedisServer
 
     def answers(self) -> bool:
         client = self.server.client(socket_timeout=1, socket_connect_timeout=1)
@@ -326,18 +332,7 @@ class RedisProc(Server):
             client.close()
 
 
-class MemcachedProc(Server):
-    def __init__(self, target: str, procs: Processes, server: MemcachedServer) -> None:
-        super().__init__(target, procs, server.proc)
-        self.server = server
-        self.port = server.port
-
-    def command(self) -> list[str]:
-        return self.server.command()
-
-    def started(self, proc: subprocess.Popen) -> None:
-        self.server.proc = proc
-
+class MemcachedProc(StoreProc):
     def answers(self) -> bool:
         with socket.create_connection(("127.0.0.1", self.server.port), timeout=1) as s:
             s.sendall(b"version\r\n")

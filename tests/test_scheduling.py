@@ -79,6 +79,14 @@ def test_pool_size_follows_targets_timeouts_and_intervals():
     assert pool_size([]) == 1
 
 
+def burst(pool: ElasticPool, n: int) -> tuple[threading.Event, list]:
+    """``n`` calls that block until the returned gate is set; waits until the pool started them."""
+    gate = threading.Event()
+    futures = [pool.submit(gate.wait, 5) for _ in range(n)]
+    time.sleep(0.1)
+    return gate, futures
+
+
 def test_elastic_pool_grows_to_its_bound_and_shrinks_when_idle():
     pool = ElasticPool(4, idle_seconds=0.2)
     gate = threading.Event()
@@ -103,12 +111,10 @@ def test_elastic_pool_lets_surplus_threads_go_under_a_steady_trickle():
     idle for 30 s, and an outage's threads stayed for good)."""
     pool = ElasticPool(8, idle_seconds=0.4)
     try:
-        gate = threading.Event()
-        burst = [pool.submit(gate.wait, 5) for _ in range(6)]
-        time.sleep(0.1)
+        gate, futures = burst(pool, 6)
         assert pool.threads() == 6
         gate.set()
-        for f in burst:
+        for f in futures:
             f.result(5)
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:  # one short task every 50 ms: one thread is plenty
@@ -122,9 +128,7 @@ def test_elastic_pool_lets_surplus_threads_go_under_a_steady_trickle():
 def test_elastic_pool_resize_and_errors():
     pool = ElasticPool(8, idle_seconds=5)
     try:
-        gate = threading.Event()
-        futures = [pool.submit(gate.wait, 5) for _ in range(8)]
-        time.sleep(0.1)
+        gate, futures = burst(pool, 8)
         assert pool.threads() == 8
         pool.resize(2)
         gate.set()
