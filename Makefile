@@ -10,7 +10,7 @@ DURATION ?= 20
 DEMO_SYSTEM := redis-server:redis-server memcached:memcached nginx:nginx
 TEST_SYSTEM := redis-server:redis-server redis-cli:redis-tools memcached:memcached nginx:nginx promtool:prometheus amtool:prometheus-alertmanager openssl:openssl gcc:gcc make:make node:nodejs npm:npm
 
-.PHONY: demo test lint bench docs clean
+.PHONY: demo test test-fast lint bench docs clean
 
 define ensure_system
 	missing=""; \
@@ -64,6 +64,14 @@ test:
 	@$(call ensure_system,$(TEST_SYSTEM))
 	@$(MAKE) --no-print-directory $(VENV)/.stamp-test $(NODE_APP)/node_modules/.stamp $(HELM)
 	$(PY) -m pytest
+
+# The fast tier (under a minute): parsing, mapping, config, scheduling and docs checks, no
+# store servers. `make test` runs everything, this included.
+FAST_TESTS := tests/test_units.py tests/test_config.py tests/test_config_fuzz.py tests/test_limits.py \
+	tests/test_scheduling.py tests/test_redis_info.py tests/test_memcached_stats.py tests/test_app_parsing.py \
+	tests/test_http_cache_headers.py tests/test_http_cache_config.py tests/test_forecast.py tests/test_docs.py
+test-fast: $(VENV)/.stamp-test
+	$(PY) -m pytest -q $(FAST_TESTS)
 
 lint: $(VENV)/.stamp-lint
 	$(VENV)/bin/ruff check exporter tests benchmarks alerts dashboards helm tools
