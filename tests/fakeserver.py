@@ -145,6 +145,21 @@ class Session:
         except OSError:
             return True
 
+    def pause(self, seconds: float) -> None:
+        """Wait between two sends of a trickle. Ends the session (SessionClosed) as soon as the
+        client hangs up, checked every 10 ms: the exporter closed the connection, so the fake
+        must not count it open any longer (``max_active``) -- at the exact poll grid the next
+        poll's connection can come 0.1 s later."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.server.stopping.wait(min(0.01, max(0.0, deadline - time.monotonic()))):
+                raise ServerStopping
+            if self.peer_closed():
+                self.close()
+                raise SessionClosed
+            if time.monotonic() >= deadline:
+                return
+
     def close_graceful(self) -> None:
         """FIN (never RST): half-close, drain until the client closes, then close."""
         self.conn.shutdown(socket.SHUT_WR)

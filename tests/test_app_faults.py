@@ -32,7 +32,6 @@ from fakeserver import (  # noqa: E402
     FakeHttp,
     HttpSession,
     Request,
-    ServerStopping,
     SessionClosed,
     assert_huge_reply_capped,
     assert_polls_cut_at_timeout,
@@ -137,8 +136,7 @@ def trickle(s: HttpSession, req: Request) -> None:
     s.send(response("200 OK", headers={"Content-Type": PROM_TYPE}, content_length=len(NODE_BODY)))
     for byte in NODE_BODY:
         s.send(bytes([byte]))
-        if s.server.stopping.wait(0.05):
-            raise ServerStopping
+        s.pause(0.05)
     raise SessionClosed
 
 

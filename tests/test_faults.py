@@ -26,7 +26,6 @@ from fakeserver import (  # noqa: E402
     HUGE_INTERVAL,
     REASONS,
     FakeServer,
-    ServerStopping,
     Session,
     assert_daemon_survived,
     assert_down,
@@ -180,8 +179,7 @@ def trickle(s: Session) -> None:
     s.send(b"$100000000\r\n")
     while True:
         s.send(b"x")
-        if s.server.stopping.wait(0.05):
-            raise ServerStopping
+        s.pause(0.05)
 
 
 def firehose(s: Session) -> None:
