@@ -12,7 +12,8 @@ COPY exporter ./exporter
 # any stage. The dependency list is pyproject.toml's; nothing is repeated here.
 RUN python -m venv /opt/cache-exporter \
  && /opt/cache-exporter/bin/pip install --only-binary=:all: --no-compile . \
- && /opt/cache-exporter/bin/cache-exporter --version
+ && /opt/cache-exporter/bin/cache-exporter --version \
+ && mkdir -p /state
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="cache-exporter" \
@@ -20,6 +21,10 @@ LABEL org.opencontainers.image.title="cache-exporter" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /opt/cache-exporter /opt/cache-exporter
 COPY examples/config.yml /etc/cache-exporter/config.yml
+# The forecast history across restarts (--state.dir): an empty directory the user below owns,
+# a volume so that a read-only root filesystem still leaves it writable.
+COPY --from=build --chown=65532:65532 /state /var/lib/cache-exporter
+VOLUME /var/lib/cache-exporter
 ENV PATH=/opt/cache-exporter/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -29,4 +34,4 @@ EXPOSE 9611
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9611/healthz', timeout=4).status == 200 else 1)"]
 ENTRYPOINT ["cache-exporter"]
-CMD ["run", "--config", "/etc/cache-exporter/config.yml", "--listen", ":9611"]
+CMD ["run", "--config", "/etc/cache-exporter/config.yml", "--listen", ":9611", "--state.dir", "/var/lib/cache-exporter"]

@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="YAML config; without it, the built-in default (localhost stores)")
     run.add_argument("--listen", "-l", default=DEFAULT_LISTEN, metavar="[HOST]:PORT",
                      help=f"HTTP listen address (default {DEFAULT_LISTEN})")
+    run.add_argument("--state.dir", dest="state_dir", metavar="DIR",
+                     help="keep the forecast history in DIR/forecast-state.json across restarts "
+                          "(written every minute and at shutdown); without it, a restart starts the "
+                          "forecasts afresh")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", default="logfmt", choices=["logfmt", "json"])
 
@@ -183,7 +187,7 @@ def _run(args: argparse.Namespace) -> int:
     for warning in loaded.warnings:
         log.warning("%s", warning)
     try:
-        daemon = Daemon(loaded, args.listen, args.config)
+        daemon = Daemon(loaded, args.listen, args.config, args.state_dir)
     except ValueError as exc:
         print(f"cache-exporter: {exc}", file=sys.stderr)
         return EXIT_CONFIG

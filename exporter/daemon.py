@@ -13,6 +13,7 @@ from exporter.config import BUILTIN, ConfigError, LoadResult, load_config
 from exporter.exposition import Exposition
 from exporter.http import make_server
 from exporter.scheduler import Scheduler
+from exporter.state import StateFile, save_interval
 from exporter.store import SnapshotStore
 from exporter.targets import Config
 
@@ -22,12 +23,16 @@ log = logging.getLogger(__name__)
 class Daemon:
     """One running exporter. ``run()`` blocks until SIGTERM/SIGINT or ``stop()``."""
 
-    def __init__(self, loaded: LoadResult, listen: str, config_path: str | None) -> None:
+    def __init__(self, loaded: LoadResult, listen: str, config_path: str | None,
+                 state_dir: str | None = None) -> None:
         self.config: Config = loaded.config
         self.config_path = config_path
         self.store = SnapshotStore()
-        self.scheduler = Scheduler(self.store)
+        self.state = StateFile(state_dir) if state_dir else None
+        self.scheduler = Scheduler(self.store, self.state.load() if self.state else None)
         self.exposition = Exposition(self.store)
+        if self.state is not None:
+            self.exposition.watch_state(self.state, lambda: self.scheduler.restored)
         self.server = make_server(listen, self)
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
@@ -43,6 +48,8 @@ class Daemon:
         """Start polling and serving without blocking (tests and the demo use this)."""
         self.scheduler.start(self.config.targets)
         threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
+        if self.state is not None:
+            threading.Thread(target=self._save_state_periodically, name="state", daemon=True).start()
         host, port = self.address
         log.info("listening on http://%s:%d/ with %d targets from %s",
                  host, port, len(self.config.targets), self.config.source)
@@ -71,6 +78,13 @@ class Daemon:
         self.server.shutdown()
         self.server.server_close()
         self.scheduler.shutdown()
+        if self.state is not None:
+            self.state.save(self.scheduler.histories())  # the freshest history for the next start
+
+    def _save_state_periodically(self) -> None:
+        assert self.state is not None
+        while not self._stop.wait(save_interval([t.forecast_window for t in self.config.targets])):
+            self.state.save(self.scheduler.histories())
 
     def reload(self) -> tuple[bool, str]:
         """Re-read the config file; on any error keep the running config and say why."""

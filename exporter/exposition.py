@@ -19,7 +19,7 @@ import platform
 import threading
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -31,10 +31,12 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__, catalog
 from exporter.snapshot import LabelPairs, Sample
+from exporter.state import StateFile
 from exporter.store import SnapshotStore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -88,6 +90,26 @@ def _header(spec: catalog.MetricSpec) -> bytes:
     return f"# HELP {spec.name} {_escape_help(spec.help)}\n# TYPE {spec.name} {spec.type}\n".encode()
 
 
+class _StateCollector:
+    """The forecast state file's health, read at scrape time."""
+
+    def __init__(self, state_file: StateFile, restored: Callable[[], int]) -> None:
+        self.state_file = state_file
+        self.restored = restored
+
+    def collect(self) -> Iterable[Metric]:
+        if self.state_file.last_save is not None:
+            yield GaugeMetricFamily("cache_exporter_state_last_save_timestamp_seconds",
+                                    "Unix time the forecast state file was last written.",
+                                    value=self.state_file.last_save)
+        yield CounterMetricFamily("cache_exporter_state_save_failures",
+                                  "Writes of the forecast state file that failed (the log says why).",
+                                  value=self.state_file.failures)
+        yield GaugeMetricFamily("cache_exporter_state_restored_targets",
+                                "Targets whose forecast history was restored from the state file at start.",
+                                value=self.restored())
+
+
 class Exposition:
     """Builds /metrics bodies from a SnapshotStore plus the process-wide registry."""
 
@@ -113,6 +135,10 @@ class Exposition:
         self._cache_parts: list[bytes] = []
         self._cache_gzip: list[bytes] | None = None
         self._headers: dict[str, bytes] = {}
+
+    def watch_state(self, state_file: StateFile, restored: Callable[[], int]) -> None:
+        """Export the state file's health: when it was last written, failed writes, targets restored."""
+        self.registry.register(_StateCollector(state_file, restored))
 
     def _store_part(self, compress: bool) -> list[bytes]:
         """The stored targets' part as ~1 MiB pieces.

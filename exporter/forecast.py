@@ -68,6 +68,20 @@ class PeakHistory:
     def __len__(self) -> int:
         return len(self._peaks)
 
+    def points(self) -> list[tuple[float, float]]:
+        """The kept peaks as (time, value), oldest first: what a state file saves."""
+        return [(t, v) for _, t, v in self._peaks]
+
+    def restore(self, points: list[tuple[float, float]], now: float) -> int:
+        """Take back saved peaks (times on this process's clock); those outside the window
+        before ``now``, or not before it, are dropped. Returns how many were kept."""
+        self._peaks.clear()
+        self._slope_key = self._slope = None
+        for t, v in sorted(points):
+            if now - self.window < t < now:
+                self.observe(t, v)
+        return len(self._peaks)
+
     def observe(self, t: float, value: float) -> None:
         if not math.isfinite(value):
             return
@@ -133,6 +147,17 @@ class Forecaster:
     def __init__(self, window: float) -> None:
         self.used = PeakHistory(window)
         self.resident = PeakHistory(window)
+
+    def history(self) -> dict[str, list[tuple[float, float]]]:
+        """Both histories as (time, peak) points, for the state file."""
+        return {"used": self.used.points(), "resident": self.resident.points()}
+
+    def restore(self, history: dict[str, list[tuple[float, float]]], now: float) -> int:
+        """Take back a saved history (times already on this process's clock); returns the
+        number of points kept. With a quarter of the window restored, the first poll after a
+        restart has its countdown again."""
+        return (self.used.restore(history.get("used", []), now)
+                + self.resident.restore(history.get("resident", []), now))
 
     def update(self, now: float, memory: MemoryView, store: str, out: Samples) -> dict[str, float | None]:
         """Record this poll's values and add the forecast samples; returns them for /targets."""

@@ -32,7 +32,7 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExe
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from exporter import audit, catalog, secrets
+from exporter import audit, catalog, secrets, state
 from exporter import errors as E
 from exporter.errors import PollError
 from exporter.exposition import label_prefix, render_chunks
@@ -222,9 +222,11 @@ class TargetRuntime:
 class Scheduler:
     """Owns the APScheduler instance and one TargetRuntime per configured target."""
 
-    def __init__(self, store: SnapshotStore) -> None:
+    def __init__(self, store: SnapshotStore, saved: dict[str, state.Saved] | None = None) -> None:
         self.store = store
         self.runtimes: dict[str, TargetRuntime] = {}
+        self._saved = dict(saved or {})  # forecast histories from the state file, taken once by name
+        self.restored = 0  # targets whose forecast history came back from the state file
         self._lock = threading.Lock()
         self._awaiting_first: set[str] = set()
         self._ready = threading.Event()
@@ -254,7 +256,8 @@ class Scheduler:
         self._sched.start()
 
     def shutdown(self) -> None:
-        self._sched.shutdown(wait=False)
+        if self._sched.running:  # a daemon can stop before it started (a failed start)
+            self._sched.shutdown(wait=False)
         self._watchdog.stop()
         with self._lock:
             for rt in self.runtimes.values():
@@ -290,6 +293,7 @@ class Scheduler:
         # The operator's names stay readable in logs and errors even if they contain a secret.
         secrets.public(target.name, *(value for _, value in target.labels))
         rt = TargetRuntime(target, source_for(target))
+        self._restore(rt)
         self.runtimes[target.name] = rt
         first = datetime.fromtimestamp(time.time() + first_delay, UTC)
         self._sched.add_job(
@@ -297,6 +301,33 @@ class Scheduler:
             args=[target.name], id=target.name, name=target.name, replace_existing=True,
             misfire_grace_time=max(1, int(target.interval)),
         )
+
+    def _restore(self, rt: TargetRuntime) -> None:
+        saved = self._saved.pop(rt.target.name, None)
+        if saved is None:
+            return
+        t = rt.target
+        if saved.identity != state.identity(t.type, t.address, t.forecast_window):
+            log.info("target %s: the saved forecast history belongs to another store or window; not used", t.name)
+            return
+        now = time.monotonic()
+        kept = rt.forecaster.restore(state.to_clock(saved.history, now - time.time()), now)
+        if kept:
+            self.restored += 1
+            log.info("target %s: forecast history restored (%d points)", t.name, kept)
+
+    def histories(self) -> dict[str, state.Saved]:
+        """Every target's forecast history, times in Unix seconds: what the state file keeps."""
+        offset = time.time() - time.monotonic()
+        out = {}
+        for name, rt in list(self.runtimes.items()):
+            t = rt.target
+            with rt.lock:
+                history = rt.forecaster.history()
+            if any(history.values()):
+                out[name] = state.Saved(state.identity(t.type, t.address, t.forecast_window),
+                                        state.to_clock(history, offset))
+        return out
 
     def _remove(self, name: str) -> None:
         rt = self.runtimes.pop(name)

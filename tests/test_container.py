@@ -68,6 +68,10 @@ def test_dockerfile_is_multi_stage_non_root_and_minimal() -> None:
     assert entry == ["cache-exporter"]
     cmd = json.loads(next(args for word, args in final if word == "CMD"))
     assert cmd[:3] == ["run", "--config", "/etc/cache-exporter/config.yml"]
+    # The forecast history survives a restart: a state directory owned by the runtime user, on a volume.
+    assert cmd[cmd.index("--state.dir") + 1] == "/var/lib/cache-exporter"
+    assert ("COPY", "--from=build --chown=" + user + " /state /var/lib/cache-exporter") in final
+    assert ("VOLUME", "/var/lib/cache-exporter") in final
     assert ("COPY", "examples/config.yml /etc/cache-exporter/config.yml") in final
     for word, args in build:
         if word == "RUN":
@@ -137,9 +141,12 @@ def test_stack_has_every_service_and_every_mounted_file_exists() -> None:
     assert set(services) == {"redis", "memcached", "cache-exporter", "prometheus", "alertmanager", "grafana"}
     assert services["cache-exporter"]["build"]["context"] == "../.."
     assert (STACK / "../.." / "Dockerfile").resolve() == DOCKERFILE
+    named = set(compose().get("volumes") or {})
     for name, service in services.items():
         for volume in service.get("volumes", []):
             host = volume.split(":", 1)[0]
+            if host in named:  # a named volume (the exporter's state), not a file of the repository
+                continue
             assert (STACK / host).exists(), f"{name} mounts {host}, which does not exist"
 
 

@@ -353,6 +353,23 @@ def test_probes_ports_and_args() -> None:
     assert c["livenessProbe"]["periodSeconds"] == 60 and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
+def test_forecast_state_directory_is_wired_by_default() -> None:
+    """The forecast history survives a container restart: --state.dir on a mounted volume
+    (emptyDir by default, any volume source when set), and neither without state.enabled."""
+    docs = render(None)
+    c = container(docs)
+    assert "--state.dir=/var/lib/cache-exporter" in c["args"]
+    assert {"name": "state", "mountPath": "/var/lib/cache-exporter"} in c["volumeMounts"]
+    volumes = {v["name"]: v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["state"] == {"name": "state", "emptyDir": {"sizeLimit": "16Mi"}}
+    claim = render_values({"state": {"volume": {"persistentVolumeClaim": {"claimName": "ce-state"}}}})
+    volumes = {v["name"]: v for v in one(claim, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["state"] == {"name": "state", "persistentVolumeClaim": {"claimName": "ce-state"}}
+    off = render(None, "state.enabled=false")
+    assert not any(a.startswith("--state.dir") for a in container(off)["args"])
+    assert all(m["name"] != "state" for m in container(off)["volumeMounts"])
+
+
 def test_config_checksum_rolls_the_pod_when_config_changes() -> None:
     def checksum(*sets: str) -> str | None:
         meta = one(render(None, *sets), "Deployment")["spec"]["template"]["metadata"]
