@@ -213,7 +213,7 @@ def error_cell(e: dict | None) -> str:
         return "n/a"
     if e["error_s"] == "inf":
         return "inf"
-    return ("+" if e["error_s"] >= 0 else "") + dur(e["error_s"])
+    return ("+" if e["error_s"] >= 0.5 else "") + dur(e["error_s"])
 
 
 # --- report ---------------------------------------------------------------------------------
