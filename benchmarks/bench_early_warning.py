@@ -326,7 +326,8 @@ def compare(old_path: Path, results: list[dict], heartbeats: set[str]) -> None:
         rows.append([r["name"], r["kind"], *cells])
     print()
     print(table(["scenario", "kind", *[t for t, _ in cols]], rows,
-                title=f"CHANGES against {old_path} (fills: first firing; look-alikes: false-alarm minutes)"))
+                title=f"CHANGES against {old_path} ({json.loads(old_path.read_text()).get('git', '?')}; fills: first "
+                      "firing; look-alikes: false-alarm minutes)"))
 
 
 # --- self-test of the read-back -------------------------------------------------------------
@@ -365,6 +366,14 @@ def self_test(promtool: str, workdir: Path) -> bool:
 
 
 # --- main -----------------------------------------------------------------------------------
+
+def shown(path: Path) -> str:
+    """A path relative to the repository when it is inside it (so results compare across checkouts)."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
@@ -426,7 +435,7 @@ def main() -> int:
     print("bench_early_warning: memory scenarios replayed through exporter.forecast.Forecaster, "
           "alerts evaluated by promtool")
     print(machine_line())
-    print(f"rules: {args.rules} (sha256 {sha(args.rules)}), peers: {args.peer_rules}; forecaster: "
+    print(f"rules: {shown(args.rules)} (sha256 {sha(args.rules)}), peers: {shown(args.peer_rules)}; forecaster: "
           f"{Path(exporter.forecast.__file__).relative_to(REPO)} (sha256 {sha(Path(exporter.forecast.__file__))}); "
           f"git {git_state()}")
     print(f"polls every {args.interval:g} s, forecast window {args.window:g} s, evaluation every 1 m; {version}; "
@@ -476,7 +485,7 @@ def main() -> int:
         print(f"cross-check (per-minute alert_rule_tests): {len(ordered) - len(bad)} of {len(ordered)} agree"
               + (f"; DISAGREE: {', '.join(bad)}" if bad else ""))
     doc = {"benchmark": "bench_early_warning", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_state(),
-           "rules": str(args.rules), "rules_sha256": sha(args.rules), "peer_rules": str(args.peer_rules),
+           "rules": shown(args.rules), "rules_sha256": sha(args.rules), "peer_rules": shown(args.peer_rules),
            "forecast_sha256": sha(Path(exporter.forecast.__file__)), "interval_s": args.interval,
            "window_s": args.window, "promtool": version, "wall_s": round(elapsed, 1), "summary": summary,
            "scenarios": ordered}
