@@ -19,6 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("bench_render.py", "bench_poll.py", "bench_poll_memcached.py", "bench_forecast.py",
            "bench_app_parse.py", "bench_http_probe.py", "bench_rss.py", "bench_scheduler.py")
+SCRIPTS += ("bench_early_warning.py",)  # needs promtool, not redis-server or memcached
 
 
 def main() -> int:
