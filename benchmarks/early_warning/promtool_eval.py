@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
 from early_warning.replay import STALE, Value
 
 FIRING = 'ALERTS{alertstate="firing"}'
@@ -88,16 +89,17 @@ def encode(values: list[Value]) -> str:
             tokens.append(fmt(v) if j - i == 1 else f"{fmt(v)}+0x{j - i - 1}")
             i = j
             continue
+        # A run a+bxN: promtool adds b N times (float64, as here), so a run is taken only as long as
+        # that sum reproduces every value exactly: promtool sees the replay's values bit for bit.
         j = i + 1
         step = 0.0
         if j < n and isinstance(values[j], float | int) and math.isfinite(values[j]):  # type: ignore[arg-type]
-            step = values[j] - v  # type: ignore[operator]
+            step = float(values[j]) - float(v)  # type: ignore[arg-type]
+            x = float(v)
             while j < n:
                 w = values[j]
-                if not isinstance(w, float | int) or not math.isfinite(w):
-                    break
-                expected = v + step * (j - i)
-                if abs(w - expected) > TOLERANCE * max(1.0, abs(expected)):
+                x += step
+                if not isinstance(w, float | int) or x != w:
                     break
                 j += 1
         count = j - i

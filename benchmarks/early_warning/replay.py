@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from early_warning.scenarios import Scenario
-
 from exporter import catalog
 from exporter.forecast import Forecaster
 from exporter.snapshot import MemoryView, Samples
@@ -135,7 +134,7 @@ def replay(scenario: Scenario, interval: float, window: float,
     for i in range(polls):
         t = i * interval
         fraction = min(1.0, max(0.0, scenario.shape(t) + noise[i]))
-        used = fraction * limit
+        used = float(round(fraction * limit))  # Redis reports whole bytes
         out.used.append(used)
         # The peer's series (redis_exporter): unaffected by our exporter's restarts.
         out.add(f'redis_memory_used_bytes{{{_labels()}}}', i, used)
