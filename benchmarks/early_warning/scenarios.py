@@ -20,11 +20,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-GiB = 2**30
 MINUTE = 60.0
 HOUR = 3600.0
 DAY = 86400.0
-LIMIT = 1 * GiB  # maxmemory 1gb
+LIMIT = 1_000_000_000  # maxmemory 1g (10^9 bytes: 70 % and 90 % of it are whole bytes, exactly at the thresholds)
 AFTER_FULL = HOUR  # how long a fill is replayed after it is full
 
 FILL = "fill"
