@@ -654,6 +654,7 @@ class MemcachedSource(PersistentConnectionSource):
             cap.available, cap.reprobe_at = False, now + SECTION_REPROBE_SECONDS
         if "version" not in parsed["stats"] or "curr_items" not in parsed["stats"]:  # type: ignore[operator]
             raise PollError(E.PROTOCOL, "stats reply lacks version/curr_items")
+        self.guard.remaining()  # past the deadline (a huge reply on a busy CPU): stop, do not map it too
         sections = Sections(parsed["stats"], parsed.get("settings"), parsed.get("slabs"),  # type: ignore[arg-type]
                             parsed.get("items"))
         reading = map_sections(sections, self.target, self.history)

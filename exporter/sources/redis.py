@@ -677,6 +677,7 @@ class RedisSource(PersistentConnectionSource):
             raise PollError(E.PROTOCOL, f"INFO returned {type(info).__name__}, expected a bulk string")
         text = info.decode("utf-8", "replace") if isinstance(info, bytes) else info
         info = parse_info(text)
+        self.guard.remaining()  # past the deadline (a huge reply on a busy CPU): stop, do not map it too
         reading = map_info(info, self.target, self.config_values, time.time())
         self._fork_risk(info, reading, now)
         reading.details["config"] = dict(self.config_values)
