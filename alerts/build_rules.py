@@ -30,10 +30,25 @@ TIME: dict[str, float] = {
     "absent_for": 10 * 60,
     "exporter_down_for": 5 * 60,
     "exporter_lookback": 3600,  # an instance that exported cache-exporter metrics within this is ours
-    "predict_warning_horizon": 4 * 3600,  # warn when the forecast says full within 4 h ...
-    "predict_warning_for": 30 * 60,  # ... for 30 min
-    "predict_critical_horizon": 3600,
-    "predict_critical_for": 5 * 60,
+    # Severity by horizon. The exporter gives a countdown only when it has seen growth for at
+    # least half of it (exporter/forecast.py), so the rules need no level guard, and each ``for``
+    # only rides out a countdown that flickers: it is short where the horizon is short.
+    "predict_critical_horizon": 3600,  # page: full within an hour
+    "predict_critical_for": 2 * 60,
+    "predict_warning_horizon": 6 * 3600,  # full within 6 h
+    "predict_warning_for": 5 * 60,
+    "predict_info_horizon": 7 * 86400,  # a slow leak: full within a week (a ticket)
+    "predict_info_for": 15 * 60,
+    # A restart of the exporter (a pod rollout) leaves a gap of a few polls in its series, and a
+    # new pod has a new instance label: the rules read each instance's last countdown of the
+    # last 2 min (a gap is bridged, a value is not stretched) and the lowest across instances,
+    # so a firing alert keeps firing through the rollout.
+    "forecast_continuity": 2 * 60,
+    # App heaps (store="app") keep level guards: a heap's limit is where the runtime aborts.
+    "heap_warning_horizon": 4 * 3600,
+    "heap_warning_for": 30 * 60,
+    "heap_critical_horizon": 3600,
+    "heap_critical_for": 5 * 60,
     "resident_warning_for": 15 * 60,
     "resident_critical_for": 5 * 60,
     "limit_unset_for": 30 * 60,
@@ -63,6 +78,9 @@ TIME: dict[str, float] = {
 }
 
 # Level guards and thresholds that are not times.
+# How far each severity may extrapolate, as a multiple of how long the growth has been seen
+# (cache_memory_forecast_basis_seconds); None: as far as the exporter does (twice).
+PREDICT_EVIDENCE: dict[str, float | None] = {"critical": 1.0, "warning": None, "info": 0.6}
 PREDICT_WARNING_MIN_UTILIZATION = 0.5
 PREDICT_CRITICAL_MIN_UTILIZATION = 0.7
 RESIDENT_WARNING_RATIO = 0.85
@@ -101,48 +119,59 @@ def build(scale: float = 1.0, runbook_base: str = RUNBOOK_BASE) -> dict:
 
     util = "{{ with printf `cache_memory_utilization_ratio{target=%q}` $labels.target | query }}" \
            "{{ . | first | value | humanizePercentage }}{{ end }}"
-    exhaustion = """
-cache_memory_seconds_until_full{{store!="app"}} < {horizon}
-and cache_memory_utilization_ratio > {guard}
-unless cache_evicts_when_full == 1
-"""
+    continuity = d["forecast_continuity"]
+
+    def across_restarts(series: str) -> str:
+        return f"min without (instance, pod) (last_over_time({series}[{continuity}]))"
+
+    until_full = across_restarts('cache_memory_seconds_until_full{store!="app"}')
+    basis = across_restarts('cache_memory_forecast_basis_seconds{store!="app"}').replace("min without", "max without")
+
+    def exhaustion(horizon: str, evidence: float | None, beyond: str | None = None) -> str:
+        expr = f"{until_full} < {horizon}\n"
+        if beyond is not None:  # a shorter horizon's alert has it from here
+            expr += f"and {until_full} >= {beyond}\n"
+        if evidence is not None:
+            expr += f"and {until_full} <= {evidence:g} * {basis}\n"
+        return expr + "unless ignoring (instance, pod) cache_evicts_when_full == 1"
+
     heap_exhaustion = """
 cache_memory_seconds_until_full{{store="app"}} < {horizon}
 and cache_memory_utilization_ratio > {guard}
 """
-    resident_predicted = """
-cache_resident_memory_seconds_until_full < {horizon}
-and cache_resident_memory_bytes / cache_resident_memory_limit_bytes > {guard}
-"""
+    resident_predicted = across_restarts("cache_resident_memory_seconds_until_full") + " < {horizon}"
     lookups = ("(rate(cache_hits_total[{w}]) + rate(cache_misses_total[{w}]))")
     hit_ratio = "(rate(cache_hits_total[{w}]) / " + lookups + ")"
 
     memory = [
         alert("CacheMemoryExhaustionPredicted",
-              exhaustion.format(horizon=seconds["predict_warning_horizon"], guard=PREDICT_WARNING_MIN_UTILIZATION),
+              exhaustion(seconds["predict_info_horizon"], PREDICT_EVIDENCE["info"], seconds["predict_warning_horizon"]),
+              "info", d["predict_info_for"],
+              "{{ $labels.target }} will run out of memory in {{ $value | humanizeDuration }}",
+              "{{ $labels.target }} ({{ $labels.store }}) has been growing steadily and, at that pace, fills "
+              "its memory limit in {{ $value | humanizeDuration }}: a slow leak. It rejects writes when full."),
+        alert("CacheMemoryExhaustionPredicted",
+              exhaustion(seconds["predict_warning_horizon"], PREDICT_EVIDENCE["warning"]),
               "warning", d["predict_warning_for"],
               "{{ $labels.target }} will run out of memory in {{ $value | humanizeDuration }}",
               "{{ $labels.target }} ({{ $labels.store }}) is at " + util + " of its memory limit and, at its "
               "current growth, fills it in {{ $value | humanizeDuration }}. It rejects writes when full."),
         alert("CacheMemoryExhaustionPredicted",
-              exhaustion.format(horizon=seconds["predict_critical_horizon"],
-                                guard=PREDICT_CRITICAL_MIN_UTILIZATION),
+              exhaustion(seconds["predict_critical_horizon"], PREDICT_EVIDENCE["critical"]),
               "critical", d["predict_critical_for"],
               "{{ $labels.target }} runs out of memory in {{ $value | humanizeDuration }}",
               "{{ $labels.target }} ({{ $labels.store }}) is at " + util + " of its memory limit and fills it "
               "in {{ $value | humanizeDuration }}. Writes will then fail (Redis -OOM, Memcached SERVER_ERROR "
               "out of memory)."),
         alert("CacheResidentMemoryExhaustionPredicted",
-              resident_predicted.format(horizon=seconds["predict_warning_horizon"],
-                                        guard=PREDICT_WARNING_MIN_UTILIZATION),
+              resident_predicted.format(horizon=seconds["predict_warning_horizon"]),
               "warning", d["predict_warning_for"],
               "{{ $labels.target }} reaches its hard memory limit in {{ $value | humanizeDuration }}",
               "The resident memory of {{ $labels.target }} ({{ $labels.store }}) reaches the limit that gets "
               "the process killed in {{ $value | humanizeDuration }} at its current growth, whatever its "
               "eviction policy."),
         alert("CacheResidentMemoryExhaustionPredicted",
-              resident_predicted.format(horizon=seconds["predict_critical_horizon"],
-                                        guard=PREDICT_CRITICAL_MIN_UTILIZATION),
+              resident_predicted.format(horizon=seconds["predict_critical_horizon"]),
               "critical", d["predict_critical_for"],
               "{{ $labels.target }} reaches its hard memory limit in {{ $value | humanizeDuration }}",
               "The resident memory of {{ $labels.target }} ({{ $labels.store }}) reaches the limit that gets "
@@ -186,16 +215,16 @@ and cache_resident_memory_bytes / cache_resident_memory_limit_bytes > {guard}
     gc_ratio = f"avg_over_time(app_gc_time_ratio[{d['thrash_window']}])"
     apps = [
         alert("AppHeapExhaustionPredicted",
-              heap_exhaustion.format(horizon=seconds["predict_warning_horizon"], guard=PREDICT_WARNING_MIN_UTILIZATION),
-              "warning", d["predict_warning_for"],
+              heap_exhaustion.format(horizon=seconds["heap_warning_horizon"], guard=PREDICT_WARNING_MIN_UTILIZATION),
+              "warning", d["heap_warning_for"],
               "The heap of {{ $labels.target }} runs out in {{ $value | humanizeDuration }}",
               "{{ $labels.target }}'s heap is at " + util + " of its limit and, at its current growth, fills it "
               "in {{ $value | humanizeDuration }}. The runtime then aborts (Node.js: \"JavaScript heap out of "
               "memory\", exit 134) — not an OOM kill, so container OOM alerts never see it."),
         alert("AppHeapExhaustionPredicted",
-              heap_exhaustion.format(horizon=seconds["predict_critical_horizon"],
+              heap_exhaustion.format(horizon=seconds["heap_critical_horizon"],
                                      guard=PREDICT_CRITICAL_MIN_UTILIZATION),
-              "critical", d["predict_critical_for"],
+              "critical", d["heap_critical_for"],
               "The heap of {{ $labels.target }} runs out in {{ $value | humanizeDuration }}",
               "{{ $labels.target }}'s heap is at " + util + " of its limit and fills it in "
               "{{ $value | humanizeDuration }}; the runtime will abort (exit 134 for Node.js)."),

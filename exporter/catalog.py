@@ -175,13 +175,20 @@ CACHE_ITEMS = gauge("cache_items", "Keys / items / entries currently stored." + 
 # Written by the forecast stage (exporter.forecast) for every store.
 CACHE_MEMORY_GROWTH = gauge(
     "cache_memory_growth_bytes_per_second",
-    "Trend of cache_memory_used_bytes over the forecast window (Theil-Sen slope of the rolling peak "
-    "envelope); negative when shrinking. Absent until the window holds enough history.",
+    "Growth of cache_memory_used_bytes behind the countdown (median rise of the peaks of the window it "
+    "came from), else over about the forecast window; negative when shrinking. Absent until a few "
+    "minutes of history.",
     ("store",), UNIFIED)
 CACHE_MEMORY_UNTIL_FULL = gauge(
     "cache_memory_seconds_until_full",
-    "Forecast seconds until cache_memory_used_bytes reaches cache_memory_limit_bytes; +Inf when not "
-    "growing, and for stores that evict when full (they do not run out at their limit); 0 when at the limit.",
+    "Forecast seconds until cache_memory_used_bytes reaches cache_memory_limit_bytes, given only when the "
+    "growth has been seen for at least half of it; +Inf when not growing (or not for long enough), and for "
+    "stores that evict when full (they do not run out at their limit); 0 when at the limit.",
+    ("store",), UNIFIED)
+CACHE_MEMORY_FORECAST_BASIS = gauge(
+    "cache_memory_forecast_basis_seconds",
+    "How long cache_memory_used_bytes has been seen growing: the longest window in which every fifth's "
+    "peak rose above the one before (a step, a sawtooth or noise does not); 0 when not growing.",
     ("store",), UNIFIED)
 CACHE_RESIDENT_UNTIL_FULL = gauge(
     "cache_resident_memory_seconds_until_full",

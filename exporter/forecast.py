@@ -1,144 +1,307 @@
-"""Forecast when a target's memory runs out, from a bounded history of its recent peaks.
+"""Forecast when a target's memory runs out: a ladder of windows, each trusted only as far as it has seen.
 
-Estimator: the Theil-Sen slope of the rolling peak envelope.
+The questions an SRE asks of a countdown are "how fast is it growing?" and "how sure are you?".
+This module answers both from a bounded history, and gives a countdown only when it is sure.
 
-* **History, bounded**: the forecast window (default 1 h) is cut into ``BUCKETS`` time buckets
-  and each keeps only its peak. Memory per series is constant whatever the poll interval or the
-  uptime, and the peak is what runs into a limit.
-* **Rolling peak envelope**: each bucket's value becomes the maximum over the last
-  ``ENVELOPE_BUCKETS`` buckets (~5 min at 1 h). Sawtooth patterns — TTL expiry cycles, cron
-  cleanups, GC — become flat: a cache that fills to 80 % and drops back every few minutes is
-  not growing, and a rule on raw samples (or ``deriv``) sees it grow on every rising edge.
-  Cycles up to a third of the window stay silent (tested); a cycle as long as the window is
-  indistinguishable from growth within it, so slow cycles need a longer ``forecast_window``.
-  A longer envelope silences slower cycles but turns noise into apparent slow growth (measured:
-  3 of 20 noise series got a countdown with a 15 min envelope, none with 5 min).
-* **Theil-Sen slope** (median of all pairwise slopes) of that envelope: unlike least squares,
-  one bulk load (a step) early in the window does not tilt it, and noise averages out because
-  the median of pairwise slopes of a stationary series is ~0. Its breakdown point is ~29 %:
-  a step in the first quarter of the window is ignored; a step in the last quarter counts as
-  growth, which is the cautious reading of a fresh jump.
-* **Deadband**: growth counts only when the fitted rise over the observed span exceeds three
-  times the envelope's median absolute deviation from the fitted line; below that the slope is
-  noise and the time until full is +Inf.
+* **History, bounded**: three ring buffers of bucket peaks (the peak is what runs into a
+  limit): 120 buckets over the forecast window ``W`` (30 s at the default 1 h), 72 over 6 W
+  (5 min) and 168 over 7 days at ``W`` (1 h). 360 (time, peak) pairs per series whatever the
+  poll interval or uptime; an observation costs three array writes.
+* **A ladder of windows** ``W/12 .. 168 W`` (5 min, 15 min, 1 h, 6 h, 1 d, 7 d by default), each
+  read from the finest ring that covers it, each usable once half of it has been seen. A
+  window is cut into ``SUBWINDOWS`` equal parts and the peak of each part taken.
+* **Growth is a staircase of new peaks**: a window says "growing" only when every part's peak
+  is above the previous part's by more than the noise (the median absolute second difference
+  of its bucket peaks). The rate is the median of those rises. So a one-off bulk load (a step)
+  raises one part, not all of them, and is never growth, wherever it falls in the window; a
+  sawtooth shorter than a part is flat; noise rarely climbs five times in a row.
+* **A rise to a level seen before is a cycle, not growth**: when the history before a window
+  (up to ``CYCLE_LOOKBACK`` W, a day and then some) already reached the middle of the window's
+  rise, the rise is a TTL sawtooth, a daily cycle or a regrowth after a flush, and that window
+  is not used. A leak under a sawtooth is still seen by the longer windows, whose parts each
+  hold a tooth: their peaks climb with the leak.
+* **Extrapolate only as far as you have seen**: a window's countdown is used only when it is at
+  most ``EVIDENCE_FACTOR`` times the span of growth behind it. Ten minutes of steady growth
+  may announce a fill 20 minutes away, never one 6 hours away; six hours of it may announce
+  one 12 hours away. This replaces the utilization guards and long ``for`` durations rules
+  otherwise need: a fast fill is told within minutes, a slow leak hours or days ahead, and the
+  first rising edge of a slow cycle stays silent unless it would fill the store within twice
+  its age.
+* The countdown is the shortest of the usable windows' (the earliest warning), from the peak of
+  that window's newest part; +Inf when none is usable (not growing, or not sure), 0 at the limit.
 
-The slope is recomputed only when a bucket closes (a few dozen points, under a millisecond),
-so most polls cost a deque append. The module knows nothing about stores: it takes
-``(time, value)`` and a limit, so app heaps (``store="app"``) use it unchanged.
+The module knows nothing about stores: it takes ``(time, value)`` and a limit, so app heaps
+(``store="app"``) and resident memory use it unchanged.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
-from collections import deque
+from array import array
 from dataclasses import dataclass
 
 from exporter import catalog
 from exporter.snapshot import MemoryView, Samples
 
-BUCKETS = 48
-ENVELOPE_BUCKETS = 4  # ~5 min of envelope at the default 1 h window
-MIN_HISTORY_FRACTION = 0.25  # the window must be this full before a forecast is given
-MIN_POINTS = 6
-NOISE_FACTOR = 3.0
+# (bucket width, buckets) of each ring, widths as a fraction of the forecast window.
+RINGS = ((1 / 120, 120), (1 / 12, 72), (1.0, 168))
+# The ladder of windows, as multiples of the forecast window (5 min .. 7 d at the default 1 h).
+# Each twice the last, so a growth of any duration fills most of one of them.
+WINDOWS = tuple(2.0 ** k / 12 for k in range(11)) + (168.0,)
+SUBWINDOWS = 5
+MIN_SPAN_FRACTION = 0.5  # a window is used once this share of it has been seen
+EVIDENCE_FACTOR = 2.0  # a countdown may reach this many times the span of growth behind it
+NOISE_FACTOR = 1.0  # each part's peak must rise by this many noise units (median |2nd difference|)
+RELATIVE_FLOOR = 1e-4  # ... and by at least this share of the level (a flat store's rounding is not growth)
+HOLD = 0.8  # a countdown given is raised only by a newer estimate more than 1/HOLD higher
+CYCLE_LOOKBACK = 26.0  # how far back (in forecast windows) a previous peak marks a rise as a cycle
 
 GROWTH = catalog.CACHE_MEMORY_GROWTH
 UNTIL_FULL = catalog.CACHE_MEMORY_UNTIL_FULL
+BASIS = catalog.CACHE_MEMORY_FORECAST_BASIS
 RESIDENT_UNTIL_FULL = catalog.CACHE_RESIDENT_UNTIL_FULL
+
+NAN = float("nan")
 
 
 @dataclass(frozen=True)
 class Estimate:
     growth: float  # units per second
     seconds_until_full: float | None  # None: no limit known
+    basis: float = 0.0  # seconds of growth seen: the longest window that rose all along; 0 when none
+
+
+@dataclass(frozen=True)
+class _Trend:
+    rate: float  # median rise per second of the parts' peaks (may be negative)
+    growing: bool  # every part's peak above the previous one by more than the noise
+    current: float  # the newest part's peak
+    span: float
+
+
+class _Ring:
+    """The peak (and its time) of each of ``n`` buckets of ``width`` seconds, the newest last."""
+
+    __slots__ = ("width", "n", "times", "peaks", "last", "_closed")
+
+    def __init__(self, width: float, n: int) -> None:
+        self.width = width
+        self.n = n
+        self.times = array("d", [NAN]) * n
+        self.peaks = array("d", [NAN]) * n
+        self.last: int | None = None  # the newest bucket index
+        self._closed: tuple[int, list[float], list[float], float] | None = None  # see view()
+
+    def observe(self, t: float, value: float) -> None:
+        index = int(t // self.width)
+        last = self.last
+        if last is None or index > last:
+            if last is not None:
+                for i in range(max(last + 1, index - self.n + 1), index + 1):  # buckets with no poll, and the new one
+                    self.peaks[i % self.n] = NAN
+            self.last = index
+        elif index <= last - self.n:
+            return  # older than the ring
+        slot = index % self.n
+        if not value <= self.peaks[slot]:  # also true when the slot is empty (NaN)
+            self.peaks[slot] = value
+            self.times[slot] = t
+            if index != self.last:
+                self._closed = None
+
+    def points(self, since: float = -math.inf) -> list[tuple[float, float]]:
+        """The kept (time, peak) pairs at or after ``since``, oldest first."""
+        if self.last is None:
+            return []
+        out = []
+        for i in range(self.last - self.n + 1, self.last + 1):
+            slot = i % self.n
+            v = self.peaks[slot]
+            if v == v and self.times[slot] >= since:
+                out.append((self.times[slot], v))
+        return out
+
+
+    def view(self) -> _RingView:
+        """The ring as sorted lists. The closed buckets (and their noise) are read once per
+        bucket, so a poll costs the newest bucket only."""
+        last = self.last
+        if last is None:
+            return _RingView([], [], 0.0)
+        if self._closed is None or self._closed[0] != last:
+            closed = [p for p in self.points() if p[0] < last * self.width]
+            times = [t for t, _ in closed]
+            values = [v for _, v in closed]
+            noise = statistics.median(abs(values[i + 1] - 2 * values[i] + values[i - 1])
+                                      for i in range(1, len(values) - 1)) if len(values) > 2 else 0.0
+            self._closed = (last, times, values, noise)
+        _, times, values, noise = self._closed
+        slot = last % self.n
+        if self.peaks[slot] == self.peaks[slot]:
+            return _RingView(times + [self.times[slot]], values + [self.peaks[slot]], noise)
+        return _RingView(times, values, noise)
 
 
 class PeakHistory:
-    """The peaks of one quantity over the last ``window`` seconds, in ``BUCKETS`` buckets."""
+    """The peaks of one quantity, and its trend over the ladder of windows."""
 
-    def __init__(self, window: float, buckets: int = BUCKETS) -> None:
+    def __init__(self, window: float) -> None:
         self.window = window
-        self.width = window / buckets
-        self.buckets = buckets
-        self._peaks: deque[tuple[int, float, float]] = deque()  # (bucket index, time of peak, peak)
-        self._slope_key: tuple[int, int] | None = None
-        self._slope: tuple[float, bool] | None = None
+        self.rings = [_Ring(window * w, n) for w, n in RINGS]
+        self.windows = [window * w for w in WINDOWS]
+        self.first: float | None = None  # time of the oldest observation kept
+        self.first_value = NAN
+        self.latest: tuple[float, float] | None = None
+        self._held: tuple[float, float] | None = None  # (time, countdown) of the last finite countdown
+        self._growth: float | None = None  # the last growth given: once given, an estimate stays
 
     def __len__(self) -> int:
-        return len(self._peaks)
+        return len(self.points())
 
     def points(self) -> list[tuple[float, float]]:
-        """The kept peaks as (time, value), oldest first: what a state file saves."""
-        return [(t, v) for _, t, v in self._peaks]
+        """Every kept (time, peak) observation, oldest first, each once: what a state file saves.
+        Fed back through ``observe`` in this order they rebuild every ring exactly."""
+        points = {p for ring in self.rings for p in ring.points()}
+        if self.first is not None and self.rings[-1].points(self.first):  # when the history began
+            points.add((self.first, self.first_value))
+        return sorted(points)
 
     def restore(self, points: list[tuple[float, float]], now: float) -> int:
-        """Take back saved peaks (times on this process's clock); those outside the window
-        before ``now``, or not before it, are dropped. Returns how many were kept."""
-        self._peaks.clear()
-        self._slope_key = self._slope = None
+        """Take back saved peaks (times on this process's clock); those older than the longest
+        ring, or not before ``now``, are dropped. Returns how many were kept."""
+        self.__init__(self.window)  # type: ignore[misc]
+        horizon = now - self.rings[-1].width * self.rings[-1].n
+        kept = 0
         for t, v in sorted(points):
-            if now - self.window < t < now:
+            if horizon < t < now and math.isfinite(v):
                 self.observe(t, v)
-        return len(self._peaks)
+                kept += 1
+        return kept
 
     def observe(self, t: float, value: float) -> None:
         if not math.isfinite(value):
             return
-        index = int(t // self.width)
-        if self._peaks and self._peaks[-1][0] == index:
-            if value >= self._peaks[-1][2]:
-                self._peaks[-1] = (index, t, value)
-        else:
-            self._peaks.append((index, t, value))
-        while self._peaks and self._peaks[0][0] <= index - self.buckets:
-            self._peaks.popleft()
+        for ring in self.rings:
+            ring.observe(t, value)
+        if self.first is None or t < self.first:
+            self.first, self.first_value = t, value
+        if self.latest is None or t >= self.latest[0]:
+            self.latest = (t, value)
+        oldest = self.rings[-1]
+        if oldest.last is not None:  # forget the start of a history the rings no longer hold
+            reach = (oldest.last - oldest.n + 1) * oldest.width
+            if self.first < reach:
+                self.first, self.first_value = reach, NAN
 
     def estimate(self, limit: float | None = None, evicts_when_full: bool = False) -> Estimate | None:
-        """The trend, and the time until ``limit``; None until there is enough history."""
-        if len(self._peaks) < 2:
+        """The trend, and the time until ``limit``; None until half the shortest window is seen."""
+        if self.latest is None or self.first is None:
             return None
-        span = self._peaks[-1][1] - self._peaks[0][1]
-        closed = len(self._peaks) - 1  # the newest bucket is still filling
-        if span < self.window * MIN_HISTORY_FRACTION or closed < MIN_POINTS:
-            return None
-        slope, significant = self._closed_slope(closed)
+        now = self.latest[0]
+        seen = now - self.first
+        rings = [ring.view() for ring in self.rings]
+        trends = []
+        for w in self.windows:
+            span = min(w, seen)
+            if span < w * MIN_SPAN_FRACTION:
+                break
+            view = next((v for v, r in zip(rings, self.rings) if r.width * r.n >= w), rings[-1])
+            trend = view.trend(now, span)
+            if trend is not None:
+                trends.append(trend)
+        if not trends:  # too little history, or (just after it) a part with no poll yet
+            if self._growth is None:
+                return None
+            trends = [_Trend(self._growth, False, self.latest[1], 0.0)]
+        base = next((t for t in trends if t.span >= self.window * MIN_SPAN_FRACTION), trends[-1])
+        self._growth = base.rate
         if limit is None:
-            return Estimate(slope, None)
+            return Estimate(base.rate, None)
         if evicts_when_full:
-            return Estimate(slope, math.inf)
-        current = max(p[2] for p in list(self._peaks)[-ENVELOPE_BUCKETS:])
-        if current >= limit:
-            return Estimate(slope, 0.0)
-        if not significant:
-            return Estimate(slope, math.inf)
-        return Estimate(slope, (limit - current) / slope)
+            return Estimate(base.rate, math.inf)
+        if max(trends[0].current, self.latest[1]) >= limit:
+            return Estimate(base.rate, 0.0)
+        best: tuple[float, _Trend] | None = None  # the shortest countdown far enough ahead
+        nearest: tuple[float, _Trend] | None = None  # the shortest countdown of any growth
+        basis = 0.0
+        lookback = now - CYCLE_LOOKBACK * self.window
+        for trend in trends:
+            if not trend.growing:
+                continue
+            # A rise to a level seen before (in the lookback, before this window) is a cycle.
+            middle = trend.current - trend.rate * trend.span / 2
+            start = now - trend.span
+            if any(v.peak_between(min(lookback, start - trend.span), start) >= middle for v in rings):
+                continue
+            basis = trend.span
+            left = (limit - trend.current) / trend.rate
+            if nearest is None or left < nearest[0]:
+                nearest = (left, trend)
+            if left <= EVIDENCE_FACTOR * trend.span and (best is None or left < best[0]):
+                best = (left, trend)
+        if best is None and (nearest is None or self._held is None):
+            self._held = None
+            return Estimate(base.rate, math.inf, basis)
+        # Once a countdown is given it lasts while the growth does (a noisy fill may fall short of
+        # the evidence rule now and then), and it counts down: a newer estimate raises it only
+        # when more than 1/HOLD higher, so noise does not swing it across an alert's threshold.
+        left, trend = best or nearest  # type: ignore[misc]
+        left = max(0.0, left)
+        if self._held is not None:
+            then, held = self._held
+            left = max(HOLD * left, min(left, held - (now - then)))
+        self._held = (now, left)
+        return Estimate(trend.rate, left, basis)
 
-    def _closed_slope(self, closed: int) -> tuple[float, bool]:
-        key = (self._peaks[closed - 1][0], closed)
-        if key != self._slope_key:
-            self._slope = _envelope_trend([(t, v) for _, t, v in list(self._peaks)[:closed]])
-            self._slope_key = key
-        return self._slope  # type: ignore[return-value]
 
+class _RingView:
+    """One ring's bucket peaks as sorted lists, with the noise of those peaks."""
 
-def _envelope_trend(points: list[tuple[float, float]]) -> tuple[float, bool]:
-    """(Theil-Sen slope of the rolling peak envelope, whether the rise exceeds the noise)."""
-    envelope = [(points[i][0], max(v for _, v in points[max(0, i - ENVELOPE_BUCKETS + 1):i + 1]))
-                for i in range(len(points))]
-    if len(envelope) >= 2 * ENVELOPE_BUCKETS + MIN_POINTS:
-        envelope = envelope[ENVELOPE_BUCKETS - 1:]  # drop the partial envelopes at the start
-    slopes = [(v2 - v1) / (t2 - t1)
-              for i, (t1, v1) in enumerate(envelope) for t2, v2 in envelope[i + 1:] if t2 > t1]
-    if not slopes:
-        return 0.0, False
-    slope = statistics.median(slopes)
-    intercept = statistics.median(v - slope * t for t, v in envelope)
-    noise = statistics.median(abs(v - (intercept + slope * t)) for t, v in envelope)
-    span = envelope[-1][0] - envelope[0][0]
-    level = max(abs(v) for _, v in envelope)
-    significant = slope > 0 and slope * span > max(NOISE_FACTOR * noise, 1e-6 * level)
-    return slope, significant
+    __slots__ = ("times", "values", "noise")
+
+    def __init__(self, times: list[float], values: list[float], noise: float) -> None:
+        self.times = times
+        self.values = values
+        self.noise = noise
+
+    def trend(self, now: float, span: float) -> _Trend | None:
+        """The parts' peaks over the last ``span`` seconds; None when a part holds no peak."""
+        start = now - span
+        first = bisect.bisect_left(self.times, start)
+        if len(self.times) - first < SUBWINDOWS:
+            return None
+        part = span / SUBWINDOWS
+        times, values = self.times, self.values
+        edges = [first] + [bisect.bisect_left(times, start + k * part, first) for k in range(1, SUBWINDOWS)]
+        edges.append(len(times))
+        peaks = []
+        peak_times = []
+        for a, b in zip(edges, edges[1:]):
+            if a >= b:
+                return None  # a part with no poll
+            peak = max(values[a:b])
+            peaks.append(peak)
+            peak_times.append(times[values.index(peak, a, b)])
+        rises = [b - a for a, b in zip(peaks, peaks[1:])]
+        floor = max(NOISE_FACTOR * self.noise, RELATIVE_FLOOR * abs(peaks[-1]))
+        # Per second between the peaks' own times (bucket peaks do not fall on the parts' edges).
+        # The median, or the newest if smaller: a slowing rise (the top of a cycle, a
+        # decelerating fill) is extrapolated at its current pace, not its past one.
+        rates = [r / max(b - a, part / 2) for r, a, b in zip(rises, peak_times, peak_times[1:])]
+        rate = min(statistics.median(rates), rates[-1])
+        # Still growing now: the newest part's peak is in its second half. A sawtooth's drop ends
+        # its rising edge within half a part (a tenth of the window); a leak's tooth shorter than
+        # that does not, so the countdown of a leak under a TTL sawtooth holds steady.
+        growing = rate > 0 and min(rises) > floor and now - peak_times[-1] <= part / 2
+        return _Trend(rate, growing, peaks[-1], span)
+
+    def peak_between(self, start: float, end: float) -> float:
+        """The highest peak whose time is in [start, end); -inf when none."""
+        lo = bisect.bisect_left(self.times, start)
+        hi = bisect.bisect_left(self.times, end)
+        return max(self.values[lo:hi], default=-math.inf)
 
 
 class Forecaster:
@@ -154,8 +317,7 @@ class Forecaster:
 
     def restore(self, history: dict[str, list[tuple[float, float]]], now: float) -> int:
         """Take back a saved history (times already on this process's clock); returns the
-        number of points kept. With a quarter of the window restored, the first poll after a
-        restart has its countdown again."""
+        number of points kept. The first poll after a restart has its countdown again."""
         return (self.used.restore(history.get("used", []), now)
                 + self.resident.restore(history.get("resident", []), now))
 
@@ -171,8 +333,11 @@ class Forecaster:
         if used is not None:
             out.add(GROWTH, used.growth, labels)
             out.add(UNTIL_FULL, used.seconds_until_full, labels, allow_inf=True)
-            result.update(growth_bytes_per_second=used.growth, seconds_until_full=used.seconds_until_full)
-        resident = self.resident.estimate(memory.resident_limit)
+            if used.seconds_until_full is not None:
+                out.add(BASIS, used.basis, labels)
+            result.update(growth_bytes_per_second=used.growth, seconds_until_full=used.seconds_until_full,
+                          forecast_basis_seconds=used.basis)
+        resident = self.resident.estimate(memory.resident_limit) if memory.resident_limit is not None else None
         if resident is not None and resident.seconds_until_full is not None:
             out.add(RESIDENT_UNTIL_FULL, resident.seconds_until_full, labels, allow_inf=True)
             result["resident_seconds_until_full"] = resident.seconds_until_full
