@@ -36,6 +36,7 @@ from dashboards.common import (  # noqa: E402
     detail_url,
     firing_alerts,
     hit_ratio,
+    override_thresholds,
     query_variable,
     range_map,
     rate,
@@ -52,13 +53,22 @@ from dashboards.common import (  # noqa: E402
 from exporter.sources.app import THRASH_HEAP_RATIO, THRASH_MUTATOR_UTILIZATION  # noqa: E402
 
 # --- thresholds: the alert levels -----------------------------------------------------------------------
-H_CRITICAL = rules.TIME["predict_critical_horizon"]  # 1 h: exhaustion alerts go critical
-H_WARNING = rules.TIME["predict_warning_horizon"]  # 4 h: exhaustion alerts warn
-TIME_UNTIL_FULL = thresholds("red", (H_CRITICAL, "orange"), (H_WARNING, "green"))
-# Memory used against the effective limit: the level guards of the exhaustion forecasts (above them a
-# forecast may alert). An evicting store at 100 % is working as designed.
-UTILIZATION = thresholds("green", (rules.PREDICT_WARNING_MIN_UTILIZATION, "yellow"),
-                         (rules.PREDICT_CRITICAL_MIN_UTILIZATION, "orange"))
+# A store's memory against its effective limit: CacheMemoryExhaustionPredicted's severity by horizon.
+H_CRITICAL = rules.TIME["predict_critical_horizon"]  # 1 h: critical (when the growth was seen that long)
+H_WARNING = rules.TIME["predict_warning_horizon"]  # 6 h: warning
+H_INFO = rules.TIME["predict_info_horizon"]  # 7 d: info, a slow leak (when seen long enough)
+EVIDENCE = rules.PREDICT_EVIDENCE  # how far each severity may extrapolate, x the growth seen
+TIME_UNTIL_FULL = thresholds("red", (H_CRITICAL, "orange"), (H_WARNING, "blue"), (H_INFO, "green"))
+# Resident memory against the hard limit (CacheResidentMemoryExhaustionPredicted): critical and warning only.
+RESIDENT_UNTIL_FULL = thresholds("red", (H_CRITICAL, "orange"), (H_WARNING, "green"))
+# An app's heap against its limit (AppHeapExhaustionPredicted): its own horizons, and level guards.
+HEAP_H_CRITICAL = rules.TIME["heap_critical_horizon"]  # 1 h, above PREDICT_CRITICAL_MIN_UTILIZATION
+HEAP_H_WARNING = rules.TIME["heap_warning_horizon"]  # 4 h, above PREDICT_WARNING_MIN_UTILIZATION
+HEAP_UNTIL_FULL = thresholds("red", (HEAP_H_CRITICAL, "orange"), (HEAP_H_WARNING, "green"))
+# Memory used against the effective limit: no alert depends on a store's level (the exhaustion alerts
+# follow the countdown, and an evicting store is fine at 100 %), so it has no colour of alarm. The
+# level guards PREDICT_*_MIN_UTILIZATION apply to app heaps only (AppHeapExhaustionPredicted).
+UTILIZATION = thresholds("text")
 RESIDENT = thresholds("green", (rules.RESIDENT_WARNING_RATIO, "orange"), (rules.RESIDENT_CRITICAL_RATIO, "red"))
 FORK_RISK = thresholds("green", (rules.FORK_WARNING_RATIO, "orange"), (rules.FORK_CRITICAL_RATIO, "red"))
 # Heap: the AppHeapGCThrash warning level, then V8's abort rule (app_heap_thrashing, the critical).
@@ -73,9 +83,9 @@ TTL_LEFT = thresholds("red", (0, "green"))  # negative: served stale
 
 # Table sort keys must never be empty (Grafana sorts empty cells first): a forecast column shows these
 # two sentinels as text instead.
-NOT_FILLING = 1e15  # +Inf: not growing, or the store evicts when full
+NOT_FILLING = 1e15  # +Inf: not growing (or not for long enough to tell), or the store evicts when full
 NO_FORECAST = 2e15  # no forecast: not enough history yet, no limit, target down, nothing to forecast
-FORECAST_MAPPINGS = (range_map(NOT_FILLING, NOT_FILLING, "not filling up", "green", 0),
+FORECAST_MAPPINGS = (range_map(NOT_FILLING, NOT_FILLING, "no countdown", "green", 0),
                      range_map(NO_FORECAST, NO_FORECAST, "no forecast", "transparent", 1))
 
 UP = (value_map({"1": ("up", "green"), "0": ("DOWN", "red")}),)
@@ -83,6 +93,7 @@ EVICTS = (value_map({"1": ("evicts", "text"), "0": ("rejects writes", "orange")}
 OK_FAILED = (value_map({"1": ("ok", "green"), "0": ("FAILED", "red")}),)
 ON_OFF = (value_map({"1": ("on", "text"), "0": ("off", "text")}),)
 YES_NO = (value_map({"1": ("yes", "text"), "0": ("no", "text")}),)
+NOT_GROWING = (value_map({"0": ("not growing", "text")}),)  # cache_memory_forecast_basis_seconds 0
 SEVERITY = (value_map({"critical": ("critical", "red"), "warning": ("warning", "orange"),
                        "info": ("info", "blue")}),)
 
@@ -108,6 +119,27 @@ def finite(metric: str, *matchers: str, by: str = BY) -> str:
     return f"min by ({by}) ({sel(metric, *matchers)} < +Inf)"
 
 
+def human(seconds: float) -> str:
+    """A horizon as people say it: 7 d, 6 h, 2 m."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
+def basis_column(*matchers: str) -> str:
+    """How long the growth behind the countdown has been seen, per target (0: not growing)."""
+    return f"max by ({BY}) ({sel('cache_memory_forecast_basis_seconds', *matchers)})"
+
+
+FORECAST_TEXT = ("\"no countdown\": not growing, growing for too short a time to tell (a countdown is given "
+                 "once the growth has been seen for at least half of it), or the store evicts when full; \"no "
+                 "forecast\": not enough history yet, no limit, or down.")
+GROWTH_SEEN_FOR = ("Growth seen for: how long the growth behind the countdown has been seen "
+                   "(cache_memory_forecast_basis_seconds); the exporter gives a countdown only when it is "
+                   "at most twice that.")
+
+
 def resident_ratio(*matchers: str, by: str = BY) -> str:
     return (f"max by ({by}) (\n  {sel('cache_resident_memory_bytes', *matchers)}\n"
             f"  / ({sel('cache_resident_memory_limit_bytes', *matchers)} > 0)\n)")
@@ -128,28 +160,77 @@ def store_alerts_table(store: str, names: list[str]) -> object:
         sort_by="Severity", no_value="No alert firing")
 
 
-def time_until_full_panel(*matchers: str, title: str = "Time until full", resident: bool = True) -> object:
-    """The forecasts; ``resident=False`` where the store reports no resident memory (Memcached)."""
+def store_horizons_text() -> str:
+    """CacheMemoryExhaustionPredicted's horizons, as its rules put them."""
+    return (f"critical under {human(H_CRITICAL)} when the countdown is at most {EVIDENCE['critical']:g} x the "
+            f"time the growth has been seen, warning under {human(H_WARNING)}, info (a ticket: a slow leak) from "
+            f"{human(H_WARNING)} to {human(H_INFO)} when the countdown is at most {EVIDENCE['info']:g} x that time")
+
+
+def heap_horizons_text() -> str:
+    """AppHeapExhaustionPredicted's horizons and level guards."""
+    return (f"critical under {human(HEAP_H_CRITICAL)} above {rules.PREDICT_CRITICAL_MIN_UTILIZATION:.0%} of "
+            f"the heap limit, warning under {human(HEAP_H_WARNING)} above "
+            f"{rules.PREDICT_WARNING_MIN_UTILIZATION:.0%}")
+
+
+RESIDENT_HORIZONS = (f"CacheResidentMemoryExhaustionPredicted, critical under {human(H_CRITICAL)}, warning "
+                     f"under {human(H_WARNING)}")
+ONLY_COUNTDOWNS = ("Only countdowns are drawn: a target that is not growing, evicts when full, or has not been "
+                   "seen growing for at least half of its countdown has no line.")
+
+
+def time_until_full_panel(*matchers: str, resident: bool = True, apps: bool = False) -> object:
+    """The store forecasts; ``resident=False`` where the store reports no resident memory (Memcached),
+    ``apps`` where app heaps are drawn too (the overview)."""
     queries = [Q(finite("cache_memory_seconds_until_full", *matchers), "{{target}} effective limit")]
-    what = "Forecast time until memory reaches the effective limit (the store rejects writes, or the heap aborts)"
+    what = "Forecast time until memory reaches the effective limit (the store rejects writes"
+    what += ", or an app's heap aborts)" if apps else ")"
     if resident:
         queries.append(Q(finite("cache_resident_memory_seconds_until_full", *matchers), "{{target}} hard limit"))
         what += " and until resident memory reaches the hard limit (the process is killed)"
-    return timeseries_panel(
-        title, what + ". Only countdowns are drawn: a target that is not growing, or evicts when full, has "
-        f"no line. Colours: the exhaustion alerts go critical under {H_CRITICAL / 3600:g} h and warn under "
-        f"{H_WARNING / 3600:g} h.", "s", queries,
-        thresholds_config=TIME_UNTIL_FULL, min_value=0, calcs=("lastNotNull", "min"))
+    text = (f"{what}. {ONLY_COUNTDOWNS} Dashed lines: CacheMemoryExhaustionPredicted, {store_horizons_text()} "
+            "(Growth seen for, in the table above).")
+    if resident:
+        text += f" Hard limit: {RESIDENT_HORIZONS}, no info."
+    if apps:
+        text += f" App heaps: AppHeapExhaustionPredicted, {heap_horizons_text()} (the app dashboard)."
+    return timeseries_panel("Time until full", text, "s", queries,
+                            thresholds_config=TIME_UNTIL_FULL, min_value=0, calcs=("lastNotNull", "min"))
 
 
-def utilization_panel(*matchers: str, thresholds_config=UTILIZATION, what: str = "Memory") -> object:
+def heap_until_full_panel(*matchers: str) -> object:
     return timeseries_panel(
-        f"{what} used, % of effective limit",
-        "cache_memory_utilization_ratio: memory counted against the limit (Redis maxmemory, else "
-        "memory_limit, else the host; Memcached -m; an app's heap limit). Absent, not N/A, when no limit "
-        "is known. Dashed lines: the levels of the alerts on this figure.",
-        "percentunit", [Q(f"max by ({BY}) ({sel('cache_memory_utilization_ratio', *matchers)})")],
-        thresholds_config=thresholds_config, min_value=0)
+        "Time until heap full",
+        "Forecast time until the heap reaches its limit (the runtime aborts: exit 134 for Node.js, not an "
+        "OOM kill). Only countdowns are drawn: a heap that is not growing, or has not been seen growing for at "
+        f"least half of its countdown, has no line. Dashed lines: AppHeapExhaustionPredicted, "
+        f"{heap_horizons_text()}.", "s",
+        [Q(finite("cache_memory_seconds_until_full", *matchers), "{{target}} heap limit")],
+        thresholds_config=HEAP_UNTIL_FULL, min_value=0, calcs=("lastNotNull", "min"))
+
+
+def oom_kill_panel(*matchers: str) -> object:
+    return timeseries_panel(
+        "Time until OOM kill",
+        "Forecast time until resident memory reaches the hard limit that gets the process killed (the "
+        "target's memory_limit, else the host's memory). Only countdowns are drawn. Dashed lines: "
+        f"{RESIDENT_HORIZONS}.", "s",
+        [Q(finite("cache_resident_memory_seconds_until_full", *matchers), "{{target}} hard limit")],
+        thresholds_config=RESIDENT_UNTIL_FULL, min_value=0, calcs=("lastNotNull", "min"))
+
+
+def utilization_panel(*matchers: str, apps: bool = False) -> object:
+    text = ("cache_memory_utilization_ratio: memory counted against the limit (Redis maxmemory, else "
+            "memory_limit, else the host; Memcached -m; an app's heap limit). Absent, not N/A, when no limit "
+            "is known. No alert depends on a store's level: the exhaustion alerts follow the countdown (Time "
+            "until full), and a store that evicts when full is fine at 100 %.")
+    if apps:
+        text += (f" App heaps: AppHeapExhaustionPredicted needs over {rules.PREDICT_WARNING_MIN_UTILIZATION:.0%} "
+                 f"(warning) / {rules.PREDICT_CRITICAL_MIN_UTILIZATION:.0%} (critical) of the heap limit.")
+    return timeseries_panel(
+        "Memory used, % of effective limit", text, "percentunit",
+        [Q(f"max by ({BY}) ({sel('cache_memory_utilization_ratio', *matchers)})")], min_value=0)
 
 
 def resident_panel(*matchers: str) -> object:
@@ -163,34 +244,61 @@ def resident_panel(*matchers: str) -> object:
 
 # --- overview ---------------------------------------------------------------------------------------------
 
+def countdown_count(horizon: float, evidence: float | None, beyond: float | None = None) -> str:
+    """How many stores meet a CacheMemoryExhaustionPredicted condition now (before its ``for``): the
+    countdown under ``horizon`` (and at least ``beyond``), at most ``evidence`` x the growth seen."""
+    store = 'store!="app"'
+    until = f"{sel('cache_memory_seconds_until_full', store)} < {horizon:g}"
+    if beyond is not None:
+        until += f" >= {beyond:g}"
+    expr = f"min by ({BY}) ({until})"
+    if evidence is not None:
+        expr += f"\n  <= {evidence:g} * {basis_column(store)}"
+    expr += f"\n  unless on ({BY}) max by ({BY}) ({sel('cache_evicts_when_full', store)}) == 1"
+    return f"count(\n  {expr}\n) or vector(0)"
+
+
 def overview(names: list[str]) -> dict:
     g = Grid()
+    stores, apps = 'store!="app"', 'store="app"'
     soonest = (
         "sort(\n" + with_dashboard_label(
             f"min by (job, target, store, limit) (\n"
-            f"  label_replace({sel('cache_memory_seconds_until_full')} < +Inf, "
+            f"  label_replace({sel('cache_memory_seconds_until_full', stores)} < +Inf, "
             f"\"limit\", \"effective limit\", \"\", \"\")\n"
+            f"  or\n"
+            f"  label_replace({sel('cache_memory_seconds_until_full', apps)} < +Inf, "
+            f"\"limit\", \"heap limit\", \"\", \"\")\n"
             f"  or\n"
             f"  label_replace({sel('cache_resident_memory_seconds_until_full')} < +Inf, "
             f"\"limit\", \"hard limit\", \"\", \"\")\n)") + "\n)")
     to_detail = (data_link("Open the target's dashboard",
                            detail_url("${__field.labels.dashboard}", "${__field.labels.target}")),)
-    g.add(bargauge_panel(
+    bars = bargauge_panel(
         "Runs out first: time until full",
         "Every forecast that counts down, soonest first: memory reaching the effective limit (writes are "
-        "rejected, or the heap aborts) and resident memory reaching the hard limit (OOM kill). Targets "
-        "that are not growing, or evict when full, are not listed. Red under "
-        f"{H_CRITICAL / 3600:g} h (critical alert), orange under {H_WARNING / 3600:g} h (warning). Click a "
-        "bar for the target's dashboard.", "s",
+        "rejected), an app's heap reaching its limit (the runtime aborts) and resident memory reaching the "
+        "hard limit (OOM kill). Targets that are not growing (or not for long enough to tell), or evict when "
+        "full, are not listed. Colours are the alerts' horizons. Effective limit: "
+        f"{store_horizons_text()} (CacheMemoryExhaustionPredicted; the tiles below count them). A bar is "
+        "coloured by its countdown alone: a red or blue one may lack the evidence its alert needs (Growth "
+        "seen for, in the Targets table). Hard limit: "
+        f"{RESIDENT_HORIZONS}. Heap limit: AppHeapExhaustionPredicted, {heap_horizons_text()}. Click a bar "
+        "for the target's dashboard.", "s",
         [Q(soonest, "{{target}} · {{limit}}", instant=True)],
         thresholds_config=TIME_UNTIL_FULL, min_value=0, links=list(to_detail),
-        no_value="Nothing is filling up"), w=12, h=9)
+        no_value="Nothing is filling up")
+    override_thresholds(bars, " · hard limit$", RESIDENT_UNTIL_FULL)
+    override_thresholds(bars, " · heap limit$", HEAP_UNTIL_FULL)
+    g.add(bars, w=12, h=9)
     g.add(bargauge_panel(
         "Fullest: memory used, % of effective limit",
         "cache_memory_utilization_ratio, highest first. Targets without a known limit are absent rather "
-        "than N/A. Yellow/orange: the levels above which the exhaustion forecasts may alert "
-        f"({rules.PREDICT_WARNING_MIN_UTILIZATION:.0%} warning, {rules.PREDICT_CRITICAL_MIN_UTILIZATION:.0%} "
-        "critical). A store that evicts when full is fine at 100 %: watch its hit ratio.", "percentunit",
+        "than N/A. No alert depends on a store's level, so the bars have no alarm colours: the exhaustion "
+        "alerts follow the countdown (Runs out first), a store that evicts when full is fine at 100 % (watch "
+        "its hit ratio), and one that rejects writes shows in the countdown and the Targets table (When "
+        f"full). App heaps: AppHeapExhaustionPredicted needs over {rules.PREDICT_WARNING_MIN_UTILIZATION:.0%} "
+        f"(warning) / {rules.PREDICT_CRITICAL_MIN_UTILIZATION:.0%} (critical) of the heap limit.", "percentunit",
         [Q("sort_desc(\n" + with_dashboard_label(
             f"max by (job, target, store) ({sel('cache_memory_utilization_ratio')})") + "\n)", instant=True)],
         thresholds_config=UTILIZATION, min_value=0, max_value=1, links=list(to_detail)), w=6, h=9)
@@ -202,6 +310,35 @@ def overview(names: list[str]) -> dict:
         [Q("sort_desc(\n" + with_dashboard_label(resident_ratio(by="job, target, store")) + "\n)",
            instant=True)],
         thresholds_config=RESIDENT, min_value=0, max_value=1, links=list(to_detail)), w=6, h=9)
+
+    # Countdown per horizon: how many stores meet each CacheMemoryExhaustionPredicted condition now.
+    which = ("Which ones: Runs out first above, the Targets table below (with Growth seen for). Resident "
+             "memory (OOM kill) and app heaps have alerts of their own and are not counted here.")
+    for title, text, expr, config in (
+            (f"Full within {human(H_CRITICAL)}",
+             f"Stores whose memory reaches the effective limit within {human(H_CRITICAL)}: the critical "
+             f"condition of CacheMemoryExhaustionPredicted now, before its for: of "
+             f"{human(rules.TIME['predict_critical_for'])}. cache_memory_seconds_until_full under "
+             f"{human(H_CRITICAL)} and at most {EVIDENCE['critical']:g} x cache_memory_forecast_basis_seconds "
+             "(the growth has been seen at least that long); a store that evicts when full never counts.",
+             countdown_count(H_CRITICAL, EVIDENCE["critical"]), ANY_CRITICAL),
+            (f"Full within {human(H_WARNING)}",
+             f"Stores whose memory reaches the effective limit within {human(H_WARNING)}: the warning "
+             f"condition of CacheMemoryExhaustionPredicted now, before its for: of "
+             f"{human(rules.TIME['predict_warning_for'])}. Any countdown under {human(H_WARNING)}: the exporter "
+             "gives one only when the growth has been seen for at least half of it. Includes the stores of "
+             f"Full within {human(H_CRITICAL)}, and those under {human(H_CRITICAL)} without the evidence for "
+             "critical.",
+             countdown_count(H_WARNING, EVIDENCE["warning"]), ANY_WARNING),
+            (f"Full in {human(H_WARNING)} – {human(H_INFO)}",
+             f"Slow leaks: stores whose memory reaches the effective limit in {human(H_WARNING)} to "
+             f"{human(H_INFO)}, with a countdown at most {EVIDENCE['info']:g} x "
+             "cache_memory_forecast_basis_seconds (the time the growth has been seen): the info condition of "
+             f"CacheMemoryExhaustionPredicted (a ticket) now, before its for: of "
+             f"{human(rules.TIME['predict_info_for'])}. A countdown in that range with less evidence shows in "
+             "Runs out first but alerts nobody yet.",
+             countdown_count(H_INFO, EVIDENCE["info"], beyond=H_WARNING), ANY_INFO)):
+        g.add(stat_panel(title, f"{text} {which}", "none", [Q(expr, "")], thresholds_config=config), w=8, h=4)
 
     def count(title: str, description: str, expr: str, config) -> None:
         g.add(stat_panel(title, description, "none", [Q(f"count({expr}) or vector(0)", "")],
@@ -225,12 +362,13 @@ def overview(names: list[str]) -> dict:
           "(cache_config_finding).", sel("cache_config_finding", 'severity="warning"'), ANY_INFO)
 
     up = f"max by (job, target, store, dashboard) (\n  {with_dashboard_label(sel('cache_up'))}\n)"
-    forecast_text = ("Sorted by time until full, soonest first. \"not filling up\": not growing, or the "
-                     "store evicts when full; \"no forecast\": not enough history yet, no limit, or down.")
     g.add(table_panel(
         "Targets",
-        "One row per target. " + forecast_text + " Click a target for its dashboard. Hit ratio, evictions "
-        "and rejections are rates over $__rate_interval; findings and alerts are counts now.", "none",
+        "One row per target, sorted by time until full, soonest first. " + FORECAST_TEXT + " " + GROWTH_SEEN_FOR
+        + " Time until full is coloured by the stores' horizons (as Runs out first), also for app heaps, "
+        f"whose alert differs (AppHeapExhaustionPredicted, {heap_horizons_text()}: the app dashboard "
+        "colours them so). Click a target for its dashboard. Hit ratio, "
+        "evictions and rejections are rates over $__rate_interval; findings and alerts are counts now.", "none",
         [Q(up, table=True),
          Q(forecast_column("cache_memory_seconds_until_full"), table=True),
          Q(f"max by ({BY}) ({sel('cache_memory_utilization_ratio')})", table=True),
@@ -241,7 +379,8 @@ def overview(names: list[str]) -> dict:
          Q(f"sum by ({BY}) ({rate('cache_write_rejections_total')})", table=True),
          Q(f"count by ({BY}) ({sel('cache_config_finding')})", table=True),
          Q(f"count by ({BY}) ({firing_alerts(names, 'target!=' + EMPTY)})", table=True),
-         Q(f"max by ({BY}) ({sel('cache_evicts_when_full')})", table=True)],
+         Q(f"max by ({BY}) ({sel('cache_evicts_when_full')})", table=True),
+         Q(basis_column(), table=True)],
         [Column("target", "Target", links=(data_link(
             "Open ${__data.fields.target}'s dashboard",
             detail_url("${__data.fields.dashboard}", "${__data.fields.target}")),), width=160),
@@ -249,10 +388,11 @@ def overview(names: list[str]) -> dict:
          Column("A", "Up", mappings=UP, cell="color-text", width=60),
          Column("B", "Time until full", unit="s", thresholds=TIME_UNTIL_FULL, mappings=FORECAST_MAPPINGS,
                 cell="color-background"),
-         Column("C", "Used / limit", unit="percentunit", thresholds=UTILIZATION, cell="color-text", decimals=1),
+         Column("L", "Growth seen for", unit="s", mappings=NOT_GROWING),
+         Column("C", "Used / limit", unit="percentunit", decimals=1),
          Column("D", "Resident / hard limit", unit="percentunit", thresholds=RESIDENT, cell="color-text",
                 decimals=1),
-         Column("E", "Until OOM kill", unit="s", thresholds=TIME_UNTIL_FULL, mappings=FORECAST_MAPPINGS,
+         Column("E", "Until OOM kill", unit="s", thresholds=RESIDENT_UNTIL_FULL, mappings=FORECAST_MAPPINGS,
                 cell="color-background"),
          Column("F", "Hit ratio", unit="percentunit", decimals=1),
          Column("G", "Evictions/s", unit="ops"),
@@ -266,13 +406,13 @@ def overview(names: list[str]) -> dict:
         sort_by="Time until full"), w=24, h=10)
 
     g.row("Memory")
-    g.add(utilization_panel(), w=12, h=8)
-    g.add(time_until_full_panel(), w=12, h=8)
+    g.add(utilization_panel(apps=True), w=12, h=8)
+    g.add(time_until_full_panel(apps=True), w=12, h=8)
     g.add(resident_panel(), w=12, h=8)
     g.add(timeseries_panel(
-        "Memory growth", "cache_memory_growth_bytes_per_second: the exporter's robust trend of used memory "
-        "over its forecast window (Theil-Sen slope of the peak envelope; sawtooth and bulk loads flatten "
-        "out). Negative when shrinking.", "Bps",
+        "Memory growth", "cache_memory_growth_bytes_per_second: the growth of used memory behind the "
+        "countdown (the median rise of the peaks of the window it came from; a bulk load, a sawtooth or noise "
+        "is not growth), else its trend over about the forecast window. Negative when shrinking.", "Bps",
         [Q(f"max by ({BY}) ({sel('cache_memory_growth_bytes_per_second')})")]), w=12, h=8)
 
     g.row("Traffic")
@@ -339,20 +479,27 @@ def redis(names: list[str]) -> dict:
     g = Grid()
     g.add(table_panel(
         "Instances", "One row per Redis/Valkey target: version, replication role, eviction policy, whether "
-        "it evicts or rejects writes when full, where its memory limit comes from.", "none",
+        "it evicts or rejects writes when full, where its memory limit comes from, memory used against it, "
+        "and the time until it is full (coloured by CacheMemoryExhaustionPredicted's horizons, as Time until "
+        "full below). " + FORECAST_TEXT + " " + GROWTH_SEEN_FOR, "none",
         [Q(f"max by ({BY}, redis_version, valkey_version, role, maxmemory_policy) "
            f"({sel('redis_instance_info')})", table=True),
          Q(f"max by ({BY}) ({sel('redis_up')})", table=True),
          Q(f"max by ({BY}) ({sel('cache_evicts_when_full', store)})", table=True),
          Q(f"max by ({BY}, source) ({sel('cache_memory_limit_info', store)})", table=True),
          Q(f"max by ({BY}) ({sel('cache_memory_utilization_ratio', store)})", table=True),
-         Q(f"max by ({BY}) ({sel('redis_uptime_in_seconds')})", table=True)],
+         Q(f"max by ({BY}) ({sel('redis_uptime_in_seconds')})", table=True),
+         Q(forecast_column("cache_memory_seconds_until_full", store), table=True),
+         Q(basis_column(store), table=True)],
         [Column("target", "Target"), Column("B", "Up", mappings=UP, cell="color-text", width=60),
          Column("redis_version", "Redis"), Column("valkey_version", "Valkey"), Column("role", "Role"),
          Column("maxmemory_policy", "maxmemory-policy"),
          Column("C", "When full", mappings=EVICTS, cell="color-text"),
          Column("source", "Limit from"),
-         Column("E", "Used / limit", unit="percentunit", thresholds=UTILIZATION, cell="color-text", decimals=1),
+         Column("E", "Used / limit", unit="percentunit", decimals=1),
+         Column("G", "Time until full", unit="s", thresholds=TIME_UNTIL_FULL, mappings=FORECAST_MAPPINGS,
+                cell="color-background"),
+         Column("H", "Growth seen for", unit="s", mappings=NOT_GROWING),
          Column("F", "Uptime", unit="s"), Column("job", "Job"),
          Column("A", "info", hidden=True), Column("D", "limit info", hidden=True)],
         sort_by="Target"), w=24, h=6)
@@ -490,18 +637,25 @@ def memcached(names: list[str]) -> dict:
     g = Grid()
     g.add(table_panel(
         "Instances", "One row per Memcached target: version, whether it evicts (default) or refuses stores "
-        "(-M) when full, slab page moving (slab_reassign, slab_automove), calcified slab classes.", "none",
+        "(-M) when full, slab page moving (slab_reassign, slab_automove), memory used against -m, the time "
+        "until it is full (coloured by CacheMemoryExhaustionPredicted's horizons, as Time until full below), "
+        "calcified slab classes. " + FORECAST_TEXT + " " + GROWTH_SEEN_FOR, "none",
         [Q(f"max by ({BY}, version) ({sel('memcached_version')})", table=True),
          Q(f"max by ({BY}) ({sel('memcached_up')})", table=True),
          Q(f"max by ({BY}) ({sel('cache_evicts_when_full', store)})", table=True),
          Q(f"max by ({BY}, slab_reassign, slab_automove) ({sel('memcached_settings_info')})", table=True),
          Q(f"max by ({BY}) ({sel('cache_memory_utilization_ratio', store)})", table=True),
          Q(f"max by ({BY}) ({sel('memcached_calcified_slab_classes')})", table=True),
-         Q(f"max by ({BY}) ({sel('memcached_uptime_seconds')})", table=True)],
+         Q(f"max by ({BY}) ({sel('memcached_uptime_seconds')})", table=True),
+         Q(forecast_column("cache_memory_seconds_until_full", store), table=True),
+         Q(basis_column(store), table=True)],
         [Column("target", "Target"), Column("B", "Up", mappings=UP, cell="color-text", width=60),
          Column("version", "Version"), Column("C", "When full", mappings=EVICTS, cell="color-text"),
          Column("slab_reassign", "slab_reassign"), Column("slab_automove", "slab_automove"),
-         Column("E", "Used / limit", unit="percentunit", thresholds=UTILIZATION, cell="color-text", decimals=1),
+         Column("E", "Used / limit", unit="percentunit", decimals=1),
+         Column("H", "Time until full", unit="s", thresholds=TIME_UNTIL_FULL, mappings=FORECAST_MAPPINGS,
+                cell="color-background"),
+         Column("I", "Growth seen for", unit="s", mappings=NOT_GROWING),
          Column("F", "Calcified classes", unit="none", thresholds=ANY_WARNING, cell="color-text"),
          Column("G", "Uptime", unit="s"), Column("job", "Job"),
          Column("A", "version info", hidden=True), Column("D", "settings info", hidden=True)],
@@ -629,8 +783,9 @@ def app(names: list[str]) -> dict:
     by_cache = f"{BY}, cache"
     g = Grid()
     g.add(table_panel(
-        "Apps", "One row per app target: runtime, where the heap limit comes from, heap use, forecast, GC "
-        "share, thrashing (V8's abort rule) and swallowed cache-backend errors.", "none",
+        "Apps", "One row per app target: runtime, where the heap limit comes from, heap use, forecast (coloured "
+        f"by AppHeapExhaustionPredicted's horizons: {heap_horizons_text()}), GC share, thrashing (V8's abort "
+        "rule) and swallowed cache-backend errors. " + FORECAST_TEXT + " " + GROWTH_SEEN_FOR, "none",
         [Q(f"max by ({BY}) ({sel('app_up')})", table=True),
          Q(f"max by ({BY}, runtime) ({sel('app_runtime_info')})", table=True),
          Q(f"max by ({BY}, source) ({sel('cache_memory_limit_info', store)})", table=True),
@@ -638,12 +793,14 @@ def app(names: list[str]) -> dict:
          Q(forecast_column("cache_memory_seconds_until_full", store), table=True),
          Q(f"max by ({BY}) ({sel('app_gc_time_ratio')})", table=True),
          Q(f"max by ({BY}) ({sel('app_heap_thrashing')})", table=True),
-         Q(f"sum by ({BY}) ({rate('app_cache_backend_errors_total')})", table=True)],
+         Q(f"sum by ({BY}) ({rate('app_cache_backend_errors_total')})", table=True),
+         Q(basis_column(store), table=True)],
         [Column("target", "Target"), Column("A", "Up", mappings=UP, cell="color-text", width=60),
          Column("runtime", "Runtime"), Column("source", "Heap limit from"),
          Column("D", "Heap / limit", unit="percentunit", thresholds=HEAP, cell="color-text", decimals=1),
-         Column("E", "Heap full in", unit="s", thresholds=TIME_UNTIL_FULL, mappings=FORECAST_MAPPINGS,
+         Column("E", "Heap full in", unit="s", thresholds=HEAP_UNTIL_FULL, mappings=FORECAST_MAPPINGS,
                 cell="color-background"),
+         Column("I", "Growth seen for", unit="s", mappings=NOT_GROWING),
          Column("F", "GC time", unit="percentunit", thresholds=GC_RATIO, cell="color-text", decimals=1),
          Column("G", "Thrashing", mappings=(value_map({"1": ("THRASHING", "red"), "0": ("no", "text")}),),
                 cell="color-text"),
@@ -669,7 +826,7 @@ def app(names: list[str]) -> dict:
         f"{1 - THRASH_MUTATOR_UTILIZATION:.0%}.", "percentunit",
         [Q(f"max by ({BY}) ({sel('cache_memory_utilization_ratio', store)})")],
         thresholds_config=HEAP, min_value=0), w=6, h=9)
-    g.add(time_until_full_panel(store, title="Time until heap full"), w=6, h=9)
+    g.add(heap_until_full_panel(store), w=6, h=9)
     g.add(timeseries_panel(
         "GC time", "app_gc_time_ratio: share of wall time spent in garbage collection between polls. Orange: "
         f"the AppHeapGCThrash warning level ({rules.THRASH_MIN_GC_RATIO:.0%}, with a nearly full heap); red: "
@@ -683,8 +840,8 @@ def app(names: list[str]) -> dict:
         [Q(f"max by ({BY}) ({sel('app_heap_thrashing')})")], thresholds_config=ANY_CRITICAL,
         min_value=0, max_value=1), w=8, h=8)
     g.add(timeseries_panel(
-        "Heap growth", "cache_memory_growth_bytes_per_second for the heap: the trend behind the forecast "
-        "(peak envelope, so GC sawtooth does not count as growth).", "Bps",
+        "Heap growth", "cache_memory_growth_bytes_per_second for the heap: the growth behind the forecast "
+        "(from the heap's peaks, so GC sawtooth does not count as growth).", "Bps",
         [Q(f"max by ({BY}) ({sel('cache_memory_growth_bytes_per_second', store)})")]), w=8, h=8)
 
     g.row("Process memory")
@@ -693,8 +850,9 @@ def app(names: list[str]) -> dict:
         "killed (memory_limit, else the host).", "bytes",
         [Q(f"max by ({BY}) ({sel('cache_resident_memory_bytes', store)})", "{{target}} resident"),
          Q(f"max by ({BY}) ({sel('cache_resident_memory_limit_bytes', store)})", "{{target}} hard limit")],
-        fill=0, min_value=0), w=12, h=8)
-    g.add(resident_panel(store), w=12, h=8)
+        fill=0, min_value=0), w=8, h=8)
+    g.add(resident_panel(store), w=8, h=8)
+    g.add(oom_kill_panel(store), w=8, h=8)
 
     g.row("In-process caches")
     g.add(timeseries_panel(

@@ -381,3 +381,8 @@ def dashboard(key: str, description: str, target_selector: str, grid: Grid,
 def render(doc: dict) -> str:
     """The committed form: pretty-printed, sorted keys, trailing newline."""
     return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def override_thresholds(panel: cogbuilder.Builder, regexp: str, config: dm.ThresholdsConfig) -> cogbuilder.Builder:
+    """Other thresholds for the series whose display name matches ``regexp`` (e.g. another alert's levels)."""
+    return panel.override_by_regexp(regexp, [dm.DynamicConfigValue(id_val="thresholds", value=config)])

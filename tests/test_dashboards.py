@@ -427,9 +427,12 @@ def test_query_lint(uid, where, expr):
         assert spec is not None, f"{sel.metric} is not a family the exporter exports ({uid}, {where})"
         known = {"job", "instance", "target", *spec.labels, *spec.optional_labels}
         assert labels <= known, f"{sel.metric} has no label(s) {labels - known} ({uid}, {where})"
-        # Forecasts are +Inf when not growing: never shown raw (no Inf cells or axes).
+        # Forecasts are +Inf when not growing: never shown raw (no Inf cells or axes). ``< +Inf``, a
+        # comparison with a finite horizon (``< 3600``) or clamp_max keeps them out.
         if sel.metric.endswith("_seconds_until_full"):
-            assert sel.followed_by[:2] == ["<", "+"] and sel.followed_by[2] == "Inf" \
+            after = sel.followed_by
+            assert after[:2] == ["<", "+"] and after[2] == "Inf" \
+                or (len(after) > 1 and after[0] in ("<", "<=") and re.fullmatch(r"\d+(\.\d+)?", after[1])) \
                 or (sel.funcs and sel.funcs[-1] == "clamp_max"), f"{sel.metric} unfiltered in {expr!r}"
     # Division only by a denominator guarded against 0 (no NaN/Inf, e.g. maxmemory 0).
     assert all(parsed.divisions_guarded), f"unguarded division in {expr!r}"
@@ -470,33 +473,219 @@ def column_steps(uid: str, title: str, column: str) -> list[tuple[float | None, 
 
 
 T = rules.TIME
-TIME_UNTIL_FULL = [(None, "red"), (T["predict_critical_horizon"], "orange"), (T["predict_warning_horizon"], "green")]
+TIME_UNTIL_FULL = [(None, "red"), (T["predict_critical_horizon"], "orange"), (T["predict_warning_horizon"], "blue"),
+                   (T["predict_info_horizon"], "green")]
+RESIDENT_UNTIL_FULL = [(None, "red"), (T["predict_critical_horizon"], "orange"),
+                       (T["predict_warning_horizon"], "green")]
+HEAP_UNTIL_FULL = [(None, "red"), (T["heap_critical_horizon"], "orange"), (T["heap_warning_horizon"], "green")]
 RESIDENT = [(None, "green"), (rules.RESIDENT_WARNING_RATIO, "orange"), (rules.RESIDENT_CRITICAL_RATIO, "red")]
-UTILIZATION = [(None, "green"), (rules.PREDICT_WARNING_MIN_UTILIZATION, "yellow"),
-               (rules.PREDICT_CRITICAL_MIN_UTILIZATION, "orange")]
+NO_LEVEL = [(None, "text")]  # a base colour only: no level claims an alert
+REDIS, MEMCACHED, APP = "cache-exporter-redis", "cache-exporter-memcached", "cache-exporter-app"
+
+
+def alert_rules(name: str) -> dict[str, str]:
+    """severity -> expr of the rules ``name`` (alerts/build_rules.py, unscaled)."""
+    return {r["labels"]["severity"]: r["expr"] for g in rules.build()["groups"] for r in g["rules"]
+            if r.get("alert") == name}
+
+
+def horizons(name: str, metric: str) -> dict[str, float]:
+    """severity -> the horizon of the rules ``name``: the number ``metric`` is first compared with."""
+    out = {}
+    for severity, expr in alert_rules(name).items():
+        m = re.search(re.escape(metric) + r"(?:\{[^}]*\})?[^<>\n]*< (\d+(?:\.\d+)?)\n", expr + "\n")
+        assert m, (name, severity, expr)
+        out[severity] = float(m.group(1))
+    return out
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:g} h"
+
+
+def regexp_steps(uid: str, title: str) -> dict[str, list[tuple[float | None, str]]]:
+    """The thresholds of a panel's byRegexp overrides, by regexp."""
+    out = {}
+    for override in panel(uid, title)["fieldConfig"]["overrides"]:
+        if override["matcher"]["id"] == "byRegexp":
+            props = {p["id"]: p["value"] for p in override["properties"]}
+            out[override["matcher"]["options"]] = steps(props["thresholds"])
+    return out
+
+
+def columns(uid: str, title: str) -> list[tuple[str, dict, str | None]]:
+    """(display name, properties, query expr or None for a label) of a table's columns, in order."""
+    p = panel(uid, title)
+    order = p["transformations"][-1]["options"]["indexByName"]
+    exprs = {f"Value #{t['refId']}": t["expr"] for t in p["targets"]}
+    if len(p["targets"]) == 1:
+        exprs["Value"] = p["targets"][0]["expr"]
+    named = {o["matcher"]["options"]: {x["id"]: x["value"] for x in o["properties"]}
+             for o in p["fieldConfig"]["overrides"] if o["matcher"]["id"] == "byName"}
+    return [(named[name]["displayName"], named[name], exprs.get(name)) for name in sorted(order, key=order.get)]
+
+
+def column(uid: str, title: str, name: str) -> tuple[dict, str | None]:
+    found = [(props, expr) for display, props, expr in columns(uid, title) if display == name]
+    assert len(found) == 1, f"{uid}: {title}: {len(found)} columns {name!r}"
+    return found[0]
 
 
 def test_time_until_full_thresholds_are_the_exhaustion_alert_horizons():
-    assert T["predict_critical_horizon"] == 3600 and T["predict_warning_horizon"] == 4 * 3600
+    store = horizons("CacheMemoryExhaustionPredicted", "cache_memory_seconds_until_full")
+    assert store == {"critical": 3600, "warning": 6 * 3600, "info": 7 * 86400}
+    assert TIME_UNTIL_FULL == [(None, "red"), (store["critical"], "orange"), (store["warning"], "blue"),
+                               (store["info"], "green")]
+    resident = horizons("CacheResidentMemoryExhaustionPredicted", "cache_resident_memory_seconds_until_full")
+    assert resident == {"critical": 3600, "warning": 6 * 3600}  # no info: no blue band
+    assert RESIDENT_UNTIL_FULL == [(None, "red"), (resident["critical"], "orange"), (resident["warning"], "green")]
+    heap = horizons("AppHeapExhaustionPredicted", "cache_memory_seconds_until_full")
+    assert heap == {"critical": 3600, "warning": 4 * 3600}
+    assert HEAP_UNTIL_FULL == [(None, "red"), (heap["critical"], "orange"), (heap["warning"], "green")]
+
+    # Stores: the three horizons. Where resident memory or app heaps share a panel, their series have
+    # their own alert's levels.
     assert panel_steps(OVERVIEW, "Runs out first: time until full") == TIME_UNTIL_FULL
-    assert panel_steps(OVERVIEW, "Time until full") == TIME_UNTIL_FULL
-    for uid in ("cache-exporter-redis", "cache-exporter-memcached"):
+    assert regexp_steps(OVERVIEW, "Runs out first: time until full") == {
+        " · hard limit$": RESIDENT_UNTIL_FULL, " · heap limit$": HEAP_UNTIL_FULL}
+    for uid in (OVERVIEW, REDIS, MEMCACHED):
         assert panel_steps(uid, "Time until full") == TIME_UNTIL_FULL
-    assert panel_steps("cache-exporter-app", "Time until heap full") == TIME_UNTIL_FULL
-    assert column_steps(OVERVIEW, "Targets", "Time until full") == TIME_UNTIL_FULL
-    assert column_steps(OVERVIEW, "Targets", "Until OOM kill") == TIME_UNTIL_FULL
-    assert column_steps("cache-exporter-app", "Apps", "Heap full in") == TIME_UNTIL_FULL
+    for uid, title in ((OVERVIEW, "Targets"), (REDIS, "Instances"), (MEMCACHED, "Instances")):
+        assert column_steps(uid, title, "Time until full") == TIME_UNTIL_FULL
+    assert column_steps(OVERVIEW, "Targets", "Until OOM kill") == RESIDENT_UNTIL_FULL
+    # App heaps: the heap horizons, on panels of their own; the app's hard limit beside them.
+    assert panel_steps(APP, "Time until heap full") == HEAP_UNTIL_FULL
+    assert column_steps(APP, "Apps", "Heap full in") == HEAP_UNTIL_FULL
+    assert panel_steps(APP, "Time until OOM kill") == RESIDENT_UNTIL_FULL
+    (heap_query,) = panel(APP, "Time until heap full")["targets"]
+    assert 'cache_memory_seconds_until_full{job=~"$job", target=~"$target", store="app"}' in heap_query["expr"]
+    (oom_query,) = panel(APP, "Time until OOM kill")["targets"]
+    assert "cache_resident_memory_seconds_until_full" in oom_query["expr"]
 
 
-def test_resident_and_utilization_thresholds_are_the_alert_levels():
+def test_runs_out_first_names_the_limit_its_colours_follow():
+    """The override regexps match the legend: every countdown is labelled with the limit it runs into."""
+    bars = panel(OVERVIEW, "Runs out first: time until full")
+    (target,) = bars["targets"]
+    assert target["legendFormat"] == "{{target}} · {{limit}}"
+    expr = " ".join(target["expr"].split())
+    assert ('label_replace(cache_memory_seconds_until_full{job=~"$job", target=~"$target", store!="app"} < +Inf, '
+            '"limit", "effective limit", "", "")') in expr
+    assert ('label_replace(cache_memory_seconds_until_full{job=~"$job", target=~"$target", store="app"} < +Inf, '
+            '"limit", "heap limit", "", "")') in expr
+    assert ('label_replace(cache_resident_memory_seconds_until_full{job=~"$job", target=~"$target"} < +Inf, '
+            '"limit", "hard limit", "", "")') in expr
+
+
+def test_descriptions_state_the_alert_horizons():
+    store_text = (f"critical under {hours(T['predict_critical_horizon'])}",
+                  f"warning under {hours(T['predict_warning_horizon'])}",
+                  f"to {T['predict_info_horizon'] / 86400:g} d",
+                  f"at most {rules.PREDICT_EVIDENCE['critical']:g} x", f"at most {rules.PREDICT_EVIDENCE['info']:g} x")
+    for uid, title in ((OVERVIEW, "Runs out first: time until full"), (OVERVIEW, "Time until full"),
+                       (REDIS, "Time until full"), (MEMCACHED, "Time until full")):
+        description = panel(uid, title)["description"]
+        for text in store_text:
+            assert text in description, (uid, title, text)
+    heap_text = (f"critical under {hours(T['heap_critical_horizon'])} above "
+                 f"{rules.PREDICT_CRITICAL_MIN_UTILIZATION:.0%}",
+                 f"warning under {hours(T['heap_warning_horizon'])} above {rules.PREDICT_WARNING_MIN_UTILIZATION:.0%}")
+    for uid, title in ((APP, "Time until heap full"), (APP, "Apps"), (OVERVIEW, "Runs out first: time until full")):
+        for text in heap_text:
+            assert text in panel(uid, title)["description"], (uid, title, text)
+    resident_text = (f"critical under {hours(T['predict_critical_horizon'])}, warning under "
+                     f"{hours(T['predict_warning_horizon'])}")
+    assert resident_text in panel(APP, "Time until OOM kill")["description"]
+    # The heap's warning horizon is said only of heaps, never of stores (it was the stores' once).
+    heap_warning = f"under {hours(T['heap_warning_horizon'])}"
+    for uid, doc in DOCS.items():
+        for p in query_panels(doc):
+            if heap_warning in p["description"]:
+                assert "AppHeapExhaustionPredicted" in p["description"], (uid, p["title"])
+
+
+def test_overview_counts_the_countdowns_per_horizon_as_the_rules_do():
+    """One tile per CacheMemoryExhaustionPredicted severity: its rule's condition now (before ``for``)."""
+    conditions = alert_rules("CacheMemoryExhaustionPredicted")
+    tiles = {"critical": ("Full within 1 h", [(None, "green"), (1, "red")]),
+             "warning": ("Full within 6 h", [(None, "green"), (1, "orange")]),
+             "info": ("Full in 6 h – 7 d", [(None, "green"), (1, "blue")])}
+    assert set(tiles) == set(conditions)
+    bars = panel(OVERVIEW, "Runs out first: time until full")["gridPos"]
+    for severity, (title, colours) in tiles.items():
+        tile = panel(OVERVIEW, title)
+        rule = conditions[severity]
+        assert tile["type"] == "stat" and tile["gridPos"]["y"] == bars["y"] + bars["h"], title
+        assert panel_steps(OVERVIEW, title) == colours
+        (target,) = tile["targets"]
+        expr = " ".join(target["expr"].split())
+        assert expr.startswith("count( ") and expr.endswith(") or vector(0)"), expr  # 0, not "No data"
+        # The horizon, and the lower bound of a band that a shorter horizon's alert has from there.
+        horizon = re.search(r"< (\d+)\n", rule).group(1)
+        assert f'cache_memory_seconds_until_full{{job=~"$job", target=~"$target", store!="app"}} < {horizon}' in expr
+        beyond = re.search(r">= (\d+)\n", rule)
+        assert (f"< {horizon} >= {beyond.group(1)})" in expr) if beyond else (">=" not in expr), (severity, expr)
+        # The evidence: the countdown against how long the growth has been seen.
+        evidence = re.search(r"<= ([\d.]+) \* max without \(instance, pod\) "
+                             r"\(last_over_time\(cache_memory_forecast_basis_seconds", rule)
+        if evidence:
+            assert (f"<= {evidence.group(1)} * max by (job, target) (cache_memory_forecast_basis_seconds"
+                    f'{{job=~"$job", target=~"$target", store!="app"}})') in expr, (severity, expr)
+        else:
+            assert "cache_memory_forecast_basis_seconds" not in expr, (severity, expr)
+        # Stores that evict when full never count, as in the rule.
+        assert "unless ignoring (instance, pod) cache_evicts_when_full == 1" in rule
+        assert ("unless on (job, target) max by (job, target) (cache_evicts_when_full"
+                '{job=~"$job", target=~"$target", store!="app"}) == 1') in expr
+    assert rules.PREDICT_EVIDENCE == {"critical": 1.0, "warning": None, "info": 0.6}
+
+
+@pytest.mark.parametrize(("uid", "title", "countdown"), [
+    (OVERVIEW, "Targets", "Time until full"), (REDIS, "Instances", "Time until full"),
+    (MEMCACHED, "Instances", "Time until full"), (APP, "Apps", "Heap full in")])
+def test_growth_seen_for_is_beside_every_countdown_column(uid, title, countdown):
+    """How much evidence is behind a countdown: cache_memory_forecast_basis_seconds, next to it."""
+    names = [display for display, _, _ in columns(uid, title)]
+    assert names[names.index(countdown) + 1] == "Growth seen for", names
+    props, expr = column(uid, title, "Growth seen for")
+    assert props["unit"] == "s"
+    assert expr is not None and expr.startswith("max by (job, target) (cache_memory_forecast_basis_seconds{"), expr
+    assert props["mappings"][0]["options"]["0"]["text"] == "not growing"
+
+
+def test_resident_thresholds_are_the_alert_levels():
     assert panel_steps(OVERVIEW, "Fullest: resident memory, % of hard limit") == RESIDENT
-    assert panel_steps(OVERVIEW, "Fullest: memory used, % of effective limit") == UTILIZATION
-    for uid in (OVERVIEW, "cache-exporter-redis", "cache-exporter-app"):
+    for uid in (OVERVIEW, REDIS, APP):
         assert panel_steps(uid, "Resident memory, % of hard limit") == RESIDENT
     assert column_steps(OVERVIEW, "Targets", "Resident / hard limit") == RESIDENT
-    for uid in (OVERVIEW, "cache-exporter-redis", "cache-exporter-memcached"):
-        assert panel_steps(uid, "Memory used, % of effective limit") == UTILIZATION
-    assert column_steps(OVERVIEW, "Targets", "Used / limit") == UTILIZATION
+
+
+def test_store_utilization_claims_no_alert_level():
+    """No store alert has a level guard any more (the forecast asks for evidence instead), so memory used
+    against the effective limit has no alarm colour; the guards are the app heap rules' only."""
+    for severity, expr in alert_rules("CacheMemoryExhaustionPredicted").items():
+        assert "cache_memory_utilization_ratio" not in expr, severity  # if a guard comes back, colour it here
+    heap = alert_rules("AppHeapExhaustionPredicted")
+    assert f"cache_memory_utilization_ratio > {rules.PREDICT_WARNING_MIN_UTILIZATION:g}" in heap["warning"]
+    assert f"cache_memory_utilization_ratio > {rules.PREDICT_CRITICAL_MIN_UTILIZATION:g}" in heap["critical"]
+
+    assert panel_steps(OVERVIEW, "Fullest: memory used, % of effective limit") == NO_LEVEL
+    for uid in (OVERVIEW, REDIS, MEMCACHED):
+        p = panel(uid, "Memory used, % of effective limit")
+        assert "thresholds" not in p["fieldConfig"]["defaults"], uid
+        assert "No alert depends on a store's level" in p["description"], uid
+    for uid, title in ((OVERVIEW, "Targets"), (REDIS, "Instances"), (MEMCACHED, "Instances")):
+        props, _ = column(uid, title, "Used / limit")
+        assert "thresholds" not in props and "custom.cellOptions" not in props, uid
+    guards = {rules.PREDICT_WARNING_MIN_UTILIZATION, rules.PREDICT_CRITICAL_MIN_UTILIZATION}
+    for uid, doc in DOCS.items():
+        for path, key, value in _walk(doc):
+            if key in ("thresholds", "value") and isinstance(value, dict) and "steps" in value:
+                assert not {s["value"] for s in value["steps"]} & guards, f"{uid}{path}: a store guard as a colour"
+    # The overview, where app heaps are listed too, says where their guards apply.
+    for title in ("Fullest: memory used, % of effective limit", "Memory used, % of effective limit"):
+        assert "AppHeapExhaustionPredicted needs over 50% (warning) / 70% (critical)" in panel(
+            OVERVIEW, title)["description"]
 
 
 def test_store_specific_thresholds_are_the_alert_levels():

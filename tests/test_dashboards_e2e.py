@@ -5,6 +5,9 @@ One environment for the module, all real components:
 * redis-server "sessions": maxmemory 3mb, allkeys-lru, keys with and without TTL, a steady load of
   hits, misses and writes (so it evicts and expires), one WRONGTYPE error (errorstats);
 * redis-server "nolimit": maxmemory 0 (the audit finding, the "no limit" case), growing steadily;
+* redis-server "overfull": maxmemory 0 and a memory_limit of 2 MiB under its data and its RSS: at
+  both limits already, a countdown of 0 to each (the forecast gives a countdown only when the growth
+  has been seen for at least half of it, which a slow fill never is within this test);
 * memcached "fragments": -m 8, automove off, small items that took every page and were deleted,
   then large ones evicting within their one page: slab calcification; hits and misses;
 * memcached "objects": -m 16 -M (no evictions), filling steadily: a finite time until full;
@@ -12,7 +15,9 @@ One environment for the module, all real components:
 * the Django app (tests/apps/django_app) caching in "sessions" through django-redis as an ACL user
   allowed only some keys: hits, misses and swallowed backend errors (``app_cache_backend_errors_total``);
 * a Python app in this process with a bounded LRU cache and Micrometer's cache metric names
-  (``cache_evictions_total{cache}``: in-process evictions, which neither app above exports);
+  (``cache_evictions_total{cache}``: in-process evictions, which neither app above exports), and
+  a second one ("overgrown") whose memory_limit is under this process's resident memory: a heap and
+  a hard limit already reached, so the app dashboard's countdowns have data;
 * nginx with ``proxy_cache_valid any 1m`` in front of an origin with one path down for good, one
   that fails, then recovers (an error served from the cache, then a stale error after recovery),
   one served by an inner cache tier (``Age``, ``Cache-Control``) and a redirect loop, probed as
@@ -167,7 +172,7 @@ class Load(threading.Thread):
                 pipe.get(f"s:{max(1, i - rng.randint(0, 20))}:0")  # hits (mostly)
                 pipe.get(f"missing:{i}")  # misses
                 pipe.execute()
-                self.nolimit.set(f"n:{i}", value)  # no maxmemory, growing ~10 KB/s: a finite forecast
+                self.nolimit.set(f"n:{i}", value)  # no maxmemory, growing ~10 KB/s (toward the host's memory)
                 self.nolimit.get(f"n:{rng.randint(0, i + 100)}")
                 self.mc.set(f"small:{i}", small)  # into the class with free chunks
                 if i % 2 == 0:
@@ -191,7 +196,7 @@ class Load(threading.Thread):
         self.join(5)
 
 
-def _seed(sessions: RedisServer, nolimit: RedisServer, fragments: MemcachedServer) -> None:
+def _seed(sessions: RedisServer, nolimit: RedisServer, overfull: RedisServer, fragments: MemcachedServer) -> None:
     client = sessions.client()
     pipe = client.pipeline(transaction=False)
     for n in range(4000):  # ~4 MiB into a 3 MiB store: it evicts from the start
@@ -203,6 +208,7 @@ def _seed(sessions: RedisServer, nolimit: RedisServer, fragments: MemcachedServe
     except redis.exceptions.ResponseError:  # WRONGTYPE: redis_errors_total{err="WRONGTYPE"} exists
         pass
     nolimit.client().mset({f"n:{n}": "v" * 100 for n in range(500)})
+    overfull.client().mset({f"o:{n}": "v" * KiB for n in range(3000)})  # ~4 MiB used, over its 2 MiB memory_limit
     # Slab calcification (as in test_memcached_real): small items take every page and are deleted;
     # large items then evict within the one page of their class while the small class sits on free
     # chunks, and automove is off.
@@ -253,9 +259,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         sessions = RedisServer(BINARIES["redis7"], tmp / "sessions",  # type: ignore[arg-type]
                                args=["--maxmemory", "3mb", "--maxmemory-policy", "allkeys-lru"])
         nolimit = RedisServer(BINARIES["redis7"], tmp / "nolimit", args=["--maxmemory", "0"])  # type: ignore[arg-type]
+        overfull = RedisServer(BINARIES["redis7"], tmp / "overfull", args=["--maxmemory", "0"])  # type: ignore[arg-type]
         fragments = MemcachedServer(tmp / "fragments", args=["-m", "8", "-o", "slab_automove=0"])
         objects = MemcachedServer(tmp / "objects", args=["-m", "16", "-M"])
-        for server in (sessions, nolimit, fragments, objects):
+        for server in (sessions, nolimit, overfull, fragments, objects):
             stack.callback(server.kill)
             server.start()
         node_port, django_port = free_port(), free_port()
@@ -275,7 +282,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         stack.callback(proxy.stop)
         lru = LruApp(capacity=100)
         stack.callback(lru.stop)
-        _seed(sessions, nolimit, fragments)
+        overgrown = LruApp(capacity=10, cache="sessions")
+        stack.callback(overgrown.stop)
+        _seed(sessions, nolimit, overfull, fragments)
         wait_until(lambda: (_alive(node, tmp / "node.log", "node app"), _listening(node_port))[1], timeout=15,
                    message="the node app to listen")
         wait_until(lambda: (_alive(django, tmp / "django.log", "django app"),
@@ -288,6 +297,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             "targets": [
                 redis_target("sessions", sessions, memory_limit="256MiB", role="cache"),
                 redis_target("nolimit", nolimit),
+                redis_target("overfull", overfull, memory_limit="2MiB"),
                 memcached_target("fragments", fragments, memory_limit="64MiB"),
                 memcached_target("objects", objects, memory_limit="64MiB"),
                 {"name": "node", "type": "app", "url": f"http://127.0.0.1:{node_port}/metrics",
@@ -296,6 +306,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                  "runtime": "python", "memory_limit": "512MiB"},
                 {"name": "catalog-service", "type": "app", "url": lru.url, "runtime": "python",
                  "memory_limit": "1GiB"},
+                {"name": "overgrown", "type": "app", "url": overgrown.url, "runtime": "python",
+                 "memory_limit": "16MiB"},
                 {"name": "edge", "type": "http_cache", "url": proxy.url, "interval": "1s", "timeout": "0.5s",
                  "paths": ["/api/outage", "/api/recovered", "/api/catalog", "/loop"], "max_redirects": 2,
                  "bypass": {"query_param": "cb"}},
@@ -335,6 +347,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             'increase(app_cache_backend_errors_total[30s]) > 0',
             'increase(cache_evictions_total{store="app"}[30s]) > 0',
             'cache_memory_seconds_until_full{store="memcached"} < +Inf',
+            # Countdowns to every limit the dashboards draw: the overfull Redis, the overgrown app.
+            'cache_memory_seconds_until_full{store="redis"} < +Inf',
+            'cache_memory_seconds_until_full{store="app"} < +Inf',
+            'cache_resident_memory_seconds_until_full{store="redis"} < +Inf',
+            'cache_resident_memory_seconds_until_full{store="app"} < +Inf',
             'memcached_slab_calcified == 1',
             # An alert per store for the "Firing alerts" panels (scaled `for` 18 s): Redis without a
             # limit, the calcified memcached, the app's swallowed errors, the stale HTTP error.
