@@ -215,21 +215,41 @@ def test_promtool_tests_name_only_existing_alerts():
 
 # --- (f) the time scale -------------------------------------------------------------------------
 
+RANGE_RE = re.compile(r"\[(\d[0-9a-z]*)\]")
+
+
 def test_build_scales_every_time_constant():
     scaled = build_rules.build(scale=1 / 60)
     pairs = list(zip(RULES, (r for g in scaled["groups"] for r in g["rules"]), strict=True))
-    warning_forecast = [s for r, s in pairs
-                        if r["alert"] == "CacheMemoryExhaustionPredicted" and r["labels"]["severity"] == "warning"]
-    assert len(warning_forecast) == 1
-    rule = warning_forecast[0]
-    assert rule["for"] == "30s"
-    assert "cache_memory_seconds_until_full{store!=\"app\"} < 240\n" in rule["expr"]
-    assert "14400" not in rule["expr"]
+    forecast = {s["labels"]["severity"]: s for r, s in pairs if r["alert"] == "CacheMemoryExhaustionPredicted"}
+    assert sorted(forecast) == ["critical", "info", "warning"]
+    # Horizons (thresholds on the countdown) and the continuity range are times too; the
+    # evidence factors (multiples of the basis) are not.
+    until_full = 'min without (instance, pod) (last_over_time(cache_memory_seconds_until_full{store!="app"}[2s]))'
+    basis = 'max without (instance, pod) (last_over_time(cache_memory_forecast_basis_seconds{store!="app"}[2s]))'
+    assert forecast["warning"]["for"] == "5s"
+    assert f"{until_full} < 360\n" in forecast["warning"]["expr"]
+    assert forecast["critical"]["for"] == "2s"
+    assert f"{until_full} < 60\n" in forecast["critical"]["expr"]
+    assert f"{until_full} <= 1 * {basis}\n" in forecast["critical"]["expr"]
+    assert forecast["info"]["for"] == "15s"
+    assert f"{until_full} < 10080\n" in forecast["info"]["expr"]
+    assert f"{until_full} >= 360\n" in forecast["info"]["expr"]
+    assert f"{until_full} <= 0.6 * {basis}\n" in forecast["info"]["expr"]
+    resident = {s["labels"]["severity"]: s for r, s in pairs if r["alert"] == "CacheResidentMemoryExhaustionPredicted"}
+    assert resident["warning"]["expr"] == \
+        "min without (instance, pod) (last_over_time(cache_resident_memory_seconds_until_full[2s])) < 360"
+    assert resident["critical"]["expr"].endswith(" < 60")
+    for rule in [*forecast.values(), *resident.values()]:
+        assert not {"3600", "21600", "604800", "[2m]"} & set(re.findall(r"\[\w+\]|\d+", rule["expr"]))
     for original, small in pairs:
         assert original["alert"] == small["alert"]
         assert ("for" in original) == ("for" in small)
         if "for" in original:
             assert seconds(small["for"]) == pytest.approx(seconds(original["for"]) / 60), original["alert"]
+        ranges = RANGE_RE.findall(original["expr"])
+        assert [seconds(r) for r in RANGE_RE.findall(small["expr"])] == \
+            pytest.approx([seconds(r) / 60 for r in ranges]), original["alert"]
     assert any(r["for"] == "30m" for r in RULES)
     assert all(s["for"] == "30s" for r, s in pairs if r.get("for") == "30m")
 
