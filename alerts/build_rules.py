@@ -117,9 +117,10 @@ def build(scale: float = 1.0, runbook_base: str = RUNBOOK_BASE) -> dict:
                                "runbook_url": f"{runbook_base}#{name.lower()}"}
         return rule
 
-    util = "{{ with printf `cache_memory_utilization_ratio{target=%q}` $labels.target | query }}" \
-           "{{ . | first | value | humanizePercentage }}{{ end }}"
     continuity = d["forecast_continuity"]
+    # The level as the rules read the countdown: across a restart's gap and the exporter's instances.
+    util = ("{{ with printf `max(last_over_time(cache_memory_utilization_ratio{target=%q}[" + continuity
+            + "]))` $labels.target | query }}{{ . | first | value | humanizePercentage }}{{ end }}")
 
     def across_restarts(series: str) -> str:
         return f"min without (instance, pod) (last_over_time({series}[{continuity}]))"

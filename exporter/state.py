@@ -6,7 +6,7 @@ seen again (15m45s at the defaults), and a pending alert's ``for`` starts over, 
 on Prometheus' own history are unaffected. With it, the first poll after a restart has its
 countdown back.
 
-The file is JSON: per target, the peaks the forecaster keeps (at most 2 x 48 points), with
+The file is JSON: per target, the peaks the forecaster keeps (at most 2 x 361 points), with
 Unix times, and the target's identity (type, address, forecast window) — a target that was
 renamed onto another store, or whose window changed, starts afresh rather than inheriting a
 history that is not its own. Writes go to a temporary file in the same directory, are
@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 FORMAT = "cache-exporter-state"
 VERSION = 1
 FILE_NAME = "forecast-state.json"
-MAX_FILE_SIZE = 32 * 2**20  # ~100 bytes a point, 96 points a target: room for ~3000 targets
-MAX_POINTS = 256  # per series; the forecaster keeps 48 (one per bucket)
+MAX_FILE_SIZE = 128 * 2**20  # ~30 bytes a point, 722 points a target: room for ~5000 targets
+MAX_POINTS = 512  # per series; the forecaster keeps at most 361 (its three rings and its start)
 SAVE_INTERVAL = 60.0  # seconds between periodic saves (and one at shutdown), at most ...
 SAVE_FRACTION = 1 / 60  # ... and at most this share of the shortest forecast window: a crash loses little
 
@@ -157,7 +157,7 @@ def _points(raw: object) -> list[tuple[float, float]]:
     if not isinstance(raw, list):
         return []
     points = []
-    for item in raw[:MAX_POINTS]:
+    for item in raw[-MAX_POINTS:]:  # oldest first: the newest are the ones that matter
         if (isinstance(item, list) and len(item) == 2
                 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in item)
                 and all(math.isfinite(x) for x in item)):

@@ -431,12 +431,14 @@ class ExporterProcess:
 
 
 def start_exporter(workdir: Path, config: dict | str | None, env: dict[str, str] | None = None,
-                   args: list[str] | None = None, wait_ready: bool = True, name: str = "exporter") -> ExporterProcess:
-    """Start ``cache-exporter run`` on a free port, logging to ``workdir/<name>.log``; wait for
-    /healthz (and /readyz). ``config`` is a dict (dumped as YAML), YAML text, or None for the
-    built-in default. The caller stops it (``ep.stop()``, or a kill in teardown)."""
+                   args: list[str] | None = None, wait_ready: bool = True, name: str = "exporter",
+                   port: int | None = None) -> ExporterProcess:
+    """Start ``cache-exporter run`` on ``port`` (a free one by default), logging to
+    ``workdir/<name>.log``; wait for /healthz (and /readyz). ``config`` is a dict (dumped as YAML),
+    YAML text, or None for the built-in default. The caller stops it (``ep.stop()``, or a kill in
+    teardown)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    config_path, log_path, port = workdir / f"{name}.yml", workdir / f"{name}.log", free_port()
+    config_path, log_path, port = workdir / f"{name}.yml", workdir / f"{name}.log", port or free_port()
     cmd = [sys.executable, "-m", "exporter", "run", "--listen", f"127.0.0.1:{port}", "--log-level", "debug",
            *(args or [])]
     if config is not None:
@@ -471,8 +473,8 @@ def exporter_factory(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]
     procs: list[ExporterProcess] = []
 
     def make(config: dict | str | None, env: dict[str, str] | None = None, args: list[str] | None = None,
-             wait_ready: bool = True) -> ExporterProcess:
-        ep = start_exporter(tmp_path, config, env, args, wait_ready, name=f"exporter-{len(procs)}")
+             wait_ready: bool = True, port: int | None = None) -> ExporterProcess:
+        ep = start_exporter(tmp_path, config, env, args, wait_ready, name=f"exporter-{len(procs)}", port=port)
         procs.append(ep)
         return ep
 

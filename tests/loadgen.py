@@ -11,11 +11,12 @@ VALUE = b"v" * 1000
 
 
 class SteadyWriter(threading.Thread):
-    """Writes ~80 KB/s (4 x 1 KB every 50 ms); records when the first -OOM reply came."""
+    """Writes ~80 KB/s (4 x 1 KB every ``period`` = 50 ms); records when the first -OOM reply came."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, period: float = 0.05) -> None:
         super().__init__(daemon=True)
         self.client = client
+        self.period = period
         self.stop = threading.Event()
         self.first_oom: float | None = None
         self.i = 0
@@ -30,7 +31,7 @@ class SteadyWriter(threading.Thread):
                 except redis.exceptions.OutOfMemoryError:
                     if self.first_oom is None:
                         self.first_oom = time.monotonic()
-            self.stop.wait(max(0.0, 0.05 - (time.monotonic() - started)))
+            self.stop.wait(max(0.0, self.period - (time.monotonic() - started)))
 
     def halt(self) -> None:
         self.stop.set()

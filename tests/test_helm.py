@@ -521,9 +521,10 @@ def test_prometheus_rule_disable_override_and_labels() -> None:
     assert rules_by(groups, "CacheWatchdog") == [], "disabled alert is gone"
     (unset,) = rules_by(groups, "CacheMemoryLimitUnset")
     assert unset["for"] == "1h" and unset["labels"]["severity"] == "info"
-    warning, critical = rules_by(groups, "CacheMemoryExhaustionPredicted")
+    info, warning, critical = rules_by(groups, "CacheMemoryExhaustionPredicted")
     assert (warning["labels"]["severity"], warning["for"]) == ("warning", "1h")
-    assert (critical["labels"]["severity"], critical["for"]) == ("critical", "5m"), "the other severity is untouched"
+    assert (critical["labels"]["severity"], critical["for"]) == ("critical", "2m"), "the other severity is untouched"
+    assert (info["labels"]["severity"], info["for"]) == ("info", "15m")
     every = [r for g in groups for r in g["rules"]]
     assert every and all(r["labels"]["team"] == "platform" for r in every)
     assert all(r["annotations"]["runbook_url"] == "https://runbooks.example.com/cache-exporter#"

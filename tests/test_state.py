@@ -179,30 +179,35 @@ def test_saves_scale_with_the_forecast_window():
     assert state.save_interval([]) == 60.0
 
 
-def test_history_older_than_the_window_is_not_restored():
-    f = filled(minutes=30, now=time.monotonic() - 2 * 3600)  # the exporter was down for 2 h
-    assert Forecaster(3600).restore(to_clock(saved_from(f).history, time.monotonic() - time.time()),
-                                    time.monotonic()) == 0
+def test_history_older_than_the_forecasts_reach_is_not_restored():
+    # The forecast looks back up to 7 days (168 forecast windows): an exporter down for 2 h gets
+    # its history back, one down for 8 days does not.
+    offset = time.monotonic() - time.time()
+    for down, kept in ((2 * 3600, True), (8 * 86400, False)):
+        f = filled(minutes=30, now=time.monotonic() - down)
+        restored = Forecaster(3600).restore(to_clock(saved_from(f).history, offset), time.monotonic())
+        assert (restored > 0) is kept, down
 
 
 # --- a real Redis filling while the exporter restarts -----------------------------------------------
 
 @pytest.mark.timeout(240)
 def test_countdown_is_back_at_the_first_poll_after_a_restart(redis_factory, tmp_path: Path) -> None:
-    """Timers scaled together by 1/30 (interval 0.5 s, timeout 166 ms, forecast window 2 min, so
-    the countdown needs 30 s of history, and the state is saved every 2 s): a real Redis filling
-    under noeviction; the exporter
-    is stopped (SIGTERM) mid-fill and started again with the same --state.dir. Without the
-    state directory, the same restart loses the countdown for a quarter of the window."""
-    server = redis_factory(args=["--maxmemory", "64mb", "--maxmemory-policy", "noeviction"])
+    """Timers scaled together by 1/30 (interval 0.5 s, timeout 166 ms, forecast window 2 min, the
+    state saved every 2 s): a real Redis filling under noeviction in ~2.5 min (75 min at real
+    time), so the countdown is given once a third of the fill has been seen; the exporter is
+    stopped (SIGTERM) mid-fill and started again with the same --state.dir. Without the state
+    directory, the same restart has no countdown at its first poll."""
+    server = redis_factory(args=["--maxmemory", "12mb", "--maxmemory-policy", "noeviction"])
     config = {"global": {"interval": "500ms", "timeout": "166ms", "forecast_window": "2m"},
               "targets": [redis_target("sessions", server)]}
     state_dir = tmp_path / "state"
-    writer = SteadyWriter(server.client())  # ~80 KB/s: 64 MB is far away, the countdown is long
+    writer = SteadyWriter(server.client())  # ~80 KB/s: full in ~140 s
     writer.start()
     try:
         first = start_exporter(tmp_path / "one", config, args=["--state.dir", str(state_dir)])
-        wait_until(lambda: first.metrics().value("cache_memory_seconds_until_full", target="sessions"),
+        wait_until(lambda: math.isfinite(first.metrics().value("cache_memory_seconds_until_full",
+                                                               target="sessions") or math.inf),
                    timeout=90, interval=0.5, message="the countdown before the restart")
         before = first.metrics().value("cache_memory_seconds_until_full", target="sessions")
         assert first.stop() == 0
@@ -215,6 +220,7 @@ def test_countdown_is_back_at_the_first_poll_after_a_restart(redis_factory, tmp_
         m = second.metrics()  # start_exporter waited for /readyz: the first poll is done
         after = m.value("cache_memory_seconds_until_full", target="sessions")
         assert after is not None and math.isfinite(after), "the countdown must be back at the first poll"
+        assert writer.first_oom is None, "the store filled up before the restart was over"
         assert after < before * 1.5  # the same fill, a little further on
         assert m.value("cache_exporter_state_restored_targets") == 1
         assert "forecast history restored" in second.log()
