@@ -92,7 +92,7 @@ class _Ring:
         self.times = array("d", [NAN]) * n
         self.peaks = array("d", [NAN]) * n
         self.last: int | None = None  # the newest bucket index
-        self._closed: tuple[int, list[float], list[float], float] | None = None  # see view()
+        self._closed: tuple[int, array, array, float] | None = None  # see view()
 
     def observe(self, t: float, value: float) -> None:
         index = int(t // self.width)
@@ -132,16 +132,18 @@ class _Ring:
             return _RingView([], [], 0.0)
         if self._closed is None or self._closed[0] != last:
             closed = [p for p in self.points() if p[0] < last * self.width]
-            times = [t for t, _ in closed]
             values = [v for _, v in closed]
             noise = statistics.median(abs(values[i + 1] - 2 * values[i] + values[i - 1])
                                       for i in range(1, len(values) - 1)) if len(values) > 2 else 0.0
-            self._closed = (last, times, values, noise)
+            self._closed = (last, array("d", [t for t, _ in closed]), array("d", values), noise)
+        # Kept as arrays (8 bytes a value), scanned as lists (faster to slice and compare).
         _, times, values, noise = self._closed
+        times_list, values_list = times.tolist(), values.tolist()
         slot = last % self.n
         if self.peaks[slot] == self.peaks[slot]:
-            return _RingView(times + [self.times[slot]], values + [self.peaks[slot]], noise)
-        return _RingView(times, values, noise)
+            times_list.append(self.times[slot])
+            values_list.append(self.peaks[slot])
+        return _RingView(times_list, values_list, noise)
 
 
 class PeakHistory:
@@ -156,6 +158,7 @@ class PeakHistory:
         self.latest: tuple[float, float] | None = None
         self._held: tuple[float, float] | None = None  # (time, countdown) of the last finite countdown
         self._growth: float | None = None  # the last growth given: once given, an estimate stays
+        self._last_estimate: tuple[float, float | None, bool, Estimate | None] | None = None
 
     def __len__(self) -> int:
         return len(self.points())
@@ -196,10 +199,25 @@ class PeakHistory:
                 self.first, self.first_value = reach, NAN
 
     def estimate(self, limit: float | None = None, evicts_when_full: bool = False) -> Estimate | None:
-        """The trend, and the time until ``limit``; None until half the shortest window is seen."""
+        """The trend, and the time until ``limit``; None until half the shortest window is seen.
+        Recomputed at most once per half of the finest bucket (15 s at the default window, every
+        poll at the default interval): between, the last estimate counts down, so polls every
+        second cost what polls every 15 s do."""
         if self.latest is None or self.first is None:
             return None
         now = self.latest[0]
+        cached = self._last_estimate
+        if (cached is not None and cached[1:3] == (limit, evicts_when_full)
+                and 0 <= now - cached[0] < self.rings[0].width / 2 and self.latest[1] < (limit or math.inf)):
+            est = cached[3]
+            if est is None or est.seconds_until_full in (None, 0.0, math.inf):
+                return est
+            return Estimate(est.growth, max(0.0, est.seconds_until_full - (now - cached[0])), est.basis)
+        est = self._estimate(now, limit, evicts_when_full)
+        self._last_estimate = (now, limit, evicts_when_full, est)
+        return est
+
+    def _estimate(self, now: float, limit: float | None, evicts_when_full: bool) -> Estimate | None:
         seen = now - self.first
         rings = [ring.view() for ring in self.rings]
         trends = []
@@ -223,24 +241,33 @@ class PeakHistory:
             return Estimate(base.rate, math.inf)
         if max(trends[0].current, self.latest[1]) >= limit:
             return Estimate(base.rate, 0.0)
+        lookback = now - CYCLE_LOOKBACK * self.window
+
+        seen_before: dict[float, bool] = {}
+
+        def cycle(trend: _Trend) -> bool:
+            """A rise to a level seen before (in the lookback, before this window) is a cycle."""
+            if trend.span not in seen_before:
+                middle = trend.current - trend.rate * trend.span / 2
+                start = now - trend.span
+                seen_before[trend.span] = any(v.peak_between(min(lookback, start - trend.span), start) >= middle
+                                              for v in rings)
+            return seen_before[trend.span]
+
+        growing = [(limit - t.current) / t.rate for t in trends if t.growing], [t for t in trends if t.growing]
+        # Each check of a window against the history costs a scan: only those that can matter.
+        basis = next((t.span for t in reversed(growing[1]) if not cycle(t)), 0.0)
         best: tuple[float, _Trend] | None = None  # the shortest countdown far enough ahead
         nearest: tuple[float, _Trend] | None = None  # the shortest countdown of any growth
-        basis = 0.0
-        lookback = now - CYCLE_LOOKBACK * self.window
-        for trend in trends:
-            if not trend.growing:
-                continue
-            # A rise to a level seen before (in the lookback, before this window) is a cycle.
-            middle = trend.current - trend.rate * trend.span / 2
-            start = now - trend.span
-            if any(v.peak_between(min(lookback, start - trend.span), start) >= middle for v in rings):
-                continue
-            basis = trend.span
-            left = (limit - trend.current) / trend.rate
-            if nearest is None or left < nearest[0]:
-                nearest = (left, trend)
-            if left <= EVIDENCE_FACTOR * trend.span and (best is None or left < best[0]):
-                best = (left, trend)
+        if basis:
+            for left, trend in sorted(zip(*growing), key=lambda lt: lt[0]):
+                if trend.span > basis or cycle(trend):
+                    continue
+                if nearest is None:
+                    nearest = (left, trend)
+                if left <= EVIDENCE_FACTOR * trend.span:
+                    best = (left, trend)
+                    break
         if best is None and (nearest is None or self._held is None):
             self._held = None
             return Estimate(base.rate, math.inf, basis)
