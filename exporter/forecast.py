@@ -41,6 +41,7 @@ import math
 import statistics
 from array import array
 from dataclasses import dataclass
+from itertools import pairwise
 
 from exporter import catalog
 from exporter.snapshot import MemoryView, Samples
@@ -225,7 +226,7 @@ class PeakHistory:
             span = min(w, seen)
             if span < w * MIN_SPAN_FRACTION:
                 break
-            view = next((v for v, r in zip(rings, self.rings) if r.width * r.n >= w), rings[-1])
+            view = next((v for v, r in zip(rings, self.rings, strict=True) if r.width * r.n >= w), rings[-1])
             trend = view.trend(now, span)
             if trend is not None:
                 trends.append(trend)
@@ -254,13 +255,14 @@ class PeakHistory:
                                               for v in rings)
             return seen_before[trend.span]
 
-        growing = [(limit - t.current) / t.rate for t in trends if t.growing], [t for t in trends if t.growing]
+        rising = [t for t in trends if t.growing]
         # Each check of a window against the history costs a scan: only those that can matter.
-        basis = next((t.span for t in reversed(growing[1]) if not cycle(t)), 0.0)
+        basis = next((t.span for t in reversed(rising) if not cycle(t)), 0.0)
         best: tuple[float, _Trend] | None = None  # the shortest countdown far enough ahead
         nearest: tuple[float, _Trend] | None = None  # the shortest countdown of any growth
         if basis:
-            for left, trend in sorted(zip(*growing), key=lambda lt: lt[0]):
+            for trend in sorted(rising, key=lambda t: (limit - t.current) / t.rate):
+                left = (limit - trend.current) / trend.rate
                 if trend.span > basis or cycle(trend):
                     continue
                 if nearest is None:
@@ -305,18 +307,18 @@ class _RingView:
         edges.append(len(times))
         peaks = []
         peak_times = []
-        for a, b in zip(edges, edges[1:]):
+        for a, b in pairwise(edges):
             if a >= b:
                 return None  # a part with no poll
             peak = max(values[a:b])
             peaks.append(peak)
             peak_times.append(times[values.index(peak, a, b)])
-        rises = [b - a for a, b in zip(peaks, peaks[1:])]
+        rises = [b - a for a, b in pairwise(peaks)]
         floor = max(NOISE_FACTOR * self.noise, RELATIVE_FLOOR * abs(peaks[-1]))
         # Per second between the peaks' own times (bucket peaks do not fall on the parts' edges).
         # The median, or the newest if smaller: a slowing rise (the top of a cycle, a
         # decelerating fill) is extrapolated at its current pace, not its past one.
-        rates = [r / max(b - a, part / 2) for r, a, b in zip(rises, peak_times, peak_times[1:])]
+        rates = [r / max(b - a, part / 2) for r, (a, b) in zip(rises, pairwise(peak_times), strict=True)]
         rate = min(statistics.median(rates), rates[-1])
         # Still growing now: the newest part's peak is in its second half. A sawtooth's drop ends
         # its rising edge within half a part (a tenth of the window); a leak's tooth shorter than
