@@ -1,8 +1,8 @@
 """Keep the forecast history across restarts: one bounded state file, written atomically.
 
 Without it, a restart (a pod rollout, an OOM kill of the exporter) throws away every
-target's history: the countdown is absent until a quarter of the forecast window has been
-seen again (15m45s at the defaults), and a pending alert's ``for`` starts over, while rules
+target's history: the countdown is absent until growth has been seen again for half of the time
+it announces, the cycles seen before are forgotten, and a pending alert's ``for`` starts over, while rules
 on Prometheus' own history are unaffected. With it, the first poll after a restart has its
 countdown back.
 

@@ -91,7 +91,7 @@ from promlab import (
     variables_used,
 )
 
-# Setting up takes ~20-30 s (forecasts need a quarter of their 1m window; the scaled alerts 18 s);
+# Setting up takes ~20-30 s (forecasts need a few seconds of their 1m window; the scaled alerts 18 s);
 # the whole file ~30 s when every panel has data, up to RETRY_EMPTY_FOR more when some have none.
 pytestmark = pytest.mark.timeout(180)
 

@@ -1,8 +1,8 @@
 """The forecast history across restarts: the state file, and a real Redis filling while the
 exporter restarts.
 
-Before, a restart threw the history away: the countdown was absent until a quarter of the
-forecast window had been seen again (15m45s at the defaults). With ``--state.dir`` the first
+Without it, a restart throws the history away: the countdown is absent until the growth has been
+seen again for half of the time it announces. With ``--state.dir`` the first
 poll after a restart has it back; a file that is missing, corrupt, foreign or not writable
 costs the history, never the exporter.
 """
