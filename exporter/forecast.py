@@ -168,7 +168,7 @@ class PeakHistory:
         """Every kept (time, peak) observation, oldest first, each once: what a state file saves.
         Fed back through ``observe`` in this order they rebuild every ring exactly."""
         points = {p for ring in self.rings for p in ring.points()}
-        if self.first is not None and self.rings[-1].points(self.first):  # when the history began
+        if self.first is not None and math.isfinite(self.first_value):  # when the history began
             points.add((self.first, self.first_value))
         return sorted(points)
 
