@@ -236,3 +236,13 @@ def test_forecaster_samples():
     out = Samples()
     f.update(START + 1200 * STEP, memory, "redis", out)
     assert out.value("cache_memory_seconds_until_full", store) == math.inf
+
+
+def test_a_history_longer_than_the_rings_saves_only_finite_points():
+    h = PeakHistory(WINDOW)
+    for i in range(8 * 24 * 240):  # 8 days of 15 s polls: the 7-day ring has forgotten the start
+        h.observe(START + i * STEP, 0.1 * LIMIT + i)
+    points = h.points()
+    assert len(points) <= sum(n for _, n in RINGS) + 1
+    assert all(math.isfinite(t) and math.isfinite(v) for t, v in points)
+    assert PeakHistory(WINDOW).restore(points, START + 8 * 86400) == len(points)
