@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import redis_target, start_exporter, wait_until
+from conftest import redis_target, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from loadgen import SteadyWriter
@@ -192,7 +192,7 @@ def test_history_older_than_the_forecasts_reach_is_not_restored():
 # --- a real Redis filling while the exporter restarts -----------------------------------------------
 
 @pytest.mark.timeout(240)
-def test_countdown_is_back_at_the_first_poll_after_a_restart(redis_factory, tmp_path: Path) -> None:
+def test_countdown_is_back_at_the_first_poll_after_a_restart(redis_factory, exporter_factory, tmp_path: Path) -> None:
     """Timers scaled together by 1/30 (interval 0.5 s, timeout 166 ms, forecast window 2 min, the
     state saved every 2 s): a real Redis filling under noeviction in ~2.5 min (75 min at real
     time), so the countdown is given once a third of the fill has been seen; the exporter is
@@ -205,7 +205,7 @@ def test_countdown_is_back_at_the_first_poll_after_a_restart(redis_factory, tmp_
     writer = SteadyWriter(server.client())  # ~80 KB/s: full in ~140 s
     writer.start()
     try:
-        first = start_exporter(tmp_path / "one", config, args=["--state.dir", str(state_dir)])
+        first = exporter_factory(config, args=["--state.dir", str(state_dir)])  # killed in teardown on failure
         wait_until(lambda: math.isfinite(first.metrics().value("cache_memory_seconds_until_full",
                                                                target="sessions") or math.inf),
                    timeout=90, interval=0.5, message="the countdown before the restart")
@@ -213,11 +213,11 @@ def test_countdown_is_back_at_the_first_poll_after_a_restart(redis_factory, tmp_
         assert first.stop() == 0
         assert (state_dir / state.FILE_NAME).exists(), "written at shutdown"
         # The same restart without a state directory: no countdown after the first poll.
-        plain = start_exporter(tmp_path / "plain", config)
+        plain = exporter_factory(config)
         assert plain.metrics().value("cache_memory_seconds_until_full", target="sessions") is None
         assert plain.stop() == 0
-        second = start_exporter(tmp_path / "two", config, args=["--state.dir", str(state_dir)])
-        m = second.metrics()  # start_exporter waited for /readyz: the first poll is done
+        second = exporter_factory(config, args=["--state.dir", str(state_dir)])
+        m = second.metrics()  # the factory waited for /readyz: the first poll is done
         after = m.value("cache_memory_seconds_until_full", target="sessions")
         assert after is not None and math.isfinite(after), "the countdown must be back at the first poll"
         assert writer.first_oom is None, "the store filled up before the restart was over"
@@ -231,14 +231,14 @@ def test_countdown_is_back_at_the_first_poll_after_a_restart(redis_factory, tmp_
         writer.halt()
 
 
-def test_a_state_dir_that_cannot_be_used_is_not_fatal(redis_server, tmp_path: Path) -> None:
+def test_a_state_dir_that_cannot_be_used_is_not_fatal(redis_server, exporter_factory, tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "corrupt" / state.FILE_NAME).write_text("{not json")
     config = {"global": {"interval": "1s", "timeout": "333ms"}, "targets": [redis_target("r", redis_server)]}
     for name, directory in (("blocked", blocker / "state"), ("corrupt", tmp_path / "corrupt")):
-        ep = start_exporter(tmp_path / name, config, args=["--state.dir", str(directory)])
+        ep = exporter_factory(config, args=["--state.dir", str(directory)])
         assert ep.metrics().value("cache_up", target="r", store="redis") == 1
         assert ep.stop() == 0
         log = ep.log()
