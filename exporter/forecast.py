@@ -7,12 +7,13 @@ This module answers both from a bounded history, and gives a countdown only when
   limit): 120 buckets over the forecast window ``W`` (30 s at the default 1 h), 72 over 6 W
   (5 min) and 168 over 7 days at ``W`` (1 h). 360 (time, peak) pairs per series whatever the
   poll interval or uptime; an observation costs three array writes.
-* **A ladder of windows** ``W/12 .. 168 W`` (5 min, 15 min, 1 h, 6 h, 1 d, 7 d by default), each
-  read from the finest ring that covers it, each usable once half of it has been seen. A
-  window is cut into ``SUBWINDOWS`` equal parts and the peak of each part taken.
+* **A ladder of windows** ``W/12 .. 168 W``, each twice the last (5 min, 10 min, ... 3.6 d, and
+  7 d by default), each read from the finest ring that covers it, each usable once half of it
+  has been seen. A window is cut into ``SUBWINDOWS`` equal parts and the peak of each part taken.
 * **Growth is a staircase of new peaks**: a window says "growing" only when every part's peak
   is above the previous part's by more than the noise (the median absolute second difference
-  of its bucket peaks). The rate is the median of those rises. So a one-off bulk load (a step)
+  of its bucket peaks). The rate is the median of those rises, or the newest if smaller (a
+  slowing rise is extrapolated at its current pace). So a one-off bulk load (a step)
   raises one part, not all of them, and is never growth, wherever it falls in the window; a
   sawtooth shorter than a part is flat; noise rarely climbs five times in a row.
 * **A rise to a level seen before is a cycle, not growth**: when the history before a window
@@ -29,6 +30,9 @@ This module answers both from a bounded history, and gives a countdown only when
   its age.
 * The countdown is the shortest of the usable windows' (the earliest warning), from the peak of
   that window's newest part; +Inf when none is usable (not growing, or not sure), 0 at the limit.
+  Once given, it lasts while the growth does and only counts down (``HOLD``), so a noisy
+  estimate does not swing it across an alert's threshold. ``cache_memory_forecast_basis_seconds``
+  exports the span of growth behind it, for rules that want more evidence than twice.
 
 The module knows nothing about stores: it takes ``(time, value)`` and a limit, so app heaps
 (``store="app"``) and resident memory use it unchanged.
@@ -123,7 +127,6 @@ class _Ring:
             if v == v and self.times[slot] >= since:
                 out.append((self.times[slot], v))
         return out
-
 
     def view(self) -> _RingView:
         """The ring as sorted lists. The closed buckets (and their noise) are read once per
