@@ -195,29 +195,33 @@ def time_until_full_panel(*matchers: str, resident: bool = True, apps: bool = Fa
         text += f" Hard limit: {RESIDENT_HORIZONS}, no info."
     if apps:
         text += f" App heaps: AppHeapExhaustionPredicted, {heap_horizons_text()} (the app dashboard)."
-    return timeseries_panel("Time until full", text, "s", queries,
-                            thresholds_config=TIME_UNTIL_FULL, min_value=0, calcs=("lastNotNull", "min"))
+    return countdown_panel("Time until full", text, queries, TIME_UNTIL_FULL)
 
 
 def heap_until_full_panel(*matchers: str) -> object:
-    return timeseries_panel(
+    return countdown_panel(
         "Time until heap full",
         "Forecast time until the heap reaches its limit (the runtime aborts: exit 134 for Node.js, not an "
         "OOM kill). Only countdowns are drawn: a heap that is not growing, or has not been seen growing for at "
         f"least half of its countdown, has no line. Dashed lines: AppHeapExhaustionPredicted, "
-        f"{heap_horizons_text()}.", "s",
-        [Q(finite("cache_memory_seconds_until_full", *matchers), "{{target}} heap limit")],
-        thresholds_config=HEAP_UNTIL_FULL, min_value=0, calcs=("lastNotNull", "min"))
+        f"{heap_horizons_text()}.",
+        [Q(finite("cache_memory_seconds_until_full", *matchers), "{{target}} heap limit")], HEAP_UNTIL_FULL)
 
 
 def oom_kill_panel(*matchers: str) -> object:
-    return timeseries_panel(
+    return countdown_panel(
         "Time until OOM kill",
         "Forecast time until resident memory reaches the hard limit that gets the process killed (the "
         "target's memory_limit, else the host's memory). Only countdowns are drawn. Dashed lines: "
-        f"{RESIDENT_HORIZONS}.", "s",
+        f"{RESIDENT_HORIZONS}.",
         [Q(finite("cache_resident_memory_seconds_until_full", *matchers), "{{target}} hard limit")],
-        thresholds_config=RESIDENT_UNTIL_FULL, min_value=0, calcs=("lastNotNull", "min"))
+        RESIDENT_UNTIL_FULL)
+
+
+def countdown_panel(title: str, text: str, queries: list, colours: object) -> object:
+    """A forecast over time, in seconds, coloured by its alert's horizons; legend: last and lowest."""
+    return timeseries_panel(title, text, "s", queries, thresholds_config=colours, min_value=0,
+                            calcs=("lastNotNull", "min"))
 
 
 def utilization_panel(*matchers: str, apps: bool = False) -> object:
