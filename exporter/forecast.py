@@ -156,7 +156,9 @@ class PeakHistory:
     def __init__(self, window: float) -> None:
         self.window = window
         self.rings = [_Ring(window * w, n) for w, n in RINGS]
-        self.windows = [window * w for w in WINDOWS]
+        # Each window with the index of the finest ring that covers it.
+        self.windows = [(window * w, next((i for i, r in enumerate(self.rings) if r.width * r.n >= window * w),
+                                          len(self.rings) - 1)) for w in WINDOWS]
         self.first: float | None = None  # time of the oldest observation kept
         self.first_value = NAN
         self.latest: tuple[float, float] | None = None
@@ -225,12 +227,11 @@ class PeakHistory:
         seen = now - self.first
         rings = [ring.view() for ring in self.rings]
         trends = []
-        for w in self.windows:
+        for w, ring in self.windows:
             span = min(w, seen)
             if span < w * MIN_SPAN_FRACTION:
                 break
-            view = next((v for v, r in zip(rings, self.rings, strict=True) if r.width * r.n >= w), rings[-1])
-            trend = view.trend(now, span)
+            trend = rings[ring].trend(now, span)
             if trend is not None:
                 trends.append(trend)
         if not trends:  # too little history, or (just after it) a part with no poll yet
