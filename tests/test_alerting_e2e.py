@@ -29,6 +29,8 @@ import yaml
 from conftest import REPO, free_port, load_script, need, redis_target, wait_until
 from loadgen import SawtoothWriter, SteadyWriter
 
+from exporter.units import parse_duration
+
 SCALE = 1 / 60
 MiB = 2**20
 PROMETHEUS = shutil.which("prometheus")
@@ -47,14 +49,11 @@ def scaled(seconds: float, scale: float) -> str:
 def peer_rules(scale: float) -> dict:
     """The benchmark's peer rules with every duration (ranges, horizons, ``for``) scaled."""
     doc = yaml.safe_load(PEER_RULES.read_text())
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     for group in doc["groups"]:
         for rule in group["rules"]:
-            expr = re.sub(r"\[(\d+)([smhd])\]", lambda m: f"[{scaled(int(m[1]) * units[m[2]], scale)}]",
-                          rule["expr"])
+            expr = re.sub(r"\[(\d+[smhd])\]", lambda m: f"[{scaled(parse_duration(m[1]), scale)}]", rule["expr"])
             rule["expr"] = re.sub(r"(\d+) \* 3600", lambda m: f"{int(m[1]) * 3600 * scale:g}", expr)
-            seconds = sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smhd])", rule["for"]))
-            rule["for"] = scaled(seconds, scale)
+            rule["for"] = scaled(parse_duration(rule["for"]), scale)
     return doc
 
 
