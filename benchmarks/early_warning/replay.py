@@ -32,6 +32,7 @@ from early_warning.scenarios import Scenario
 from exporter import catalog
 from exporter.forecast import Forecaster
 from exporter.snapshot import MemoryView, Samples
+from exporter.sources import redis as redis_source
 
 STORE = "redis"
 JOB = (("job", "cache-exporter"), ("instance", "cache-exporter:9121"))
@@ -41,6 +42,8 @@ BUILD_INFO = 'cache_exporter_build_info{job="cache-exporter", instance="cache-ex
 MONOTONIC_START = 100_000.0  # the Forecaster's clock at the exporter's start (time.monotonic() in the scheduler)
 RESIDENT_OVERHEAD = 1.08  # used_memory_rss / used_memory
 HOST_MEMORY_FACTOR = 4.0  # total_system_memory / maxmemory: the hard limit is far away
+VERSION = "7.2.4"
+NO_FIELDS = redis_source.Info({}, set(), [])  # the memory part only: no hits, misses or keyspace
 STALE = "stale"  # a staleness marker (see promtool_eval.with_staleness)
 
 UNTIL_FULL = getattr(catalog, "CACHE_MEMORY_UNTIL_FULL", "cache_memory_seconds_until_full")
@@ -130,7 +133,6 @@ def replay(scenario: Scenario, interval: float, window: float,
         gap = set(range(restart_index, restart_index + scenario.restart_gap))
     forecaster = make_forecaster(window)
     store = (("store", STORE),)
-    info = store + (("version", "7.2.4"), ("role", "master"), ("eviction_policy", scenario.policy))
     for i in range(polls):
         t = i * interval
         fraction = min(1.0, max(0.0, scenario.shape(t) + noise[i]))
@@ -152,15 +154,7 @@ def replay(scenario: Scenario, interval: float, window: float,
                             resident_limit=limit * HOST_MEMORY_FACTOR, evicts_when_full=scenario.evicts,
                             eviction_policy=scenario.policy)
         samples = Samples()
-        samples.add(catalog.CACHE_INFO, 1, info)
-        samples.add(catalog.CACHE_MEMORY_USED, used, store)
-        samples.add(catalog.CACHE_MEMORY_LIMIT, limit, store)
-        samples.add(catalog.CACHE_MEMORY_LIMIT_INFO, 1, store + (("source", "maxmemory"),))
-        samples.add(catalog.CACHE_MEMORY_UTILIZATION, used / limit, store)
-        samples.add(catalog.CACHE_MEMORY_HEADROOM, limit - used, store)
-        samples.add(catalog.CACHE_RESIDENT, resident, store)
-        samples.add(catalog.CACHE_RESIDENT_LIMIT, memory.resident_limit, store)
-        samples.add(catalog.CACHE_EVICTS_WHEN_FULL, int(scenario.evicts), store)
+        redis_source._add_unified(samples, NO_FIELDS, memory, VERSION, "master")  # as a Redis poll does
         started = clock()
         update(forecaster, MONOTONIC_START + t, memory, samples)
         out.forecast_seconds += clock() - started
