@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE))
 from _common import machine_line, table  # noqa: E402
 from early_warning import promtool_eval as pe  # noqa: E402
 from early_warning.replay import replay  # noqa: E402
-from early_warning.scenarios import FILL, LOOKALIKE, Scenario, library  # noqa: E402
+from early_warning.scenarios import FILL, LOOKALIKE, TWIN, TWIN_AFTER, Scenario, library, twin  # noqa: E402
 
 import exporter.forecast  # noqa: E402
 
@@ -61,9 +61,13 @@ FRACTIONS = (0.25, 0.50, 0.75)
 
 # --- one scenario ----------------------------------------------------------------------------
 
-def evaluate(name: str, cfg: dict) -> dict:
-    """Replay one scenario, evaluate it with promtool, return its figures (JSON-ready)."""
+def evaluate(name: str, cfg: dict, stop: float | None = None) -> dict:
+    """Replay one scenario (or, with ``stop``, the twin of fill ``name`` stopping there), evaluate it
+    with promtool, return its figures (JSON-ready)."""
     scenario = {s.name: s for s in library()}[name]
+    if stop is not None:
+        scenario = twin(scenario, stop)
+        name = scenario.name
     started = time.monotonic()
     rep = replay(scenario, cfg["interval"], cfg["window"])
     replay_seconds = time.monotonic() - started
@@ -84,7 +88,8 @@ def evaluate(name: str, cfg: dict) -> dict:
     promtool_seconds = time.monotonic() - started
     alerts = pe.parse_summary(output, scenario.full_at)
     result = {
-        "name": name, "kind": scenario.kind, "description": scenario.description,
+        "name": name, "kind": scenario.kind, "twin_of": [scenario.name.split("~")[0], stop] if stop else None,
+        "description": scenario.description,
         "duration_s": scenario.duration, "full_at_s": scenario.full_at, "growth_start_s": scenario.growth_start,
         "evicts": scenario.evicts, "input_step_s": k * cfg["interval"], "polls": rep.polls,
         "forecast_available_s": forecast_available(rep.until_full, cfg["interval"]),
@@ -275,25 +280,19 @@ def report(results: list[dict], heartbeats: set[str]) -> dict:
         summary["ours_tied_earliest"] = ties
         summary["fired_before_full"] = before_full
     if looks:
-        rows = []
-        totals = {title: 0 for title, _ in cols}
-        noisy = {title: 0 for title, _ in cols}
-        for r in looks:
-            cells = []
-            for title, keys in cols:
-                m = merged(r, keys, heartbeats)
-                totals[title] += m["minutes"]
-                noisy[title] += m["minutes"] > 0
-                cells.append("0" if not m["minutes"] else f"{m['minutes']} ({m['episodes']}x)")
-            rows.append([r["name"], dur(r["duration_s"]), dur(r["forecast_available_s"]), *cells])
-        rows.append(["TOTAL", "", "", *[str(totals[t]) for t, _ in cols]])
-        print()
-        print(table(["look-alike", "length", "forecast from", *[t for t, _ in cols]], rows,
-                    title="LOOK-ALIKES (must stay silent): false-alarm minutes (firing episodes); pending does "
-                          "not count"))
+        totals, noisy = silent_table(looks, cols, heartbeats, "LOOK-ALIKES (must stay silent): false-alarm minutes "
+                                     "(firing episodes); pending does not count")
         summary["lookalikes"] = len(looks)
         summary["false_alarm_minutes"] = totals
         summary["scenarios_with_false_alarms"] = noisy
+    twins = [r for r in results if r["kind"] == TWIN]
+    if twins:
+        totals, noisy = silent_table(twins, cols, heartbeats, "TWINS (must stay silent): each follows a fill poll "
+                                     "for poll until the first firing of the earliest peer that beat ours on it, then "
+                                     "stays flat; false-alarm minutes (firing episodes)")
+        summary["twins"] = len(twins)
+        summary["twin_false_alarm_minutes"] = totals
+        summary["twins_with_false_alarms"] = noisy
     print()
     if fills:
         bf = summary["fired_before_full"]
@@ -305,11 +304,52 @@ def report(results: list[dict], heartbeats: set[str]) -> dict:
         nz = summary["scenarios_with_false_alarms"]
         print(f"SUMMARY look-alikes ({len(looks)}): false-alarm minutes: "
               + ", ".join(f"{t} {fa[t]} (in {nz[t]})" for t, _ in cols))  # type: ignore[index]
+    if twins:
+        fa = summary["twin_false_alarm_minutes"]
+        nz = summary["twins_with_false_alarms"]
+        print(f"SUMMARY twins ({len(twins)}): false-alarm minutes: "
+              + ", ".join(f"{t} {fa[t]} (in {nz[t]})" for t, _ in cols)  # type: ignore[index]
+              + ". A rule that fires on a fill by the time its twin stops fires on the twin too: to be first "
+                "there is to cry wolf here.")
     others = sorted({k for r in results for k in r["alerts"]
                      if k.split("/", 1)[0] not in heartbeats and k.split("/", 1)[0] not in PEERS})
     print("ours = every alert of the rules file but heartbeats, by severity; alerts of ours that fired: "
           + (", ".join(others) or "none"))
     return summary
+
+
+def silent_table(results: list[dict], cols: list[tuple[str, list[str]]], heartbeats: set[str],
+                 title: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Print the false-alarm minutes of scenarios that must stay silent; return (minutes, scenarios) per column."""
+    rows = []
+    totals = {t: 0 for t, _ in cols}
+    noisy = {t: 0 for t, _ in cols}
+    for r in results:
+        cells = []
+        for t, keys in cols:
+            m = merged(r, keys, heartbeats)
+            totals[t] += m["minutes"]
+            noisy[t] += m["minutes"] > 0
+            cells.append("0" if not m["minutes"] else f"{m['minutes']} ({m['episodes']}x)")
+        rows.append([r["name"], dur(r["duration_s"]), dur(r["forecast_available_s"]), *cells])
+    rows.append(["TOTAL", "", "", *[str(totals[t]) for t, _ in cols]])
+    print()
+    print(table(["scenario", "length", "forecast from", *[t for t, _ in cols]], rows, title=title))
+    return totals, noisy
+
+
+def twin_stops(fills: list[dict], heartbeats: set[str]) -> dict[str, float]:
+    """fill name -> when its twin stops: the first firing of the earliest peer, on every fill where a
+    peer fired before full and before ours."""
+    cols = columns(fills, heartbeats)
+    out = {}
+    for r in fills:
+        firsts = {t: merged(r, keys, heartbeats)["first"] for t, keys in cols}
+        ours = min((f for t, f in firsts.items() if t.startswith("ours") and f is not None), default=math.inf)
+        peer = min((f for t, f in firsts.items() if not t.startswith("ours") and f is not None), default=math.inf)
+        if peer < min(ours, r["full_at_s"]):
+            out[r["name"]] = peer
+    return out
 
 
 def compare(old_path: Path, results: list[dict], heartbeats: set[str]) -> None:
@@ -429,6 +469,28 @@ def git_state() -> str:
         return "unknown"
 
 
+def run_phase(pool: ProcessPoolExecutor, jobs: list[tuple[str, float | None, float]], cfg: dict,
+              results: dict[str, dict], failed: list[str]) -> None:
+    """Evaluate (scenario name, twin stop or None, duration) in the pool, longest first; print progress."""
+    futures = {pool.submit(evaluate, name, cfg, stop): name for name, stop, _ in jobs}
+    total = len(results) + len(jobs)
+    for future in as_completed(futures):
+        try:
+            r = future.result()
+        except Exception as exc:  # a rules file promtool rejects, a query it cannot run
+            failed.append(futures[future])
+            print(f"  {futures[future]}: FAILED: {exc}", flush=True)
+            continue
+        results[r["name"]] = r
+        t = r["timing"]
+        check = ""
+        if "cross_check" in r:
+            check = "  cross-check " + ("agrees" if r["cross_check"]["agree"] else "DISAGREES")
+        print(f"  [{len(results):2d}/{total}] {r['name']:22} {dur(r['duration_s']):>7} replay "
+              f"{t['replay_s']:5.1f} s, promtool {t['promtool_s']:5.1f} s "
+              f"({t['test_file_bytes'] / 1e6:.1f} MB, input every {r['input_step_s']:g} s){check}", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default="", help="comma-separated scenario names or glob patterns")
@@ -445,6 +507,8 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, help="keep the generated promtool test files in this directory")
     ap.add_argument("--cross-check", action="store_true",
                     help="also rebuild every timeline from per-minute alert_rule_tests and compare (slow)")
+    ap.add_argument("--no-twins", action="store_true",
+                    help="skip the twins (the look-alikes built from the fills where a peer fired first)")
     ap.add_argument("--promtool", default=shutil.which("promtool"))
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = ap.parse_args()
@@ -494,29 +558,21 @@ def main() -> int:
     started = time.monotonic()
     results: dict[str, dict] = {}
     order = sorted(scenarios, key=lambda s: -s.duration)  # the longest first: they bound the run time
-    failed = []
+    failed: list[str] = []
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {pool.submit(evaluate, s.name, cfg): s.name for s in order}
-        for future in as_completed(futures):
-            try:
-                r = future.result()
-            except Exception as exc:  # a rules file promtool rejects, a query it cannot run
-                failed.append(futures[future])
-                print(f"  {futures[future]}: FAILED: {exc}", flush=True)
-                continue
-            results[r["name"]] = r
-            t = r["timing"]
-            check = ""
-            if "cross_check" in r:
-                check = "  cross-check " + ("agrees" if r["cross_check"]["agree"] else "DISAGREES")
-            print(f"  [{len(results):2d}/{len(scenarios)}] {r['name']:22} {dur(r['duration_s']):>7} replay "
-                  f"{t['replay_s']:5.1f} s, promtool {t['promtool_s']:5.1f} s "
-                  f"({t['test_file_bytes'] / 1e6:.1f} MB, input every {r['input_step_s']:g} s){check}", flush=True)
+        run_phase(pool, [(s.name, None, s.duration) for s in order], cfg, results, failed)
+        ordered = [results[s.name] for s in scenarios if s.name in results]
+        stops = {} if args.no_twins or failed else twin_stops([r for r in ordered if r["kind"] == FILL], heartbeats)
+        if stops:
+            print(f"twins: {len(stops)} fills where a peer fired first; each twin stops growing there", flush=True)
+            twins = sorted(((name, stop, stop + TWIN_AFTER) for name, stop in stops.items()), key=lambda x: -x[2])
+            before = set(results)
+            run_phase(pool, twins, cfg, results, failed)
+            ordered += [results[k] for k in results if k not in before]
     elapsed = time.monotonic() - started
     if failed:
         print(f"{len(failed)} scenario(s) could not be evaluated: {', '.join(failed)}", file=sys.stderr)
         return 1
-    ordered = [results[s.name] for s in scenarios]
     summary = report(ordered, heartbeats)
     print(f"wall time {elapsed:.0f} s for {len(scenarios)} scenarios ({args.jobs} jobs)")
     if args.cross_check:

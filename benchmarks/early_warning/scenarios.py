@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 MINUTE = 60.0
 HOUR = 3600.0
@@ -28,6 +28,8 @@ AFTER_FULL = HOUR  # how long a fill is replayed after it is full
 
 FILL = "fill"
 LOOKALIKE = "lookalike"
+TWIN = "twin"  # a look-alike built from a fill: identical to it until a peer rule fired, then flat
+TWIN_AFTER = 12 * HOUR  # how long a twin is replayed after its growth stops: every rule's window has moved past it
 
 Shape = Callable[[float], float]
 
@@ -200,6 +202,20 @@ def _batch(x: float) -> float:
     if x < 2 * HOUR:
         return (2 * HOUR - x) / (15 * MINUTE)
     return 0.0
+
+
+def twin(fill: Scenario, stop: float) -> Scenario:
+    """The fill's look-alike twin: the same memory, noise and restarts poll for poll until ``stop``,
+    then flat at the level reached (the growth stops short of full). Every causal rule -- one whose
+    state at ``stop`` depends only on the samples up to ``stop`` -- that fires at ``stop`` on the fill
+    fires at ``stop`` on the twin too: a false alarm there."""
+    if fill.kind != FILL:
+        raise ValueError(f"{fill.name} is not a fill")
+    shape = fill.shape
+    level = shape(stop)
+    return replace(fill, name=f"{fill.name}~stops@{stop / 60:.0f}m", kind=TWIN,
+                   description=f"{fill.name} until {stop / 60:.0f} min, then flat at {level:.1%}",
+                   duration=stop + TWIN_AFTER, shape=lambda t: shape(min(t, stop)), full_at=None)
 
 
 def library() -> list[Scenario]:
