@@ -1,0 +1,112 @@
+"""A managed Redis (ElastiCache Serverless): TLS only, CONFIG renamed away, maxmemory 0, described
+with a target's ``managed:`` block. Real redis-servers play the service."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+
+import yaml
+from conftest import REPO, fast_global, need
+
+MiB = 2**20
+RULES_FILE = REPO / "alerts" / "cache-exporter.rules.yml"
+# What ElastiCache Serverless looks like from a client: TLS only, CONFIG renamed away, maxmemory 0.
+SERVERLESS = ["--rename-command", "CONFIG", ""]
+
+
+def managed_target(name: str, server, tls_files, **managed: object) -> dict:
+    return {"name": name, "type": "redis", "url": f"rediss://127.0.0.1:{server.port}", "role": "cache",
+            "tls": {"ca_file": tls_files.ca},
+            "managed": {"provider": "elasticache-serverless", **managed}}
+
+
+def fill_with_ttl(server, n: int = 500, ttl: int | None = 3600) -> None:
+    c = server.client()
+    pipe = c.pipeline(transaction=False)
+    for i in range(n):
+        pipe.set(f"session:{i}", "x" * 200, ex=ttl)
+    pipe.execute()
+
+
+def test_serverless_over_tls_with_config_renamed(redis_factory, exporter_factory, tls_files):
+    server = redis_factory(tls=tls_files, args=SERVERLESS)
+    fill_with_ttl(server)  # every key has a TTL: the service evicts them at its data limit
+    unmanaged = managed_target("as-self-hosted", server, tls_files)
+    del unmanaged["managed"]
+    ep = exporter_factory({"global": fast_global(), "targets": [
+        managed_target("serverless", server, tls_files, data_limit="5GiB"),
+        unmanaged,
+        # The same TLS-only port over plain redis://, a common first mistake with ElastiCache Serverless.
+        {"name": "plain", "type": "redis", "url": f"redis://127.0.0.1:{server.port}"},
+    ]})
+    ep.wait_polls("serverless", 3)  # CONFIG is probed on the poll after the connect
+    m = ep.wait_polls("as-self-hosted", 3)
+
+    # Limits: the declared data limit, with its own source; no host fallback, no hard (OOM-kill) limit.
+    assert m.value("redis_memory_max_bytes", target="serverless") == 0
+    assert m.value("cache_memory_limit_bytes", target="serverless") == 5 * 2**30
+    assert m.has("cache_memory_limit_info", target="serverless", source="managed")
+    assert not m.has("cache_resident_memory_limit_bytes", target="serverless")
+    assert not m.has("cache_resident_memory_seconds_until_full", target="serverless")
+    assert not m.has("redis_fork_memory_risk_ratio", target="serverless")
+    assert 0 < m.value("cache_memory_utilization_ratio", target="serverless") < 0.01
+    # Every key has a TTL and the service evicts those: it evicts when full, so no countdown alert.
+    assert m.value("cache_evicts_when_full", target="serverless") == 1
+    # The same server seen as self-hosted: the host's memory, "never evicts", the maxmemory finding.
+    assert m.has("cache_memory_limit_info", target="as-self-hosted", source="system")
+    assert m.value("cache_evicts_when_full", target="as-self-hosted") == 0
+    assert m.has("cache_config_finding", target="as-self-hosted", check="redis_maxmemory_unset", severity="critical")
+
+    # CONFIG is unavailable: a series says so, for either view of the server; CLIENT works.
+    for name in ("serverless", "as-self-hosted"):
+        assert m.value("redis_capability", target=name, capability="config") == 0
+        assert m.value("redis_capability", target=name, capability="client") == 1
+    assert not m.find("cache_config_finding", target="serverless")
+    assert ep.target("serverless")["details"]["findings"] == []
+
+    # Plain RESP against the TLS port: said as such, not as a bare "reset".
+    assert m.value("cache_up", target="plain") == 0
+    assert m.value("cache_exporter_poll_errors_total", target="plain", reason="tls_required") >= 1
+    assert m.value("cache_exporter_poll_errors_total", target="plain", reason="reset") == 0
+    assert "expects TLS" in json.dumps(ep.target("plain"))
+
+    # The shipped rules on these very series: CacheMemoryLimitUnset for the self-hosted view only.
+    assert_limit_unset_fires_for(m, {"as-self-hosted"})
+
+
+def _annotations(alertname: str, labels: dict[str, str]) -> dict[str, str]:
+    """The rule's annotations with ``{{ $labels.x }}`` filled in (all this alert's templates use)."""
+    rules = yaml.safe_load(RULES_FILE.read_text())
+    (rule,) = [r for g in rules["groups"] for r in g["rules"] if r.get("alert") == alertname]
+    out = {}
+    for key, text in rule["annotations"].items():
+        for name, value in labels.items():
+            text = text.replace("{{ $labels." + name + " }}", value)
+        assert "{{" not in text, text
+        out[key] = text
+    return out
+
+
+def assert_limit_unset_fires_for(m, targets: set[str]) -> None:
+    """promtool, with the shipped rules and the scraped limit series held for 40 min: after its
+    30 min ``for``, CacheMemoryLimitUnset fires for exactly ``targets`` (promtool fails on any other)."""
+    need(shutil.which("promtool") is not None, "promtool not installed (Debian package prometheus)")
+    series, expected = [], []
+    for _, labels, _ in m.find("cache_memory_limit_info"):
+        text = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        series.append({"series": "cache_memory_limit_info{" + text + "}", "values": "1x40"})
+        if labels["target"] in targets:
+            expected.append({"exp_labels": {"severity": "warning", **labels},
+                             "exp_annotations": _annotations("CacheMemoryLimitUnset", labels)})
+    assert len(expected) == len(targets), (targets, series)
+    test = {"rule_files": [str(RULES_FILE)], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "alert_rule_test": [{"eval_time": "31m", "alertname": "CacheMemoryLimitUnset", "exp_alerts": expected}]}]}
+    with tempfile.NamedTemporaryFile("w", suffix=".test.yml") as fh:
+        json.dump(test, fh)  # JSON is YAML
+        fh.flush()
+        result = subprocess.run(["promtool", "test", "rules", fh.name], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
