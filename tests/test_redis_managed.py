@@ -6,10 +6,15 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 
+import pytest
 import yaml
 from conftest import REPO, fast_global, need
+
+from exporter import audit
+from exporter.config import build_config
 
 MiB = 2**20
 RULES_FILE = REPO / "alerts" / "cache-exporter.rules.yml"
@@ -110,3 +115,69 @@ def assert_limit_unset_fires_for(m, targets: set[str]) -> None:
         fh.flush()
         result = subprocess.run(["promtool", "test", "rules", fh.name], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture
+def bad_host(tmp_path, monkeypatch):
+    """A host /proc and /sys that the host checks flag (overcommit 0, THP always): a managed target at a
+    local address must still not get them."""
+    root = tmp_path / "host"
+    (root / "proc/sys/vm").mkdir(parents=True)
+    (root / "sys/kernel/mm/transparent_hugepage").mkdir(parents=True)
+    (root / "proc/sys/vm/overcommit_memory").write_text("0\n")
+    (root / "sys/kernel/mm/transparent_hugepage/enabled").write_text("[always] madvise never\n")
+    monkeypatch.setenv("CACHE_EXPORTER_HOST_ROOT", str(root))
+    audit._host_reads.clear()
+    yield str(root)
+    audit._host_reads.clear()
+
+
+def audited(entry: dict) -> audit.TargetReport:
+    report = audit.audit_target(build_config({"targets": [entry]}, "<test>").config.targets[0])
+    assert report.error is None, report.error
+    return report
+
+
+def test_audit_follows_the_managed_description(redis_factory, tls_files, bad_host):
+    server = redis_factory(tls=tls_files, args=SERVERLESS)
+    fill_with_ttl(server, 480, ttl=None)
+    fill_with_ttl(server, 20)  # 4 % of the keys have a TTL: a "ttl" service can evict almost nothing
+
+    def checks(**managed: object) -> dict[str, str]:
+        report = audited(managed_target("m", server, tls_files, **managed))
+        assert report.capabilities == {"config": False, "client": True}
+        return {f.check: f.severity for f in report.findings}
+
+    ttl = audited(managed_target("m", server, tls_files, data_limit="64MiB"))
+    assert [(f.check, f.severity) for f in ttl.findings] == [("redis_volatile_few_expiring", "critical")]
+    assert "managed.evicts_at_limit: ttl" in ttl.findings[0].message
+    assert checks(data_limit="64MiB", evicts_at_limit="none") == {"redis_noeviction_on_cache": "warning"}
+    assert checks(data_limit="64MiB", evicts_at_limit="all") == {}
+    assert checks(evicts_at_limit="all") == {"redis_managed_limit_unknown": "warning"}
+    # The same server as self-hosted: maxmemory 0 is critical for a cache, and the host checks apply.
+    self_hosted = managed_target("m", server, tls_files)
+    del self_hosted["managed"]
+    assert {f.check for f in audited(self_hosted).findings} == {
+        "redis_maxmemory_unset", "host_overcommit_memory", "host_transparent_hugepages"}
+
+
+def test_audit_cli_reports_config_unavailable(redis_factory, tls_files, tmp_path, bad_host):
+    server = redis_factory(tls=tls_files, args=SERVERLESS)
+    fill_with_ttl(server)
+    config = tmp_path / "audit.yml"
+    config.write_text(json.dumps({"targets": [managed_target("sessions", server, tls_files, data_limit="5GiB")]}))
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "exporter", "audit", "--config", str(config), *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+
+    text = run("--fail-on", "warning")
+    assert text.returncode == 0, text.stdout + text.stderr  # a note, not a finding: CI stays green
+    rows = [line.split(None, 3) for line in text.stdout.splitlines()]
+    assert ["sessions", "ok", "-", "no findings"] in rows
+    (note,) = [r for r in rows if r[:3] == ["sessions", "note", "capability_config"]]
+    assert note[3].startswith("CONFIG is unavailable (renamed away or denied by ACL)")
+    assert 'redis_capability{capability="config"} 0' in note[3]
+    payload = json.loads(run("--format", "json").stdout)
+    (entry,) = payload["targets"]
+    assert entry["findings"] == [] and entry["capabilities"] == {"config": False, "client": True}
