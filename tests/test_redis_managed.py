@@ -8,13 +8,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 import yaml
 from conftest import REPO, fast_global, need
+from fakeserver import FakeServer, Session
 
 from exporter import audit
 from exporter.config import build_config
+from exporter.errors import PollError
+from exporter.sources import source_for
 
 MiB = 2**20
 RULES_FILE = REPO / "alerts" / "cache-exporter.rules.yml"
@@ -181,3 +185,53 @@ def test_audit_cli_reports_config_unavailable(redis_factory, tls_files, tmp_path
     payload = json.loads(run("--format", "json").stdout)
     (entry,) = payload["targets"]
     assert entry["findings"] == [] and entry["capabilities"] == {"config": False, "client": True}
+
+
+# A TLS record a TLS server sends to a client whose first bytes are not a handshake: alert (0x15),
+# TLS 1.2 (0x03 0x03), length 2, fatal (2), protocol_version (70).
+TLS_ALERT = b"\x15\x03\x03\x00\x02\x02\x46"
+
+
+class _FirstBytesServer(FakeServer):
+    """Answers whatever a connection first sends with ``reply`` (or an RST when None), then closes."""
+
+    def __init__(self, reply: bytes | None) -> None:
+        self.reply = reply
+        super().__init__(name="first-bytes")
+
+    def _handle(self, s: Session) -> None:
+        if not s._fill():
+            return
+        if self.reply is None:
+            s.close_reset()
+        s.send(self.reply)
+        s.close()
+
+
+def _poll_error(url: str) -> PollError:
+    target = build_config({"targets": [{"name": "t", "type": "redis", "url": url}]}, "<test>").config.targets[0]
+    source = source_for(target)
+    try:
+        with pytest.raises(PollError) as info:
+            source.poll(time.monotonic() + 3)
+    finally:
+        source.close()
+    return info.value
+
+
+@pytest.mark.parametrize(("reply", "reason"), [
+    (TLS_ALERT, "tls_required"),  # a TLS server that answers plain text with an alert record
+    (None, "reset"),  # a server that resets every connection, TLS handshakes too: not a TLS port
+    # plain RESP before a close (redis-py makes it a reset): the handshake gets RESP back, not TLS
+    (b"-ERR max number of clients reached\r\n", "reset"),
+])
+def test_tls_required_only_when_the_server_speaks_tls(reply, reason):
+    server = _FirstBytesServer(reply)
+    try:
+        err = _poll_error(f"redis://127.0.0.1:{server.port}")
+    finally:
+        server.close()
+    assert err.reason == reason, err
+    if reason == "tls_required":
+        assert "expects TLS" in str(err) and "rediss://" in str(err)
+        assert server.connections == 2  # the poll, then one handshake: nothing more
