@@ -4,6 +4,7 @@ with a target's ``managed:`` block. Real redis-servers play the service."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -12,8 +13,9 @@ import time
 
 import pytest
 import yaml
-from conftest import REPO, fast_global, need
+from conftest import REPO, fast_global, need, wait_until
 from fakeserver import FakeServer, Session
+from loadgen import SteadyWriter
 
 from exporter import audit
 from exporter.config import build_config
@@ -235,3 +237,35 @@ def test_tls_required_only_when_the_server_speaks_tls(reply, reason):
     if reason == "tls_required":
         assert "expects TLS" in str(err) and "rediss://" in str(err)
         assert server.connections == 2  # the poll, then one handshake: nothing more
+
+
+def test_countdown_runs_against_the_data_limit_before_the_first_oom(redis_factory, exporter_factory, tls_files):
+    # The redis-server's own maxmemory (noeviction) plays the service enforcing its data limit; keys
+    # without a TTL are what a "ttl" service cannot evict, so it will refuse writes.
+    server = redis_factory(tls=tls_files, args=SERVERLESS + ["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"])
+    # The defaults scaled by 1/60 (a 15 s interval, a 1 h window), the poll deadline kept for loopback.
+    ep = exporter_factory({"global": {"interval": "0.25s", "timeout": "0.2s", "forecast_window": "60s"},
+                           "targets": [managed_target("serverless", server, tls_files, data_limit="3MiB")]})
+    writer = SteadyWriter(server.client())
+    writer.start()
+    try:
+        wait_until(lambda: math.isfinite(ep.metrics().value("cache_memory_seconds_until_full", target="serverless")
+                                         or math.inf), timeout=60, message="the countdown to appear")
+        time.sleep(2)
+        asked = time.monotonic()
+        m = ep.metrics()
+        until_full = m.value("cache_memory_seconds_until_full", target="serverless")
+        assert writer.first_oom is None, "filled up before the prediction was taken"
+        assert m.has("cache_memory_limit_info", target="serverless", source="managed")
+        assert m.value("cache_memory_limit_bytes", target="serverless") == 3 * MiB
+        # Not evicting at the limit: the countdown alerts are armed (they skip cache_evicts_when_full 1).
+        assert m.value("cache_evicts_when_full", target="serverless") == 0
+        assert not m.has("cache_resident_memory_seconds_until_full", target="serverless")
+        wait_until(lambda: writer.first_oom is not None, timeout=90, message="the first -OOM reply")
+        actual = writer.first_oom - asked
+        print(f"managed forecast: predicted {until_full:.1f} s to the data limit, first -OOM after {actual:.1f} s")
+        assert abs(until_full - actual) <= 0.25 * actual, (until_full, actual)
+        wait_until(lambda: (ep.metrics().value("cache_write_rejections_total", target="serverless") or 0) > 0,
+                   timeout=10, message="the rejections to be counted")
+    finally:
+        writer.halt()
