@@ -815,9 +815,10 @@ def _speaks_tls(host: str, port: int, deadline: float) -> bool:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw, \
-                ctx.wrap_socket(raw, server_hostname=host or None):
-            return True
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            raw.settimeout(max(0.001, min(timeout, deadline - time.monotonic())))  # connect + handshake within it
+            with ctx.wrap_socket(raw, server_hostname=host or None):
+                return True
     except ssl.SSLError as exc:
         return "ALERT" in str(exc.reason or "").upper()
     except (OSError, ValueError):
