@@ -21,6 +21,8 @@ from exporter import audit
 from exporter.config import build_config
 from exporter.errors import PollError
 from exporter.sources import source_for
+from exporter.sources.redis import map_info, parse_info
+from exporter.targets import ManagedStore, RedisTarget
 
 MiB = 2**20
 RULES_FILE = REPO / "alerts" / "cache-exporter.rules.yml"
@@ -269,3 +271,45 @@ def test_countdown_runs_against_the_data_limit_before_the_first_oom(redis_factor
                    timeout=10, message="the rejections to be counted")
     finally:
         writer.halt()
+
+
+# --- the mapping, on INFO captured from a real server (tests/fixtures) ------------------------------
+
+INFO_7 = (REPO / "tests" / "fixtures" / "info_redis_7.0.txt").read_text()
+
+
+def _info(**overrides: str) -> str:
+    lines = [line for line in INFO_7.splitlines() if line.split(":", 1)[0] not in overrides
+             and not line.startswith("db")]
+    return "\n".join(lines + [f"{k}:{v}" for k, v in overrides.items()])
+
+
+def _mapped(managed: ManagedStore, **overrides: str):
+    target = RedisTarget(name="t", type="redis", interval=15, timeout=5, managed=managed)
+    return map_info(parse_info(_info(**overrides)), target, {}, now=2_000_000_000.0)
+
+
+@pytest.mark.parametrize(("evicts_at_limit", "keyspace", "evicts"), [
+    ("ttl", "keys=100,expires=100,avg_ttl=1000", True),
+    ("ttl", "keys=100,expires=5,avg_ttl=1000", False),  # 5 % with a TTL: eviction frees little, writes fail
+    ("all", "keys=100,expires=0,avg_ttl=0", True),
+    ("none", "keys=100,expires=100,avg_ttl=1000", False),
+])
+def test_managed_limit_and_eviction_from_the_description(evicts_at_limit, keyspace, evicts):
+    r = _mapped(ManagedStore("elasticache-serverless", 5 * 2**30, evicts_at_limit),
+                maxmemory="0", maxmemory_policy="noeviction", total_system_memory=str(64 * 2**30), db0=keyspace)
+    m = r.memory
+    assert (m.limit, m.limit_source, m.resident_limit, m.evicts_when_full) == (5 * 2**30, "managed", None, evicts)
+    assert r.samples.value("cache_evicts_when_full") == int(evicts)
+    assert r.samples.value("cache_resident_memory_limit_bytes") is None
+
+
+def test_managed_without_data_limit_uses_a_reported_maxmemory_and_never_the_host():
+    node_based = _mapped(ManagedStore("elasticache"), maxmemory=str(2**30), maxmemory_policy="allkeys-lru",
+                         db0="keys=10,expires=0,avg_ttl=0")
+    assert (node_based.memory.limit, node_based.memory.limit_source) == (2**30, "maxmemory")
+    assert node_based.memory.evicts_when_full is True  # no evicts_at_limit: the server's policy
+    unknown = _mapped(ManagedStore("other"), maxmemory="0", total_system_memory=str(64 * 2**30))
+    for family in ("cache_memory_limit_bytes", "cache_memory_limit_info", "cache_memory_utilization_ratio",
+                   "cache_resident_memory_limit_bytes", "cache_evicts_when_full"):
+        assert unknown.samples.value(family) is None, family
