@@ -5,7 +5,12 @@ audit reads and Redis 5 lacks in INFO). A new connection also sends ``CLIENT SET
 same round trip. Optional commands are capability-probed: a server where CONFIG or CLIENT
 is renamed away or denied by ACL (ElastiCache, Memorystore, least-privilege users) gets them
 switched off after the first error reply, logged once, re-probed hourly — no error counts,
-no log spam.
+no log spam; ``redis_capability{capability}`` says which work. A plain ``redis://`` poll that a
+server resets before any reply gets one TLS handshake to tell a TLS-only port (``tls_required``)
+from a plain server dropping clients (``reset``).
+
+A target with a ``managed:`` block (ElastiCache Serverless, Memorystore, ...) counts against
+the data limit it declares, evicts as it declares, and has no host, fork or OOM-kill limits.
 
 INFO fields map to metrics through ``INFO_FIELDS`` (field -> metric, with the Redis version
 that introduced the field); composite lines (``db0:``, ``cmdstat_*``, ``errorstat_*``,
