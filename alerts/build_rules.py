@@ -190,8 +190,9 @@ and cache_memory_utilization_ratio > {guard}
               "{{ $labels.target }} uses {{ $value | humanizePercentage }} of its hard memory limit",
               "The resident memory of {{ $labels.target }} ({{ $labels.store }}) is "
               "{{ $value | humanizePercentage }} of the limit that gets the process killed."),
+        # A managed store (source="managed") enforces the data limit its target declares, with maxmemory 0.
         alert("CacheMemoryLimitUnset",
-              'cache_memory_limit_info{store="redis", source!="maxmemory"} == 1',
+              'cache_memory_limit_info{store="redis", source!~"maxmemory|managed"} == 1',
               "warning", d["limit_unset_for"],
               "{{ $labels.target }} has no maxmemory",
               "{{ $labels.target }} runs with maxmemory 0: Redis never evicts and grows until the container "

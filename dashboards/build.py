@@ -357,7 +357,8 @@ def overview(names: list[str]) -> dict:
           firing_alerts(names, 'severity="warning"'), ANY_WARNING)
     count("Redis without maxmemory", "Redis targets running with maxmemory 0: they never evict and grow until "
           "the container or host kills them; their limit falls back to memory_limit or the host "
-          "(CacheMemoryLimitUnset).", sel("cache_memory_limit_info", 'store="redis"', 'source!="maxmemory"'),
+          "(CacheMemoryLimitUnset). A managed store's declared data limit (source managed) is a limit.",
+          sel("cache_memory_limit_info", 'store="redis"', 'source!~"maxmemory|managed"'),
           ANY_WARNING)
     count("Critical audit findings", "Active configuration-audit findings of severity critical "
           "(cache_config_finding; CacheConfigAuditFinding warns after 1 h). `cache-exporter audit` explains them.",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from exporter import catalog
 from exporter.snapshot import Samples
 from exporter.sources.base import Reading
-from exporter.targets import MemcachedTarget, RedisTarget, Target
+from exporter.targets import ManagedStore, MemcachedTarget, RedisTarget, Target
 
 INFO, WARNING, CRITICAL = "info", "warning", "critical"
 SEVERITY_ORDER = {INFO: 0, WARNING: 1, CRITICAL: 2}
@@ -63,38 +63,61 @@ def _mib(n: float) -> str:
 # --- Redis ------------------------------------------------------------------------------
 
 def _maxmemory_unset(f: Facts) -> Result:
-    if f.value("redis_memory_max_bytes") != 0:
-        return None
+    if f.value("redis_memory_max_bytes") != 0 or _managed(f) is not None:
+        return None  # a managed service enforces its data limit itself, with maxmemory 0
     severity = CRITICAL if f.target.role == "cache" else WARNING
     return severity, ("maxmemory is 0: Redis never evicts and grows until the container or host kills it; "
                       "set maxmemory below the memory limit")
 
 
+def _managed(f: Facts) -> ManagedStore | None:
+    return f.target.managed if isinstance(f.target, RedisTarget) else None
+
+
+def _has_limit(f: Facts) -> bool:
+    """The store has a limit it evicts at or refuses writes at (maxmemory, or a managed data limit)."""
+    if _managed(f) is not None:
+        return f.reading.memory.limit is not None
+    return (f.value("redis_memory_max_bytes") or 0) > 0
+
+
 def _noeviction_on_cache(f: Facts) -> Result:
-    if f.target.role == "cache" and f.reading.memory.eviction_policy == "noeviction" \
-            and (f.value("redis_memory_max_bytes") or 0) > 0:
-        return WARNING, ("maxmemory-policy is noeviction on a cache: at maxmemory writes fail with -OOM "
-                         "instead of evicting; use allkeys-lru or allkeys-lfu")
-    return None
+    if f.target.role != "cache" or f.reading.memory.eviction_policy != "noeviction" or not _has_limit(f):
+        return None
+    if _managed(f) is not None:
+        return WARNING, ("managed.evicts_at_limit is none on a cache: at the data limit the service refuses "
+                         "writes with -OOM instead of evicting")
+    return WARNING, ("maxmemory-policy is noeviction on a cache: at maxmemory writes fail with -OOM "
+                     "instead of evicting; use allkeys-lru or allkeys-lfu")
 
 
 def _volatile_few_expiring(f: Facts) -> Result:
     from exporter.sources.redis import expiring_fraction
 
     policy = f.reading.memory.eviction_policy or ""
-    if not policy.startswith("volatile-") or not (f.value("redis_memory_max_bytes") or 0) > 0:
+    if not policy.startswith("volatile-") or not _has_limit(f):
         return None
     share = expiring_fraction(f.samples)
     if share >= 0.5:
         return None
     severity = CRITICAL if share < 0.1 else WARNING
-    return severity, (f"maxmemory-policy is {policy} but only {share:.0%} of keys have a TTL: eviction can free "
-                      "only those, then writes fail with -OOM")
+    what = ("the service evicts only keys with a TTL (managed.evicts_at_limit: ttl)" if _managed(f) is not None
+            else f"maxmemory-policy is {policy}")
+    return severity, (f"{what} but only {share:.0%} of keys have a TTL: eviction can free only those, then "
+                      "writes fail with -OOM")
+
+
+def _managed_limit_unknown(f: Facts) -> Result:
+    if _managed(f) is None or f.reading.memory.limit is not None:
+        return None
+    return WARNING, ("managed store without a known data limit (maxmemory is 0 and managed.data_limit is not "
+                     "set): no utilization and no countdown; set managed.data_limit to the service's "
+                     "maximum data storage")
 
 
 def _persistence_on_cache(f: Facts) -> Result:
     rdb, aof = f.value("redis_rdb_enabled"), f.value("redis_aof_enabled")
-    if f.target.role == "cache" and (rdb or aof):
+    if f.target.role == "cache" and (rdb or aof) and _managed(f) is None:  # a provider's snapshots: its forks
         kinds = " and ".join(k for k, on in (("RDB", rdb), ("AOF", aof)) if on)
         return WARNING, (f"{kinds} persistence is on for a cache: every save forks and can nearly double "
                          "resident memory, for data that is disposable")
@@ -136,7 +159,7 @@ def _over_hard_limit(expected: float, hard: float, what: str) -> Result:
 
 
 def _is_local(target: Target) -> bool:
-    if isinstance(target, RedisTarget):
+    if isinstance(target, RedisTarget) and target.managed is None:  # a managed store runs on the provider's hosts
         return target.scheme == "unix" or target.host in LOCAL_HOSTS
     return False
 
@@ -211,21 +234,24 @@ class Check:
 
 CHECKS: list[Check] = [
     Check("redis_maxmemory_unset", RedisTarget, _maxmemory_unset,
-          "maxmemory is 0 (critical when role is cache)"),
+          "maxmemory is 0 (critical when role is cache; not for a managed store)"),
     Check("redis_noeviction_on_cache", RedisTarget, _noeviction_on_cache,
-          "noeviction on a target with role cache"),
+          "noeviction (managed: evicts_at_limit none) on a target with role cache"),
     Check("redis_volatile_few_expiring", RedisTarget, _volatile_few_expiring,
-          "volatile-* policy with under 50 % of keys having a TTL (critical under 10 %)"),
+          "volatile-* policy (managed: evicts_at_limit ttl) with under 50 % of keys having a TTL "
+          "(critical under 10 %)"),
+    Check("redis_managed_limit_unknown", RedisTarget, _managed_limit_unknown,
+          "a managed store with maxmemory 0 and no managed.data_limit: no limit to count against"),
     Check("redis_persistence_on_cache", RedisTarget, _persistence_on_cache,
-          "RDB or AOF persistence on a target with role cache"),
+          "RDB or AOF persistence on a target with role cache (not for a managed store)"),
     Check("redis_stop_writes_fork_risk", RedisTarget, _stop_writes_fork_risk,
           "stop-writes-on-bgsave-error with fork risk >= 80 % of the hard limit (critical >= 100 %)"),
     Check("redis_maxmemory_above_hard_limit", RedisTarget, _redis_limit_above_hard_limit,
           "maxmemory + current RSS overhead + buffers above 90 % of memory_limit (critical above 100 %)"),
     Check("host_overcommit_memory", RedisTarget, _host_overcommit,
-          "same host: vm.overcommit_memory is not 1"),
+          "same host: vm.overcommit_memory is not 1 (not for a managed store)"),
     Check("host_transparent_hugepages", RedisTarget, _host_thp,
-          "same host: transparent huge pages set to always"),
+          "same host: transparent huge pages set to always (not for a managed store)"),
     Check("memcached_no_eviction_low_headroom", MemcachedTarget, _memcached_no_eviction_low_headroom,
           "-M (evictions off) with under 10 % headroom (critical when no page is left)"),
     Check("memcached_limit_above_hard_limit", MemcachedTarget, _memcached_limit_above_hard_limit,
@@ -270,6 +296,17 @@ class TargetReport:
     error: str | None = None
     reason: str | None = None
     findings: list[Finding] | None = None
+    capabilities: dict[str, bool] | None = None  # optional commands probed: False = renamed away or denied
+
+
+# What a missing optional command costs the audit, for its report.
+CAPABILITY_NOTES = {
+    "config": "CONFIG is unavailable (renamed away or denied by ACL): the checks that read CONFIG GET "
+              "(redis_persistence_on_cache for RDB, redis_stop_writes_fork_risk) cannot run; "
+              "metric redis_capability{capability=\"config\"} 0",
+    "client": "CLIENT is unavailable (renamed away or denied by ACL): the exporter's connection is not named; "
+              "metric redis_capability{capability=\"client\"} 0",
+}
 
 
 def audit_target(target: Target) -> TargetReport:
@@ -287,6 +324,9 @@ def audit_target(target: Target) -> TargetReport:
             reading = source.poll(time.monotonic() + target.timeout)
         assert reading is not None
         report.findings = evaluate(target, reading)
+        caps = reading.details.get("capabilities")
+        if isinstance(caps, dict):
+            report.capabilities = {k: v for k, v in caps.items() if v is not None}
     except PollError as err:
         report.error, report.reason = str(err), err.reason
     finally:
@@ -322,6 +362,9 @@ def format_text(reports: list[TargetReport], fail_on: str, code: int) -> str:
             rows.append((r.name, "ok", "-", "no findings"))
         for f in r.findings or []:
             rows.append((r.name, f.severity, f.check, f.message))
+        for cap, available in (r.capabilities or {}).items():
+            if not available:
+                rows.append((r.name, "note", f"capability_{cap}", CAPABILITY_NOTES.get(cap, f"{cap} is unavailable")))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
              for row in rows]
@@ -342,6 +385,7 @@ def format_json(reports: list[TargetReport], fail_on: str, code: int) -> str:
         "fail_on": fail_on,
         "exit_code": code,
         "targets": [{"name": r.name, "type": r.type, "address": r.address, "error": r.error, "reason": r.reason,
-                     "findings": [f.__dict__ for f in r.findings or []]} for r in reports],
+                     "findings": [f.__dict__ for f in r.findings or []], "capabilities": r.capabilities or {}}
+                    for r in reports],
     }
     return json.dumps(payload, indent=2)

@@ -120,7 +120,8 @@ CACHE_MEMORY_LIMIT = gauge(
 )
 CACHE_MEMORY_LIMIT_INFO = gauge(
     "cache_memory_limit_info",
-    "Constant 1; label source says where cache_memory_limit_bytes came from (maxmemory, config, system).",
+    "Constant 1; label source says where cache_memory_limit_bytes came from (maxmemory, config, system; "
+    "managed: a managed store's declared data limit).",
     ("store", "source"),
     UNIFIED,
 )
@@ -144,7 +145,8 @@ CACHE_RESIDENT = gauge(
 )
 CACHE_RESIDENT_LIMIT = gauge(
     "cache_resident_memory_limit_bytes",
-    "Hard memory limit that gets the process killed: the target's memory_limit, else the host's memory.",
+    "Hard memory limit that gets the process killed: the target's memory_limit, else the host's memory "
+    "(absent for a managed store).",
     ("store",),
     UNIFIED,
 )
@@ -205,7 +207,8 @@ CACHE_CONFIG_FINDING = gauge(
 POLLS = counter("cache_exporter_polls_total", "Polls attempted for the target.", (), EXPORTER)
 POLL_ERRORS = counter(
     "cache_exporter_poll_errors_total",
-    "Failed polls by reason (refused, dns, timeout, tls, auth, reset, protocol, too_large, config, error).",
+    "Failed polls by reason (refused, dns, timeout, tls, tls_required, auth, reset, protocol, too_large, config, "
+    "error).",
     ("reason",),
     EXPORTER,
 )

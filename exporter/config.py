@@ -33,6 +33,7 @@ from exporter.targets import (
     DEFAULT_MAX_SERIES,
     DEFAULT_PROBE_INTERVAL,
     DEFAULT_TIMEOUT,
+    EVICTS_AT_LIMIT,
     V8_YOUNG_GENERATION_RESERVE,
     AppTarget,
     Bypass,
@@ -40,6 +41,7 @@ from exporter.targets import (
     Credentials,
     GlobalConfig,
     HttpCacheTarget,
+    ManagedStore,
     MemcachedTarget,
     ProbeURL,
     RedisTarget,
@@ -746,6 +748,7 @@ def _redis_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, A
         c.error(_join(path, "tls"), f"TLS settings need a rediss:// URL (this target uses {scheme}://)")
 
     creds = _credentials(c, t, path, username_required=False)
+    managed = _managed(c, t, path, common) if "managed" in t else None
 
     return RedisTarget(
         **common,
@@ -756,6 +759,40 @@ def _redis_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, A
         db=db,
         credentials=creds,
         tls=tls,
+        managed=managed,
+    )
+
+
+# Provider -> what it does at its data limit when the config does not say (None: follow the
+# server's maxmemory-policy). ElastiCache Serverless reports maxmemory 0 and evicts keys that
+# have a TTL when it reaches its maximum data storage.
+MANAGED_PROVIDERS: dict[str, str | None] = {
+    "elasticache-serverless": "ttl",
+    "elasticache": None,
+    "memorystore": None,
+    "azure-cache": None,
+    "redis-cloud": None,
+    "other": None,
+}
+
+
+def _managed(c: _Checker, t: dict[str, Any], path: str, common: dict[str, Any]) -> ManagedStore | None:
+    here = _join(path, "managed")
+    m = c.mapping(t["managed"], here, {"provider", "data_limit", "evicts_at_limit"})
+    if m is None:
+        return None
+    if "memory_limit" in t:
+        c.error(_join(path, "memory_limit"), "does not apply to a managed store: the provider owns the process "
+                                             "and its OOM killer; set managed.data_limit to the service's "
+                                             "data-storage limit instead")
+    provider = c.take(m, "provider", here, _one_of(tuple(MANAGED_PROVIDERS)))
+    if provider is None:
+        return None
+    evicts = c.take(m, "evicts_at_limit", here, _one_of(EVICTS_AT_LIMIT), MANAGED_PROVIDERS[provider])
+    return ManagedStore(
+        provider=provider,
+        data_limit=c.take(m, "data_limit", here, _positive_size(2**20), None),
+        evicts_at_limit=evicts,
     )
 
 
@@ -1077,7 +1114,7 @@ def _http_cache_target(c: _Checker, t: dict[str, Any], path: str, common: dict[s
 
 
 _KINDS: dict[str, _Kind] = {
-    "redis": _Kind(frozenset({"url", "tls"} | _CREDENTIAL_KEYS), _redis_target),
+    "redis": _Kind(frozenset({"url", "tls", "managed"} | _CREDENTIAL_KEYS), _redis_target),
     "memcached": _Kind(frozenset({"address", "tls", "slabs"} | _CREDENTIAL_KEYS), _memcached_target),
     "app": _Kind(frozenset({"url", "format", "runtime", "heap_limit", "young_generation_reserve", "tls", "fields",
                             "caches"} | _CREDENTIAL_KEYS), _app_target),

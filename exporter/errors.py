@@ -17,6 +17,7 @@ UNREACHABLE = "unreachable"
 DNS = "dns"
 TIMEOUT = "timeout"
 TLS = "tls"
+TLS_REQUIRED = "tls_required"
 AUTH = "auth"
 HTTP = "http"
 RESET = "reset"
@@ -27,7 +28,8 @@ REDIRECT = "redirect"
 ERROR = "error"
 
 REASONS: tuple[str, ...] = (
-    REFUSED, UNREACHABLE, DNS, TIMEOUT, TLS, AUTH, HTTP, RESET, PROTOCOL, TOO_LARGE, CONFIG, REDIRECT, ERROR,
+    REFUSED, UNREACHABLE, DNS, TIMEOUT, TLS, TLS_REQUIRED, AUTH, HTTP, RESET, PROTOCOL, TOO_LARGE, CONFIG, REDIRECT,
+    ERROR,
 )
 
 _DESCRIPTIONS = {
@@ -36,6 +38,7 @@ _DESCRIPTIONS = {
     DNS: "name resolution failed",
     TIMEOUT: "timed out",
     TLS: "TLS handshake or certificate verification failed",
+    TLS_REQUIRED: "the server expects TLS (use rediss://)",
     AUTH: "authentication or authorization failed",
     HTTP: "HTTP error status",
     RESET: "connection closed or reset by the server",

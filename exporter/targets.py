@@ -67,6 +67,21 @@ class Target:
         raise NotImplementedError
 
 
+# How a managed service behaves at its data limit: which keys it evicts, if any.
+EVICTS_AT_LIMIT = ("all", "ttl", "none")
+
+
+@dataclass(frozen=True)
+class ManagedStore:
+    """A store run by a provider (ElastiCache Serverless, Memorystore, ...): the provider enforces a
+    data limit the server does not report (``maxmemory`` 0), and the host, its forks and its OOM
+    killer are the provider's business, not something the exporter can see or warn about."""
+
+    provider: str
+    data_limit: int | None = None  # None: the server's own maxmemory if it reports one, else unknown
+    evicts_at_limit: str | None = None  # one of EVICTS_AT_LIMIT; None: as the server's maxmemory-policy says
+
+
 @dataclass(frozen=True)
 class RedisTarget(Target):
     """A Redis or Valkey server reached over TCP, TLS or a unix socket."""
@@ -78,6 +93,7 @@ class RedisTarget(Target):
     db: int = 0
     credentials: Credentials = field(default_factory=Credentials)
     tls: TLSConfig | None = None
+    managed: ManagedStore | None = None
 
     @property
     def address(self) -> str:

@@ -454,8 +454,8 @@ def test_unknown_key_lists_allowed_keys():
         build_config(doc(target(intervall="5s")), "s.yml")
     assert info.value.problems == [(
         "targets[0].intervall",
-        "unknown key (did you mean 'interval'?); allowed: interval, labels, max_label_value_length, max_series, "
-        "memory_limit, name, password_env, password_file, role, timeout, tls, type, url, username")]
+        "unknown key (did you mean 'interval'?); allowed: interval, labels, managed, max_label_value_length, "
+        "max_series, memory_limit, name, password_env, password_file, role, timeout, tls, type, url, username")]
 
 
 def test_role():
@@ -1030,3 +1030,52 @@ def test_series_limits_come_from_global_and_target():
     a, b = loaded.config.targets
     assert (a.max_series, a.max_label_value_length) == (2000, 100)
     assert (b.max_series, b.max_label_value_length) == (300, 100)
+
+
+# --- managed stores -------------------------------------------------------------------------------
+
+def test_managed_block_defaults_per_provider():
+    from exporter.targets import ManagedStore
+
+    serverless = build_config(doc(target(managed={"provider": "elasticache-serverless", "data_limit": "5GiB"})),
+                              "m.yml").config.targets[0]
+    assert serverless.managed == ManagedStore("elasticache-serverless", 5 * 2**30, "ttl")
+    other = build_config(doc(target(managed={"provider": "memorystore"})), "m.yml").config.targets[0]
+    assert other.managed == ManagedStore("memorystore", None, None)  # the server's maxmemory-policy decides
+    explicit = build_config(doc(target(managed={"provider": "other", "evicts_at_limit": "none"})),
+                            "m.yml").config.targets[0]
+    assert explicit.managed.evicts_at_limit == "none"
+    assert build_config(doc(target()), "m.yml").config.targets[0].managed is None
+
+
+@pytest.mark.parametrize(("managed", "extra", "problem"), [
+    ({}, {}, ("targets[0].managed.provider", "is required")),
+    ("yes", {}, ("targets[0].managed", "expected a mapping, got a string")),
+    ({"provider": "aws"}, {}, ("targets[0].managed.provider", "must be one of: elasticache-serverless, elasticache, "
+                                                               "memorystore, azure-cache, redis-cloud, other")),
+    ({"provider": "other", "evicts_at_limit": "lru"}, {},
+     ("targets[0].managed.evicts_at_limit", "must be one of: all, ttl, none")),
+    ({"provider": "other", "data_limit": "5 parsecs"}, {}, None),
+    ({"provider": "other", "data_limit": 1000}, {},
+     ("targets[0].managed.data_limit", "must be at least 1048576 bytes")),
+    ({"provider": "other", "datalimit": "1GiB"}, {},
+     ("targets[0].managed.datalimit", "unknown key (did you mean 'data_limit'?); allowed: data_limit, "
+                                      "evicts_at_limit, provider")),
+    ({"provider": "elasticache-serverless"}, {"memory_limit": "1GiB"},
+     ("targets[0].memory_limit", "does not apply to a managed store: the provider owns the process and its OOM "
+                                 "killer; set managed.data_limit to the service's data-storage limit instead")),
+])
+def test_managed_block_errors(managed, extra, problem):
+    with pytest.raises(ConfigError) as info:
+        build_config(doc(target(managed=managed, **extra)), "m.yml")
+    if problem is None:  # a unit error: the path is enough, the message is parse_size's
+        assert [p for p, _ in info.value.problems] == ["targets[0].managed.data_limit"]
+    else:
+        assert info.value.problems == [problem]
+
+
+def test_managed_is_for_redis_only():
+    with pytest.raises(ConfigError) as info:
+        build_config(doc({"name": "m", "type": "memcached", "address": "10.0.0.7:11211",
+                          "managed": {"provider": "other"}}), "m.yml")
+    assert info.value.problems[0][0] == "targets[0].managed"

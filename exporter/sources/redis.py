@@ -5,7 +5,12 @@ audit reads and Redis 5 lacks in INFO). A new connection also sends ``CLIENT SET
 same round trip. Optional commands are capability-probed: a server where CONFIG or CLIENT
 is renamed away or denied by ACL (ElastiCache, Memorystore, least-privilege users) gets them
 switched off after the first error reply, logged once, re-probed hourly — no error counts,
-no log spam.
+no log spam; ``redis_capability{capability}`` says which work. A plain ``redis://`` poll that a
+server resets before any reply gets one TLS handshake to tell a TLS-only port (``tls_required``)
+from a plain server dropping clients (``reset``).
+
+A target with a ``managed:`` block (ElastiCache Serverless, Memorystore, ...) counts against
+the data limit it declares, evicts as it declares, and has no host, fork or OOM-kill limits.
 
 INFO fields map to metrics through ``INFO_FIELDS`` (field -> metric, with the Redis version
 that introduced the field); composite lines (``db0:``, ``cmdstat_*``, ``errorstat_*``,
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -45,7 +52,7 @@ from exporter.sources.fields import (
     plausible_bytes,
     status,
 )
-from exporter.targets import RedisTarget
+from exporter.targets import ManagedStore, RedisTarget
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +302,12 @@ FORK_RISK = catalog.gauge(
     "(resident memory + redis_recent_cow_peak_bytes) / cache_resident_memory_limit_bytes: above 1, the "
     "next fork is likely to fail or get the process killed (failed BGSAVE, then -MISCONF if "
     "stop-writes-on-bgsave-error).", (), REDIS)
+CAPABILITY = catalog.gauge(
+    "redis_capability",
+    "1 if an optional command works on this server, 0 if it is renamed away or denied by ACL (re-checked "
+    "hourly); absent until probed. capability=\"config\" at 0: the audit checks and metrics that read "
+    "CONFIG GET (persistence, stop-writes, redis_config_*) are missing for this target.",
+    ("capability",), REDIS)
 _COW_FIELDS = ("rdb_last_cow_size", "aof_last_cow_size", "module_fork_last_cow_size", "current_cow_peak",
                "current_cow_size")
 
@@ -381,6 +394,8 @@ def expiring_fraction(samples: Samples) -> float:
     expiring = sum(s.value for s in samples if s.family == DB_KEYS_EXPIRING)
     return expiring / keys if keys > 0 else 0.0
 
+
+MANAGED_LIMIT = "managed"  # cache_memory_limit_info{source}: the data limit declared in managed.data_limit
 
 MEMORY_ERRORS = ("OOM", "MISCONF")  # write refusals caused by memory (OOM) or a failed save (MISCONF)
 
@@ -487,6 +502,9 @@ def _memory_view(out: Samples, f: dict[str, str], target: RedisTarget, policy: s
     not_counted = plausible_bytes(f.get("mem_not_counted_for_evict")) or 0.0
     used = used_memory - not_counted if used_memory is not None else None
     maxmemory = plausible_bytes(f.get("maxmemory")) or 0.0
+    resident = plausible_bytes(f.get("used_memory_rss"))
+    if target.managed is not None:
+        return _managed_memory_view(out, target.managed, used, maxmemory, resident, policy)
     system = plausible_bytes(f.get("total_system_memory")) or 0.0
 
     # Effective limit: what the store enforces, else what kills it (config), else the host.
@@ -499,13 +517,42 @@ def _memory_view(out: Samples, f: dict[str, str], target: RedisTarget, policy: s
     if maxmemory <= 0:
         evicts = False  # no maxmemory: Redis never evicts, it grows until killed
     elif evicts is None and policy in EVICTION_POLICIES:
-        # volatile-* can only evict keys with a TTL: with few of them, eviction frees little
-        # and writes soon fail as under noeviction.
-        evicts = expiring_fraction(out) >= VOLATILE_MIN_EXPIRING
+        evicts = _ttl_keys_suffice(out)
     return MemoryView(
         used=used, limit=limit, limit_source=limit_source,
-        resident=plausible_bytes(f.get("used_memory_rss")), resident_limit=resident_limit,
+        resident=resident, resident_limit=resident_limit,
         evicts_when_full=evicts, eviction_policy=policy or None,
+    )
+
+
+def _ttl_keys_suffice(out: Samples) -> bool:
+    # Evicting only keys with a TTL (volatile-*, a managed service's "ttl"): with few of them,
+    # eviction frees little and writes soon fail as under noeviction.
+    return expiring_fraction(out) >= VOLATILE_MIN_EXPIRING
+
+
+# A managed service's eviction behaviour -> the maxmemory-policy that behaves the same.
+MANAGED_POLICIES = {"all": "allkeys-lru", "ttl": "volatile-lru", "none": "noeviction"}
+
+
+def _managed_memory_view(out: Samples, managed: ManagedStore, used: float | None, maxmemory: float,
+                         resident: float | None, policy: str) -> MemoryView:
+    """The limit is the service's data limit (declared, else a maxmemory the server reports); the
+    host's memory is not the store's (the provider scales or moves it), so there is no fallback to
+    it and no hard limit: resident-memory and fork countdowns would count against a host nobody sees."""
+    if managed.data_limit:
+        limit_source, limit = MANAGED_LIMIT, float(managed.data_limit)
+    elif maxmemory > 0:
+        limit_source, limit = "maxmemory", maxmemory
+    else:
+        limit_source, limit = None, None
+    effective = MANAGED_POLICIES[managed.evicts_at_limit] if managed.evicts_at_limit else policy
+    evicts = EVICTION_POLICIES.get(effective)
+    if evicts is None and effective in EVICTION_POLICIES:
+        evicts = _ttl_keys_suffice(out)
+    return MemoryView(
+        used=used, limit=limit, limit_source=limit_source, resident=resident, resident_limit=None,
+        evicts_when_full=evicts if limit is not None else None, eviction_policy=effective or None,
     )
 
 
@@ -593,6 +640,7 @@ class RedisSource(PersistentConnectionSource):
         self.target: RedisTarget = target
         self.conn: redis.connection.AbstractConnection | None = None
         self.fresh_connection = False
+        self.answered = False  # the current connection got a reply: the server speaks RESP in the clear
         self.caps = {"config": _Capability(), "client": _Capability()}
         self.config_values: dict[str, str] = {}
         self.config_fetched_at = float("-inf")
@@ -632,6 +680,7 @@ class RedisSource(PersistentConnectionSource):
                 conn._server_name = t.tls.server_name if t.tls else None  # type: ignore[attr-defined]
         conn._guard = self.guard  # type: ignore[attr-defined]
         self.conn = conn
+        self.answered = False
         conn.connect()
         self.connections_opened += 1
         self.fresh_connection = True
@@ -657,6 +706,7 @@ class RedisSource(PersistentConnectionSource):
                 replies.append(conn.read_response())
             except redis.exceptions.ResponseError as exc:
                 replies.append(exc)
+            self.answered = True
         self.fresh_connection = False
 
         by_name = dict(zip((c[0] for c in commands), replies, strict=True))
@@ -679,11 +729,27 @@ class RedisSource(PersistentConnectionSource):
         info = parse_info(text)
         self.guard.remaining()  # past the deadline (a huge reply on a busy CPU): stop, do not map it too
         reading = map_info(info, self.target, self.config_values, time.time())
-        self._fork_risk(info, reading, now)
+        if self.target.managed is None:  # a managed service's forks happen on hosts nobody can see
+            self._fork_risk(info, reading, now)
+        for name, cap in self.caps.items():
+            if cap.available is not None:
+                reading.samples.add(CAPABILITY, int(cap.available), (("capability", name),))
         reading.details["config"] = dict(self.config_values)
         reading.details["capabilities"] = {k: v.available for k, v in self.caps.items()}
         reading.details["connections_opened"] = self.connections_opened
         return reading
+
+    def poll(self, deadline: float) -> Reading:
+        try:
+            return super().poll(deadline)
+        except PollError as err:
+            # A TLS-only port (ElastiCache Serverless on 6379 and 6380) resets a plain-text client
+            # without a word: "reset" would send the user after maxclients and proxies.
+            if (err.reason in (E.RESET, E.PROTOCOL) and self.target.scheme == "redis" and not self.answered
+                    and not self.guard.tripped and _speaks_tls(self.target.host, self.target.port, deadline)):
+                raise PollError(E.TLS_REQUIRED, f"{self.target.address} answers a TLS handshake but reset "
+                                                "plain-text RESP; use a rediss:// URL") from None
+            raise
 
     def _fork_risk(self, info: Info, reading: Reading, now: float) -> None:
         """The largest fork copy-on-write seen in the window, against the hard limit."""
@@ -738,6 +804,30 @@ class RedisSource(PersistentConnectionSource):
                 return PollError(E.PROTOCOL, E.describe(exc))
             return PollError(E.RESET, E.describe(exc))
         return PollError(E.ERROR, E.describe(exc))
+
+
+TLS_PROBE_TIMEOUT = 2.0
+
+
+def _speaks_tls(host: str, port: int, deadline: float) -> bool:
+    """Whether ``host:port`` takes part in a TLS handshake: it completes one, or answers the
+    ClientHello with a TLS alert (e.g. it wants a client certificate). Nothing is verified: this
+    only tells a TLS port from a plain one, and nothing is sent after the handshake."""
+    timeout = min(TLS_PROBE_TIMEOUT, deadline - time.monotonic())
+    if timeout <= 0:
+        return False
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            raw.settimeout(max(0.001, min(timeout, deadline - time.monotonic())))  # connect + handshake within it
+            with ctx.wrap_socket(raw, server_hostname=host or None):
+                return True
+    except ssl.SSLError as exc:
+        return "ALERT" in str(exc.reason or "").upper()
+    except (OSError, ValueError):
+        return False
 
 
 def _config_dict(reply: object) -> dict[str, str]:
