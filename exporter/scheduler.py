@@ -424,7 +424,11 @@ class Scheduler:
         current = {(f.check, f.severity) for f in findings}
         for f in findings:
             if (f.check, f.severity) not in rt.findings:
-                log.warning("target %s: audit %s (%s): %s", rt.target.name, f.check, f.severity, f.message)
+                if f.acknowledged:  # accepted in the config: a note, not a warning on every restart
+                    log.info("target %s: audit %s (%s, acknowledged): %s", rt.target.name, f.check, f.severity,
+                             f.message)
+                else:
+                    log.warning("target %s: audit %s (%s): %s", rt.target.name, f.check, f.severity, f.message)
         for check, severity in rt.findings - current:
             log.info("target %s: audit %s (%s) cleared", rt.target.name, check, severity)
         rt.findings = current
