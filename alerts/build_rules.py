@@ -65,8 +65,14 @@ TIME: dict[str, float] = {
     "finding_for": 3600,
     "thrash_window": 2 * 60,
     "thrash_warning_for": 2 * 60,
-    "cache_backend_window": 5 * 60,
-    "cache_backend_for": 5 * 60,
+    # Swallowed backend errors: fire on the first evaluation that sees them and resolve once a window
+    # passes without any, so a 41 s Redis outage alerts while it lasts (poll + scrape + evaluation
+    # later), not 5 min later when it is over. No ``for``: it would add its length to that delay, and a
+    # failed cache operation is never a false alarm. 3 min holds 2+ samples at a 1 min scrape.
+    "cache_backend_window": 3 * 60,
+    # Evictions on a database lose data the app expects to find: fire on the first evaluation that
+    # sees one; the window only decides how long the alert stays up after the last.
+    "database_eviction_window": 10 * 60,
     # HTTP response caches (http_cache probes, every 30 s by default). A cached error must be seen on
     # every probe for 2 min (4+ rounds; 8 at a 15 s interval): a microcache (1-10 s) that catches one
     # origin error now and then flickers and resets the ``for``; a cache that keeps an error for
@@ -245,13 +251,24 @@ and cache_memory_utilization_ratio > {guard}
               "time (V8's own abort rule): it will die with \"JavaScript heap out of memory\" (exit 134)."),
         alert("AppCacheBackendFailing",
               f"rate(app_cache_backend_errors_total[{d['cache_backend_window']}]) > 0",
-              "warning", d["cache_backend_for"],
+              "warning", None,
               "The cache backend of {{ $labels.target }} ({{ $labels.cache }}) is failing silently",
               "{{ $labels.target }} fails {{ $value | humanize }} cache operations per second against its "
               "{{ $labels.cache }} backend and carries on without the cache (django-redis IGNORE_EXCEPTIONS): "
               "every request now goes to the database."),
     ]
     stores = [
+        alert("RedisDatabaseEvicting",
+              f'increase(cache_evictions_total{{store="redis"}}[{d["database_eviction_window"]}]) > 0\n'
+              # The audit finding carries what the series do not: the configured role (and it is
+              # gone when the finding is acknowledged in the config or the policy is fixed).
+              'and on (job, instance, target) cache_config_finding{check="redis_evicting_policy_on_database"}',
+              "critical", None,
+              "{{ $labels.target }} is a database and evicts keys",
+              "{{ $labels.target }} (role: database) evicted {{ $value | humanize }} keys in the last "
+              f"{d['database_eviction_window']}: its maxmemory-policy lets Redis delete data when maxmemory is "
+              "reached, and state the application expects to find is gone. Set maxmemory-policy noeviction (writes "
+              "then fail with -OOM instead) and give it memory."),
         alert("RedisForkMemoryAtRisk",
               f"redis_fork_memory_risk_ratio > {FORK_WARNING_RATIO}\n"
               # No persistence and no replica to resync: nothing forks.

@@ -9,6 +9,7 @@ audit`` evaluates them once and exits non-zero for CI/CD. A check whose inputs a
 
 from __future__ import annotations
 
+import datetime
 import os
 import time
 from collections.abc import Callable
@@ -17,12 +18,13 @@ from dataclasses import dataclass
 from exporter import catalog
 from exporter.snapshot import Samples
 from exporter.sources.base import Reading
-from exporter.targets import ManagedStore, MemcachedTarget, RedisTarget, Target
+from exporter.targets import Acknowledgement, ManagedStore, MemcachedTarget, RedisTarget, Target
 
 INFO, WARNING, CRITICAL = "info", "warning", "critical"
 SEVERITY_ORDER = {INFO: 0, WARNING: 1, CRITICAL: 2}
 
 FINDING = catalog.CACHE_CONFIG_FINDING
+ACKNOWLEDGED = catalog.CACHE_CONFIG_FINDING_ACKNOWLEDGED
 
 # Host files behind the same-host checks, under CACHE_EXPORTER_HOST_ROOT (default "/"): an
 # exporter in a container sees the node's /proc and /sys only where they are mounted (/host).
@@ -36,6 +38,9 @@ class Finding:
     check: str
     severity: str
     message: str
+    # Set from the target's ``acknowledge`` list: still reported, but no longer an alert or a CI failure.
+    acknowledged: bool = False
+    reason: str | None = None
 
 
 @dataclass
@@ -113,6 +118,17 @@ def _managed_limit_unknown(f: Facts) -> Result:
     return WARNING, ("managed store without a known data limit (maxmemory is 0 and managed.data_limit is not "
                      "set): no utilization and no countdown; set managed.data_limit to the service's "
                      "maximum data storage")
+
+
+def _evicting_policy_on_database(f: Facts) -> Result:
+    policy = f.reading.memory.eviction_policy or ""
+    if f.target.role != "database" or policy in ("", "noeviction") or not (f.value("redis_memory_max_bytes") or 0) > 0:
+        return None
+    if policy.startswith("volatile-"):
+        return WARNING, (f"maxmemory-policy is {policy} on a database: at maxmemory Redis deletes keys that have "
+                         "a TTL (sessions, locks, jobs) without telling the application; use noeviction")
+    return CRITICAL, (f"maxmemory-policy is {policy} on a database: at maxmemory Redis silently deletes any key, "
+                      "and state is lost; use noeviction (writes then fail with -OOM instead)")
 
 
 def _persistence_on_cache(f: Facts) -> Result:
@@ -242,6 +258,8 @@ CHECKS: list[Check] = [
           "(critical under 10 %)"),
     Check("redis_managed_limit_unknown", RedisTarget, _managed_limit_unknown,
           "a managed store with maxmemory 0 and no managed.data_limit: no limit to count against"),
+    Check("redis_evicting_policy_on_database", RedisTarget, _evicting_policy_on_database,
+          "an evicting maxmemory-policy on a target with role database (critical for allkeys-*)"),
     Check("redis_persistence_on_cache", RedisTarget, _persistence_on_cache,
           "RDB or AOF persistence on a target with role cache (not for a managed store)"),
     Check("redis_stop_writes_fork_risk", RedisTarget, _stop_writes_fork_risk,
@@ -259,16 +277,30 @@ CHECKS: list[Check] = [
 ]
 
 
-def evaluate(target: Target, reading: Reading) -> list[Finding]:
-    """The findings for one successful poll, most severe first."""
+def evaluate(target: Target, reading: Reading, today: datetime.date | None = None) -> list[Finding]:
+    """The findings for one successful poll, most severe first; acknowledged ones marked as such."""
     facts = Facts(target, reading)
+    acks = active_acknowledgements(target, today)
     findings = []
     for check in CHECKS:
         if isinstance(target, check.store):
             result = check.evaluate(facts)
             if result is not None:
-                findings.append(Finding(check.name, *result))
+                ack = acks.get(check.name)
+                findings.append(Finding(check.name, *result, acknowledged=ack is not None,
+                                        reason=ack.reason if ack else None))
     return by_severity(findings)
+
+
+def checks_for(target_type: type) -> list[str]:
+    """The check names that can fire on a target of this class (what ``acknowledge`` may name)."""
+    return [c.name for c in CHECKS if issubclass(target_type, c.store)]
+
+
+def active_acknowledgements(target: Target, today: datetime.date | None = None) -> dict[str, Acknowledgement]:
+    """The target's acknowledgements that have not expired (``until`` is the last day they hold)."""
+    day = today or datetime.date.today()
+    return {a.check: a for a in target.acknowledge if a.until is None or day <= a.until}
 
 
 def by_severity(findings: list[Finding]) -> list[Finding]:
@@ -277,8 +309,11 @@ def by_severity(findings: list[Finding]) -> list[Finding]:
 
 
 def add_samples(findings: list[Finding], out: Samples) -> None:
+    # An acknowledged finding moves to its own family, so every rule on cache_config_finding (the
+    # audit alerts, RedisDatabaseEvicting) stops firing for it while dashboards can still show it.
     for finding in findings:
-        out.add(FINDING, 1, (("check", finding.check), ("severity", finding.severity)))
+        family = ACKNOWLEDGED if finding.acknowledged else FINDING
+        out.add(family, 1, (("check", finding.check), ("severity", finding.severity)))
 
 
 
@@ -347,7 +382,7 @@ def exit_code(reports: list[TargetReport], fail_on: str) -> int:
     if any(r.error for r in reports):
         return EXIT_UNREACHABLE
     threshold = SEVERITY_ORDER[fail_on]
-    if any(SEVERITY_ORDER[f.severity] >= threshold for r in reports for f in r.findings or []):
+    if any(SEVERITY_ORDER[f.severity] >= threshold and not f.acknowledged for r in reports for f in r.findings or []):
         return EXIT_FINDINGS
     return EXIT_OK
 
@@ -361,20 +396,26 @@ def format_text(reports: list[TargetReport], fail_on: str, code: int) -> str:
         elif not r.findings:
             rows.append((r.name, "ok", "-", "no findings"))
         for f in r.findings or []:
-            rows.append((r.name, f.severity, f.check, f.message))
+            if f.acknowledged:
+                note = f" (acknowledged: {f.reason})" if f.reason else " (acknowledged)"
+                rows.append((r.name, f"{f.severity}/ack", f.check, f.message + note))
+            else:
+                rows.append((r.name, f.severity, f.check, f.message))
         for cap, available in (r.capabilities or {}).items():
             if not available:
                 rows.append((r.name, "note", f"capability_{cap}", CAPABILITY_NOTES.get(cap, f"{cap} is unavailable")))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
              for row in rows]
-    counts = {s: sum(1 for r in reports for f in r.findings or [] if f.severity == s)
+    counts = {s: sum(1 for r in reports for f in r.findings or [] if f.severity == s and not f.acknowledged)
               for s in (CRITICAL, WARNING, INFO)}
+    acknowledged = sum(1 for r in reports for f in r.findings or [] if f.acknowledged)
     unreachable = sum(1 for r in reports if r.error and r.type != "nginx")
     unparsable = sum(1 for r in reports if r.error and r.type == "nginx")
     broken = f", {unparsable} unparsable nginx configs" if unparsable else ""
     lines.append(f"{len(reports)} targets: {counts[CRITICAL]} critical, {counts[WARNING]} warning, "
-                 f"{counts[INFO]} info, {unreachable} unreachable{broken}; failing on {fail_on}: exit {code}")
+                 f"{counts[INFO]} info, {acknowledged} acknowledged, {unreachable} unreachable{broken}; "
+                 f"failing on {fail_on}: exit {code}")
     return "\n".join(lines)
 
 

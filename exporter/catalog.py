@@ -202,6 +202,11 @@ CACHE_CONFIG_FINDING = gauge(
     "cache_config_finding",
     "Constant 1 per active configuration-audit finding; labels check and severity (info, warning, critical).",
     ("check", "severity"), UNIFIED)
+CACHE_CONFIG_FINDING_ACKNOWLEDGED = gauge(
+    "cache_config_finding_acknowledged",
+    "Constant 1 per active finding acknowledged in the target's config (acknowledge): shown, but not in "
+    "cache_config_finding, so it raises no alert.",
+    ("check", "severity"), UNIFIED)
 
 # Per-target self-metrics of the exporter, rendered alongside each target's snapshot.
 POLLS = counter("cache_exporter_polls_total", "Polls attempted for the target.", (), EXPORTER)

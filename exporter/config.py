@@ -9,6 +9,8 @@ stop the others from being monitored — that target reports ``cache_up 0`` with
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import difflib
 import os
 import re
@@ -35,6 +37,7 @@ from exporter.targets import (
     DEFAULT_TIMEOUT,
     EVICTS_AT_LIMIT,
     V8_YOUNG_GENERATION_RESERVE,
+    Acknowledgement,
     AppTarget,
     Bypass,
     Config,
@@ -632,7 +635,7 @@ def _labels(c: _Checker, node: Any, path: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out))
 
 
-_MEMORY_KEYS = ("memory_limit", "role")  # about the memory a target holds
+_MEMORY_KEYS = ("memory_limit", "role", "acknowledge")  # about the memory a target holds
 _COMMON_KEYS = {"name", "type", "labels", "interval", "timeout", *_MEMORY_KEYS, *_LIMIT_KEYS}
 ROLES = ("cache", "database")
 _CREDENTIAL_KEYS = {"username", "password_env", "password_file"}
@@ -690,7 +693,69 @@ def _target(c: _Checker, node: Any, path: str, glob: GlobalConfig) -> Target | N
         role=c.take(t, "role", path, _one_of(ROLES), None) if spec.holds_memory else None,
     )
     target = spec.build(c, t, path, common)
+    if target is not None and "acknowledge" in t:
+        target = dataclasses.replace(target, acknowledge=_acknowledge(c, t["acknowledge"],
+                                                                      _join(path, "acknowledge"), type(target)))
     return target if len(c.problems) == before else None
+
+
+ACK_KEYS = {"check", "reason", "until"}
+
+
+def _acknowledge(c: _Checker, node: Any, path: str, target_type: type) -> tuple[Acknowledgement, ...]:
+    """``acknowledge: [check, {check: ..., reason: ..., until: YYYY-MM-DD}]``, checked against the
+    audit checks that exist for this target type, so a typo cannot silence nothing (or the wrong thing)."""
+    from exporter.audit import checks_for
+
+    if node is None:
+        return ()
+    if not isinstance(node, list):
+        c.error(path, f"expected a list of audit check names (or mappings with check, reason, until), "
+                      f"got {_kind(node)}")
+        return ()
+    known = checks_for(target_type)
+    out: list[Acknowledgement] = []
+    seen: set[str] = set()
+    for i, item in enumerate(node):
+        here = _join(path, i)
+        entry = {"check": item} if isinstance(item, str) else c.mapping(item, here, ACK_KEYS)
+        if entry is None:
+            continue
+        check = c.take(entry, "check", here, _string)
+        if check is None:
+            continue
+        if check not in known:
+            hint = difflib.get_close_matches(check, known, n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            c.error(_join(here, "check") if isinstance(item, dict) else here,
+                    f"unknown audit check {check[:80]!r}{suggestion}; checks for this target type: "
+                    f"{', '.join(known) or 'none'}")
+            continue
+        if check in seen:
+            c.error(here, f"{check} is acknowledged twice")
+            continue
+        seen.add(check)
+        reason = c.take(entry, "reason", here, _string, None)
+        if reason is not None and (len(reason) > 500 or not reason.isprintable()):
+            c.error(_join(here, "reason"), "must be at most 500 printable characters on one line")
+            reason = None
+        until = c.take(entry, "until", here, _date, None)
+        out.append(Acknowledgement(check, reason, until))
+    return tuple(out)
+
+
+def _date(value: Any) -> datetime.date:
+    # YAML reads an unquoted 2027-01-31 as a date, a quoted one as a string: accept both, nothing else.
+    if isinstance(value, datetime.datetime):
+        raise ValueError("expected a date (YYYY-MM-DD), not a date and time")
+    if isinstance(value, datetime.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"expected a date as YYYY-MM-DD, got {_kind(value)}")
 
 
 def _target_name(value: Any) -> str:

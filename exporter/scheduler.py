@@ -215,7 +215,7 @@ class TargetRuntime:
         self.failed_in_row = 0
         self.last_error: PollError | None = None  # the current outage's latest error; None while up
         self.forecaster = Forecaster(target.forecast_window)
-        self.findings: set[tuple[str, str]] = set()
+        self.findings: set[tuple[str, str, bool]] = set()  # (check, severity, acknowledged)
         self.rendered: tuple[Snapshot, dict[str, bytes]] | None = None  # the last snapshot, rendered
 
 
@@ -421,11 +421,19 @@ class Scheduler:
         findings = audit.evaluate(rt.target, reading)
         audit.add_samples(findings, reading.samples)
         reading.details["findings"] = [f.__dict__ for f in findings]
-        current = {(f.check, f.severity) for f in findings}
+        # acknowledged is part of the key: an acknowledgement that expires is logged as a new warning.
+        current = {(f.check, f.severity, f.acknowledged) for f in findings}
         for f in findings:
-            if (f.check, f.severity) not in rt.findings:
-                log.warning("target %s: audit %s (%s): %s", rt.target.name, f.check, f.severity, f.message)
-        for check, severity in rt.findings - current:
+            if (f.check, f.severity, f.acknowledged) not in rt.findings:
+                if f.acknowledged:  # accepted in the config: a note, not a warning on every restart
+                    log.info("target %s: audit %s (%s, acknowledged): %s", rt.target.name, f.check, f.severity,
+                             f.message)
+                else:
+                    log.warning("target %s: audit %s (%s): %s", rt.target.name, f.check, f.severity, f.message)
+        still = {(check, severity) for check, severity, _ in current}
+        for check, severity, _ in rt.findings - current:
+            if (check, severity) in still:
+                continue  # only its acknowledgement changed
             log.info("target %s: audit %s (%s) cleared", rt.target.name, check, severity)
         rt.findings = current
 

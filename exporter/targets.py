@@ -6,6 +6,7 @@ connection and series) from a changed one (replace it) with ``==``.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 
 DEFAULT_INTERVAL = 15.0
@@ -46,6 +47,15 @@ class Credentials:
 
 
 @dataclass(frozen=True)
+class Acknowledgement:
+    """An audit finding the operator accepts for one target (``acknowledge`` in the config)."""
+
+    check: str
+    reason: str | None = None
+    until: datetime.date | None = None  # the last day it holds; afterwards the finding alerts again
+
+
+@dataclass(frozen=True)
 class Target:
     """Settings every target type shares."""
 
@@ -60,6 +70,7 @@ class Target:
     role: str | None = None  # "cache" (data is disposable) or "database" (data must survive)
     max_series: int = DEFAULT_MAX_SERIES
     max_label_value_length: int = DEFAULT_MAX_LABEL_VALUE_LENGTH
+    acknowledge: tuple[Acknowledgement, ...] = ()
 
     @property
     def address(self) -> str:

@@ -195,7 +195,8 @@ def test_cli_exit_codes(redis_factory, tmp_path, host_root):
     assert as_json.returncode == payload["exit_code"] == 1
     by_name = {t["name"]: t for t in payload["targets"]}
     assert by_name["bare"]["findings"][0] == {
-        "check": "redis_maxmemory_unset", "severity": "critical", "message": by_name["bare"]["findings"][0]["message"]}
+        "check": "redis_maxmemory_unset", "severity": "critical", "message": by_name["bare"]["findings"][0]["message"],
+        "acknowledged": False, "reason": None}
     assert by_name["good"]["findings"] == []
     unreachable = _cli(tmp_path, root, [{"name": "gone", "type": "redis", "url": f"redis://127.0.0.1:{free_port()}"},
                                         redis_target("good", good)])

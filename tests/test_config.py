@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import io
 import json
 import logging
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter import __version__, secrets
+from exporter import __version__, audit, secrets
 from exporter.config import (
     BUILTIN,
     ConfigError,
@@ -454,7 +455,8 @@ def test_unknown_key_lists_allowed_keys():
         build_config(doc(target(intervall="5s")), "s.yml")
     assert info.value.problems == [(
         "targets[0].intervall",
-        "unknown key (did you mean 'interval'?); allowed: interval, labels, managed, max_label_value_length, "
+        "unknown key (did you mean 'interval'?); allowed: acknowledge, interval, labels, managed, "
+        "max_label_value_length, "
         "max_series, memory_limit, name, password_env, password_file, role, timeout, tls, type, url, username")]
 
 
@@ -1079,3 +1081,57 @@ def test_managed_is_for_redis_only():
         build_config(doc({"name": "m", "type": "memcached", "address": "10.0.0.7:11211",
                           "managed": {"provider": "other"}}), "m.yml")
     assert info.value.problems[0][0] == "targets[0].managed"
+# --- acknowledge: audit findings accepted per target (issue 14, situation 4) ---------------------
+
+def test_acknowledge_names_and_mappings():
+    loaded = build_config(doc(target(acknowledge=[
+        "host_transparent_hugepages",
+        {"check": "host_overcommit_memory", "reason": "ECS: no sysctl", "until": datetime.date(2027, 6, 30)},
+        {"check": "redis_evicting_policy_on_database", "until": "2027-01-31"}])), "s.yml")
+    acks = loaded.config.targets[0].acknowledge
+    assert [(a.check, a.reason, a.until) for a in acks] == [
+        ("host_transparent_hugepages", None, None),
+        ("host_overcommit_memory", "ECS: no sysctl", datetime.date(2027, 6, 30)),
+        ("redis_evicting_policy_on_database", None, datetime.date(2027, 1, 31))]
+
+
+def test_acknowledge_yaml_date_unquoted(tmp_path):
+    text = ("targets:\n- {name: s, type: redis, url: redis://db,\n"
+            "   acknowledge: [{check: host_overcommit_memory, until: 2027-06-30}]}\n")
+    loaded = load_config(write(tmp_path, text, "d.yml"))
+    assert loaded.config.targets[0].acknowledge[0].until == datetime.date(2027, 6, 30)
+
+
+@pytest.mark.parametrize("value, path, message", [
+    (["overcommit_memory_disabled"], "targets[0].acknowledge[0]",
+     "unknown audit check 'overcommit_memory_disabled' (did you mean 'host_overcommit_memory'?)"),
+    (["memcached_no_eviction_low_headroom"], "targets[0].acknowledge[0]",
+     "unknown audit check 'memcached_no_eviction_low_headroom'"),  # a memcached check on a Redis target
+    ([{"check": "nope"}], "targets[0].acknowledge[0].check", "unknown audit check 'nope'"),
+    ("host_overcommit_memory", "targets[0].acknowledge", "expected a list of audit check names"),
+    ([{"check": "host_overcommit_memory", "until": "soon"}], "targets[0].acknowledge[0].until",
+     "expected a date as YYYY-MM-DD, got a string"),
+    ([{"check": "host_overcommit_memory", "until": datetime.datetime(2027, 1, 1, 12)}],
+     "targets[0].acknowledge[0].until", "expected a date (YYYY-MM-DD), not a date and time"),
+    ([{"reason": "x"}], "targets[0].acknowledge[0].check", "is required"),
+    ([{"check": "host_overcommit_memory", "reson": "x"}], "targets[0].acknowledge[0].reson",
+     "unknown key (did you mean 'reason'?)"),
+    (["host_overcommit_memory", "host_overcommit_memory"], "targets[0].acknowledge[1]",
+     "host_overcommit_memory is acknowledged twice"),
+    ([{"check": "host_overcommit_memory", "reason": "line\nbreak"}], "targets[0].acknowledge[0].reason",
+     "must be at most 500 printable characters on one line"),
+    ([7], "targets[0].acknowledge[0]", "expected a mapping, got a number"),
+])
+def test_acknowledge_bad_values(value, path, message):
+    with pytest.raises(ConfigError) as info:
+        build_config(doc(target(acknowledge=value)), "s.yml")
+    problems = dict(info.value.problems)
+    assert path in problems, info.value.problems
+    assert problems[path].startswith(message), problems[path]
+
+
+def test_acknowledge_lists_the_checks_of_the_target_type():
+    with pytest.raises(ConfigError) as info:
+        build_config(doc(target(acknowledge=["x"])), "s.yml")
+    listed = dict(info.value.problems)["targets[0].acknowledge[0]"].split("checks for this target type: ")[1]
+    assert listed.split(", ") == [c.name for c in audit.CHECKS if c.store is RedisTarget]

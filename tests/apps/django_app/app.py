@@ -11,6 +11,11 @@ Serves (Django's threaded development server, no autoreloader):
   with Redis down every get is a swallowed failure and the view still answers 200 — the
   silent degradation the exporter's ``app_cache_backend_errors_total`` is there to show.
   The body is ``hit <n>`` or ``miss <n>`` (a failed get reads as a miss).
+
+``CACHE_BACKEND=stock`` configures the stock ``django_redis.cache.RedisCache`` instead, with the same
+options: django-redis has no metrics and no signals, so /metrics then has no ``django_cache_*`` at all
+and a Redis outage is invisible. The one-line fix is the ``BACKEND`` below (django-prometheus'
+subclass of django-redis' backend), plus ``django_prometheus`` in INSTALLED_APPS and its /metrics URL.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ settings.configure(
     DATABASES={},
     CACHES={
         "default": {
-            "BACKEND": "django_prometheus.cache.backends.redis.RedisCache",  # django_redis.cache.RedisCache + metrics
+            "BACKEND": {"stock": "django_redis.cache.RedisCache"}.get(
+                os.environ.get("CACHE_BACKEND", ""),
+                "django_prometheus.cache.backends.redis.RedisCache"),  # django_redis.cache.RedisCache + metrics
             "LOCATION": os.environ["REDIS_URL"],
             "OPTIONS": {
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
