@@ -34,4 +34,4 @@ EXPOSE 9611
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9611/healthz', timeout=4).status == 200 else 1)"]
 ENTRYPOINT ["cache-exporter"]
-CMD ["run", "--config", "/etc/cache-exporter/config.yml", "--listen", ":9611", "--state.dir", "/var/lib/cache-exporter"]
+CMD ["run", "--config.file", "/etc/cache-exporter/config.yml", "--web.listen-address", ":9611", "--state.dir", "/var/lib/cache-exporter"]

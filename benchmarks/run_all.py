@@ -1,5 +1,5 @@
 """Run every benchmark in order: bench_render, bench_poll, bench_poll_memcached, bench_forecast,
-bench_app_parse, bench_http_probe, bench_rss, bench_scheduler.
+bench_app_parse, bench_http_probe, bench_http, bench_rss, bench_scheduler.
 ``make bench`` calls this.
 
 Each script starts and stops its own redis-server and/or memcached on free 127.0.0.1 ports and
@@ -18,7 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("bench_render.py", "bench_poll.py", "bench_poll_memcached.py", "bench_forecast.py",
-           "bench_app_parse.py", "bench_http_probe.py", "bench_rss.py", "bench_scheduler.py")
+           "bench_app_parse.py", "bench_http_probe.py", "bench_http.py", "bench_rss.py", "bench_scheduler.py")
 SCRIPTS += ("bench_early_warning.py",)  # needs promtool, not redis-server or memcached
 
 

@@ -59,16 +59,24 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="poll targets and serve /metrics (the default)")
-    run.add_argument("--config", "-c", metavar="FILE",
+    # The conventional flag names of Prometheus exporters first; the earlier names stay as aliases.
+    run.add_argument("--config.file", "--config", "-c", dest="config", metavar="FILE",
                      help="YAML config; without it, the built-in default (localhost stores)")
-    run.add_argument("--listen", "-l", default=DEFAULT_LISTEN, metavar="[HOST]:PORT",
-                     help=f"HTTP listen address (default {DEFAULT_LISTEN})")
+    run.add_argument("--web.listen-address", "--listen", "-l", dest="listen", action="append", metavar="[HOST]:PORT",
+                     help=f"HTTP listen address, repeatable; ':PORT' listens on every IPv6 and IPv4 address "
+                          f"(default {DEFAULT_LISTEN})")
+    run.add_argument("--web.config.file", dest="web_config", metavar="FILE",
+                     help="exporter-toolkit web config: TLS (tls_server_config), basic auth (basic_auth_users, "
+                          "bcrypt), response headers; re-read when it or its certificates change")
+    run.add_argument("--web.enable-lifecycle", dest="lifecycle", action="store_true",
+                     help="allow POST /-/reload (off by default: it answers 403; SIGHUP always reloads)")
     run.add_argument("--state.dir", dest="state_dir", metavar="DIR",
                      help="keep the forecast history in DIR/forecast-state.json across restarts "
                           "(written every minute and at shutdown); without it, a restart starts the "
                           "forecasts afresh")
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    run.add_argument("--log-format", default="logfmt", choices=["logfmt", "json"])
+    run.add_argument("--log.level", "--log-level", dest="log_level", default="info",
+                     choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log.format", "--log-format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
 
     check = sub.add_parser("check-config", help="validate a config file; exit 2 if it is invalid")
     check.add_argument("file")
@@ -172,27 +180,31 @@ def _run(args: argparse.Namespace) -> int:
     from exporter.config import ConfigError, LoadResult, default_config, load_config
     from exporter.daemon import Daemon
     from exporter.http import parse_listen
+    from exporter.webconfig import WebConfigFile
 
     log = logging.getLogger("exporter")
+    listen = args.listen or [DEFAULT_LISTEN]
     try:
-        parse_listen(args.listen)  # first: the default config derives its self-scrape URL from it
+        for address in listen:
+            parse_listen(address)  # first: the default config derives its self-scrape URL from it
     except ValueError as exc:
         print(f"cache-exporter: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        loaded = load_config(args.config) if args.config else LoadResult(default_config(args.listen))
+        loaded = load_config(args.config) if args.config else LoadResult(default_config(listen[0]))
+        web = WebConfigFile(args.web_config) if args.web_config else None
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     for warning in loaded.warnings:
         log.warning("%s", warning)
     try:
-        daemon = Daemon(loaded, args.listen, args.config, args.state_dir)
+        daemon = Daemon(loaded, listen, args.config, args.state_dir, web=web, lifecycle=args.lifecycle)
     except ValueError as exc:
         print(f"cache-exporter: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except OSError as exc:
-        print(f"cache-exporter: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"cache-exporter: cannot listen on {', '.join(listen)}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return daemon.run()
 

@@ -11,11 +11,12 @@ from typing import Any
 
 from exporter.config import BUILTIN, ConfigError, LoadResult, load_config
 from exporter.exposition import Exposition
-from exporter.http import make_server
+from exporter.http import Endpoints, make_server
 from exporter.scheduler import Scheduler
 from exporter.state import StateFile, save_interval
 from exporter.store import SnapshotStore
 from exporter.targets import Config
+from exporter.webconfig import WebConfigFile
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,8 @@ log = logging.getLogger(__name__)
 class Daemon:
     """One running exporter. ``run()`` blocks until SIGTERM/SIGINT or ``stop()``."""
 
-    def __init__(self, loaded: LoadResult, listen: str, config_path: str | None,
-                 state_dir: str | None = None) -> None:
+    def __init__(self, loaded: LoadResult, listen: str | list[str], config_path: str | None,
+                 state_dir: str | None = None, web: WebConfigFile | None = None, lifecycle: bool = False) -> None:
         self.config: Config = loaded.config
         self.config_path = config_path
         self.store = SnapshotStore()
@@ -33,11 +34,20 @@ class Daemon:
         self.exposition = Exposition(self.store)
         if self.state is not None:
             self.exposition.watch_state(self.state, lambda: self.scheduler.restored)
-        self.server = make_server(listen, self)
+        self.web = web
+        self.server = make_server(listen, Endpoints(
+            metrics=lambda compress: self.exposition.body_parts(compress=compress),
+            targets=self.targets_status, ready=self.scheduler.ready, reload=self.reload,
+            lifecycle=lifecycle, web=web, on_auth_failure=self._auth_failed))
+        self.exposition.watch_http(self.server, web)
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._reload_lock = threading.Lock()
         self._mark_reload(ok=True)
+
+    def _auth_failed(self) -> None:
+        if self.web is not None:
+            self.web.auth_failures += 1
 
     @property
     def address(self) -> tuple[str, int]:
@@ -50,9 +60,10 @@ class Daemon:
         threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
         if self.state is not None:
             threading.Thread(target=self._save_state_periodically, name="state", daemon=True).start()
-        host, port = self.address
-        log.info("listening on http://%s:%d/ with %d targets from %s",
-                 host, port, len(self.config.targets), self.config.source)
+        scheme = "https" if self.web is not None and self.web.tls_context() is not None else "http"
+        where = ", ".join(f"{scheme}://[{h}]:{p}/" if ":" in h else f"{scheme}://{h}:{p}/"
+                          for h, p in self.server.addresses)
+        log.info("listening on %s with %d targets from %s", where, len(self.config.targets), self.config.source)
 
     def run(self) -> int:
         """Start, then serve until a termination signal; returns the process exit code."""

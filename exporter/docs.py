@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import exporter.sources  # noqa: F401  (declares every source's families)
 from exporter import catalog
 from exporter.exposition import Exposition
@@ -39,7 +41,11 @@ def metrics_reference() -> str:
         out.append("")
     out += ["#### Exporter self-metrics, process-wide", "", "| metric | type | labels | meaning |",
             "|---|---|---|---|"]
-    for family in Exposition(SnapshotStore()).registry.collect():
+    exposition = Exposition(SnapshotStore())
+    # The HTTP families, with a web config: documented as a running daemon exports them.
+    exposition.watch_http(SimpleNamespace(connections=0, evicted=0, refused=0),
+                          SimpleNamespace(auth_failures=0, reload_failures=0))
+    for family in exposition.registry.collect():
         if family.name.startswith("cache_exporter_"):
             labels = sorted({k for s in family.samples for k in s.labels if k != "quantile"})
             out.append(_row(family.name, family.type, labels, family.documentation))

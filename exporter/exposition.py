@@ -20,6 +20,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -110,6 +111,32 @@ class _StateCollector:
                                 value=self.restored())
 
 
+class _HTTPCollector:
+    """The HTTP server's bounds at work and the web config's health, read at scrape time."""
+
+    def __init__(self, server: Any, web: Any) -> None:
+        self.server = server
+        self.web = web
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily("cache_exporter_http_connections", "Open HTTP connections.",
+                                value=self.server.connections)
+        yield CounterMetricFamily("cache_exporter_http_connections_evicted",
+                                  "Idle or slow HTTP connections closed to admit a new one at the connection cap.",
+                                  value=self.server.evicted)
+        yield CounterMetricFamily("cache_exporter_http_connections_refused",
+                                  "HTTP connections refused (503) because every connection was busy at the cap.",
+                                  value=self.server.refused)
+        if self.web is not None:
+            yield CounterMetricFamily("cache_exporter_http_auth_failures",
+                                      "Requests refused with 401: missing or wrong basic-auth credentials.",
+                                      value=self.web.auth_failures)
+            yield CounterMetricFamily("cache_exporter_web_config_reload_failures",
+                                      "Changes to the web config file (or its certificates) that were invalid "
+                                      "and kept the previous configuration (the log says why).",
+                                      value=self.web.reload_failures)
+
+
 class Exposition:
     """Builds /metrics bodies from a SnapshotStore plus the process-wide registry."""
 
@@ -135,6 +162,10 @@ class Exposition:
         self._cache_parts: list[bytes] = []
         self._cache_gzip: list[bytes] | None = None
         self._headers: dict[str, bytes] = {}
+
+    def watch_http(self, server: Any, web: Any) -> None:
+        """Export the HTTP server's connection counts and the web config's failures."""
+        self.registry.register(_HTTPCollector(server, web))
 
     def watch_state(self, state_file: StateFile, restored: Callable[[], int]) -> None:
         """Export the state file's health: when it was last written, failed writes, targets restored."""

@@ -1,25 +1,26 @@
-"""The HTTP endpoints: /metrics, /healthz, /readyz, /targets, /-/reload and a landing page."""
+"""The HTTP endpoints: /metrics, /healthz, /readyz, /targets, /-/reload and a landing page.
+
+They see the daemon only through the four callables of ``Endpoints``; the server underneath is
+``exporter.httpserver``, and authentication, TLS and extra headers come from ``exporter.webconfig``.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 from exporter import __version__
 from exporter.exposition import CONTENT_TYPE
+from exporter.httpserver import Limits, Request, Response, Server
 from exporter.secrets import redact, redact_values
-
-if TYPE_CHECKING:
-    from exporter.daemon import Daemon
+from exporter.webconfig import WebConfigFile
 
 log = logging.getLogger(__name__)
 
-REQUEST_TIMEOUT = 30.0  # a client that stalls mid-request must not hold a thread forever
 MAX_REQUEST_BODY = 64 * 1024
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes stay open under basic auth
 
 _LANDING = """<!doctype html>
 <html><head><meta charset="utf-8"><title>cache-exporter</title></head>
@@ -30,121 +31,132 @@ _LANDING = """<!doctype html>
 <li><a href="targets">/targets</a> &mdash; status of every target (JSON)</li>
 <li><a href="healthz">/healthz</a> &mdash; liveness</li>
 <li><a href="readyz">/readyz</a> &mdash; readiness (first poll round done)</li>
-<li>POST /-/reload &mdash; re-read the config (also on SIGHUP)</li>
+<li>POST /-/reload &mdash; re-read the config (with --web.enable-lifecycle; SIGHUP always works)</li>
 </ul></body></html>
 """
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    """``:9611`` / ``0.0.0.0:9611`` / ``[::1]:9611`` / ``localhost:0`` -> (host, port)."""
+    """``:9611`` (every address, IPv6 and IPv4) / ``0.0.0.0:9611`` / ``[::1]:9611`` / ``localhost:0``
+    -> (host, port); an empty host means every address."""
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"--listen {listen!r}: expected [HOST]:PORT, e.g. :9611 or 127.0.0.1:9611")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
+        raise ValueError(f"--web.listen-address {listen!r}: expected [HOST]:PORT, e.g. :9611 or 127.0.0.1:9611")
+    if host.startswith("[") != host.endswith("]"):
+        raise ValueError(f"--web.listen-address {listen!r}: an IPv6 address goes in brackets, e.g. [::1]:9611")
+    return host.strip("[]"), int(port)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding value (RFC 9110 12.5.3) admits gzip: named with q > 0, or not named
+    and ``*`` with q > 0. A malformed q counts as 0 (not acceptable)."""
+    named = star = None
+    for item in header.split(","):
+        coding, *params = item.split(";")
+        coding = coding.strip().lower()
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+        if coding in ("gzip", "x-gzip"):
+            named = q if named is None else max(named, q)
+        elif coding == "*":
+            star = q
+    if named is not None:
+        return named > 0
+    return star is not None and star > 0
 
-    def __init__(self, address: tuple[str, int], handler: type, app: Daemon) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.app = app
-        super().__init__(address, handler)
 
+@dataclass
+class Endpoints:
+    """Routes a request to what the daemon offers; owns authentication and the lifecycle gate."""
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = f"cache-exporter/{__version__}"
-    protocol_version = "HTTP/1.1"
-    timeout = REQUEST_TIMEOUT
-    # Headers and body go out in separate writes; with Nagle on, a keep-alive client's
-    # delayed ACK stalls every small response by ~40 ms.
-    disable_nagle_algorithm = True
+    metrics: Callable[[bool], list[bytes]]  # compress? -> body parts
+    targets: Callable[[], object]
+    ready: Callable[[], bool]
+    reload: Callable[[], tuple[bool, str]]
+    lifecycle: bool = False
+    web: WebConfigFile | None = None
+    on_auth_failure: Callable[[], None] = lambda: None
+    routes: dict[str, dict[str, Callable[[Request], Response]]] = field(init=False)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
-        log.debug("http %s - " + format, self.client_address[0], *args)
-
-    def _send(self, status: int, body: bytes | list[bytes], content_type: str,
-              extra: dict[str, str] | None = None) -> None:
-        parts = body if isinstance(body, list) else [body]
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(sum(len(p) for p in parts)))
-        for key, value in (extra or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            for part in parts:  # the exposition hands over ~1 MiB pieces
-                self.wfile.write(part)
-
-    def _text(self, status: int, text: str, extra: dict[str, str] | None = None) -> None:
-        self._send(status, redact(text).encode("utf-8"), "text/plain; charset=utf-8", extra)
-
-    def _json(self, status: int, payload: object) -> None:
-        # Redact values, not the serialized text: a secret such as "null" must not rewrite syntax.
-        body = json.dumps(redact_values(payload), indent=2, sort_keys=True) + "\n"
-        self._send(status, body.encode("utf-8"), "application/json")
-
-    # routes: path -> {method: handler}
-    def _routes(self) -> dict[str, dict[str, Callable[[], None]]]:
-        return {
+    def __post_init__(self) -> None:
+        self.routes = {
             "/": {"GET": self._landing},
             "/metrics": {"GET": self._metrics},
-            "/healthz": {"GET": lambda: self._text(200, "ok\n")},
+            "/healthz": {"GET": lambda _: _text(200, "ok\n")},
             "/readyz": {"GET": self._readyz},
-            "/targets": {"GET": lambda: self._json(200, self.server.app.targets_status())},
+            "/targets": {"GET": lambda _: _json(200, self.targets())},
             "/-/reload": {"POST": self._reload},
         }
 
-    def _dispatch(self) -> None:
-        path = self.path.split("?", 1)[0]
-        methods = self._routes().get(path)
+    def __call__(self, request: Request) -> Response:
+        web = self.web.current() if self.web else None
+        response = self._route(request, web)
+        if web is not None:
+            response.headers.extend(web.headers)
+        return response
+
+    def _route(self, request: Request, web: object) -> Response:
+        methods = self.routes.get(request.path)
         if methods is None:
-            self._text(404, f"not found: {path[:200]}\n")
-            return
-        method = "GET" if self.command == "HEAD" else self.command
-        handler = methods.get(method)
+            return _text(404, f"not found: {request.path[:200]}\n")
+        if self.web is not None and request.path not in OPEN_PATHS:
+            verdict = self.web.authenticate(request.headers.get("authorization"))
+            if verdict is False:
+                self.on_auth_failure()
+                return _text(401, "unauthorized\n", [("WWW-Authenticate", 'Basic realm="cache-exporter"')])
+        handler = methods.get("GET" if request.method == "HEAD" else request.method)
         if handler is None:
-            self._text(405, "method not allowed\n", {"Allow": ", ".join(sorted(methods))})
-            return
+            return _text(405, "method not allowed\n", [("Allow", ", ".join(sorted(methods)))])
         try:
-            handler()
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+            return handler(request)
         except Exception:
-            log.exception("error serving %s", path)
-            self._text(500, "internal error\n")
+            log.exception("error serving %s", request.path)
+            return _text(500, "internal error\n")
 
-    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _dispatch
+    def _landing(self, _: Request) -> Response:
+        return Response(200, [_LANDING.format(version=__version__).encode()],
+                        [("Content-Type", "text/html; charset=utf-8")])
 
-    def _landing(self) -> None:
-        self._send(200, _LANDING.format(version=__version__).encode(), "text/html; charset=utf-8")
+    def _metrics(self, request: Request) -> Response:
+        gzip_ok = accepts_gzip(request.headers.get("accept-encoding", ""))
+        headers = [("Content-Type", CONTENT_TYPE), ("Vary", "Accept-Encoding")]
+        if gzip_ok:
+            headers.append(("Content-Encoding", "gzip"))
+        return Response(200, self.metrics(gzip_ok), headers)
 
-    def _metrics(self) -> None:
-        gzip_ok = "gzip" in self.headers.get("Accept-Encoding", "").lower()
-        body = self.server.app.exposition.body_parts(compress=gzip_ok)
-        self._send(200, body, CONTENT_TYPE, {"Content-Encoding": "gzip"} if gzip_ok else None)
+    def _readyz(self, _: Request) -> Response:
+        if self.ready():
+            return _text(200, "ready\n")
+        return _text(503, "waiting for the first poll of every target\n")
 
-    def _readyz(self) -> None:
-        if self.server.app.scheduler.ready():
-            self._text(200, "ready\n")
-        else:
-            self._text(503, "waiting for the first poll of every target\n")
-
-    def _reload(self) -> None:
-        # Drain (and cap) any request body so keep-alive stays in sync; the body is unused.
-        length = self.headers.get("Content-Length", "0")
-        if not length.isdigit() or int(length) > MAX_REQUEST_BODY:
-            self._text(413, "request body too large\n")
-            self.close_connection = True
-            return
-        self.rfile.read(int(length))
-        ok, message = self.server.app.reload()
-        self._text(200 if ok else 400, message + "\n")
+    def _reload(self, _: Request) -> Response:
+        if not self.lifecycle:
+            return _text(403, "the lifecycle API is disabled: start with --web.enable-lifecycle to reload over "
+                              "HTTP, or send SIGHUP\n")
+        ok, message = self.reload()
+        return _text(200 if ok else 400, message + "\n")
 
 
-def make_server(listen: str, app: Daemon) -> _Server:
-    return _Server(parse_listen(listen), _Handler, app)
+def _text(status: int, text: str, headers: list[tuple[str, str]] | None = None) -> Response:
+    return Response(status, [redact(text).encode("utf-8")],
+                    [("Content-Type", "text/plain; charset=utf-8"), *(headers or [])])
+
+
+def _json(status: int, payload: object) -> Response:
+    # Redact values, not the serialized text: a secret such as "null" must not rewrite syntax.
+    body = json.dumps(redact_values(payload), indent=2, sort_keys=True) + "\n"
+    return Response(status, [body.encode("utf-8")], [("Content-Type", "application/json")])
+
+
+def make_server(listen: str | list[str], endpoints: Endpoints, limits: Limits | None = None) -> Server:
+    """Bind every listen address (OSError if one cannot be bound) and serve ``endpoints`` on them."""
+    addresses = [parse_listen(a) for a in ([listen] if isinstance(listen, str) else listen)]
+    limits = limits or Limits(max_body=MAX_REQUEST_BODY)
+    web = endpoints.web
+    return Server(addresses, endpoints, limits, tls=web.tls_context if web is not None else None)

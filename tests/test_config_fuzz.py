@@ -711,7 +711,7 @@ HOSTILE_RELOADS = {
 
 def test_sighup_and_reload_with_hostile_configs_keep_the_running_config(exporter_factory):
     good = document([_closed("keep", "redis")], fast_global())
-    ep = exporter_factory(good)
+    ep = exporter_factory(good, args=["--web.enable-lifecycle"])
     assert ep.metrics().value("cache_exporter_config_last_reload_successful") == 1
 
     ep.write_config(HOSTILE_RELOADS["nul-password-file"][0])

@@ -67,7 +67,7 @@ def test_dockerfile_is_multi_stage_non_root_and_minimal() -> None:
     entry = json.loads(next(args for word, args in final if word == "ENTRYPOINT"))
     assert entry == ["cache-exporter"]
     cmd = json.loads(next(args for word, args in final if word == "CMD"))
-    assert cmd[:3] == ["run", "--config", "/etc/cache-exporter/config.yml"]
+    assert cmd[:3] == ["run", "--config.file", "/etc/cache-exporter/config.yml"]
     # The forecast history survives a restart: a state directory owned by the runtime user, on a volume.
     assert cmd[cmd.index("--state.dir") + 1] == "/var/lib/cache-exporter"
     assert ("COPY", "--from=build --chown=" + user + " /state /var/lib/cache-exporter") in final

@@ -113,7 +113,7 @@ def test_reload_keeps_unchanged_replaces_changed_removes_gone(redis_factory, exp
     a, b, c = redis_factory(), redis_factory(), redis_factory()
     config = {"global": fast_global(), "targets": [redis_target("a", a), redis_target("b", b, labels={"v": "1"}),
                                                    redis_target("c", c)]}
-    ep = exporter_factory(config)
+    ep = exporter_factory(config, args=["--web.enable-lifecycle"])
     for name in "abc":
         ep.wait_polls(name, 1)
     probe = a.client()  # one persistent connection, so measuring does not add connections
@@ -176,7 +176,7 @@ def test_builtin_default_config_polls_localhost_6379(exporter_factory, tmp_path)
                 pytest.fail("port 6379 is taken by something that is not Redis")
         server = RedisServer(binary=BINARIES["redis7"], workdir=tmp_path / "default", port=6379).start()
     try:
-        ep = exporter_factory(None)  # ready = the first poll of every target is done
+        ep = exporter_factory(None, args=["--web.enable-lifecycle"])  # ready = every target polled once
         m = ep.metrics()
         assert m.value("cache_up", target="redis", store="redis") == 1
         assert ep.target("redis")["address"] == "redis://localhost:6379"

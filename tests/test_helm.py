@@ -15,11 +15,13 @@ import functools
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import bcrypt
 import pytest
 import yaml
 from conftest import REPO, load_script, need
@@ -244,8 +246,8 @@ def pod_filesystem(docs: list[dict], root: Path) -> Path:
         volume, base = volumes[mount["name"]], mount["mountPath"]
         if "configMap" in volume:
             for item in volume["configMap"]["items"]:
-                files[f"{base}/{item['path']}"] = config_text.replace("/etc/cache-exporter/",
-                                                                      f"{root}/etc/cache-exporter/")
+                files[f"{base}/{item['path']}"] = config_map(docs)["data"][item["key"]].replace(
+                    "/etc/cache-exporter/", f"{root}/etc/cache-exporter/")
         elif "projected" in volume:
             for source in volume["projected"]["sources"]:
                 for item in source["secret"]["items"]:
@@ -260,8 +262,8 @@ def pod_filesystem(docs: list[dict], root: Path) -> Path:
         (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
         (root / path.lstrip("/")).write_text(content)
     args = container(docs)["args"]
-    (config_arg,) = [a for a in args if a.startswith("--config=")]
-    return root / config_arg.removeprefix("--config=").lstrip("/")
+    (config_arg,) = [a for a in args if a.startswith("--config.file=")]
+    return root / config_arg.removeprefix("--config.file=").lstrip("/")
 
 
 @pytest.mark.parametrize("values", VALUE_SETS, ids=VALUE_IDS)
@@ -336,8 +338,11 @@ def test_probes_ports_and_args() -> None:
     assert c["ports"] == [{"name": "http", "containerPort": 9611, "protocol": "TCP"}]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert c["args"][:3] == ["run", "--config=/etc/cache-exporter/config/config.yml", "--listen=:9611"]
-    assert "--log-level=info" in c["args"] and "--log-format=logfmt" in c["args"]
+    assert c["args"][:3] == ["run", "--config.file=/etc/cache-exporter/config/config.yml",
+                             "--web.listen-address=:9611"]
+    assert "--log.level=info" in c["args"] and "--log.format=logfmt" in c["args"]
+    assert not any(a.startswith(("--web.config.file", "--web.enable-lifecycle")) for a in c["args"])
+    assert "web-config.yml" not in config_map(docs)["data"]
     assert c["image"] == "ghcr.io/cache-exporter/cache-exporter:0.1.0"
     svc = one(docs, "Service")
     assert svc["spec"]["ports"] == [{"name": "http", "port": 9611, "targetPort": "http", "protocol": "TCP"}]
@@ -348,7 +353,7 @@ def test_probes_ports_and_args() -> None:
     changed = render(None, "logFormat=json", "extraArgs={--log-level=debug}",
                      "image.digest=sha256:" + "a" * 64, "livenessProbe.periodSeconds=60")
     c = container(changed)
-    assert "--log-format=json" in c["args"] and c["args"][-1] == "--log-level=debug"
+    assert "--log.format=json" in c["args"] and c["args"][-1] == "--log-level=debug"
     assert c["image"] == "ghcr.io/cache-exporter/cache-exporter@sha256:" + "a" * 64
     assert c["livenessProbe"]["periodSeconds"] == 60 and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
@@ -487,6 +492,66 @@ def test_service_monitor() -> None:
     other_ns = one(render(None, "serviceMonitor.enabled=true", "serviceMonitor.namespace=prom"), "ServiceMonitor")
     assert other_ns["metadata"]["namespace"] == "prom"
     assert other_ns["spec"]["namespaceSelector"] == {"matchNames": ["monitoring"]}
+
+
+def test_web_config_mutual_tls_and_basic_auth(tmp_path: Path, tls_files) -> None:
+    """ci/web: HTTPS with mutual TLS and basic auth. The rendered web config is one the exporter
+    accepts (with the Secret's files where the pod mounts them), the probes become TCP checks (kubelet
+    has no client certificate), and the ServiceMonitor scrapes over HTTPS with the given credentials."""
+    from exporter.webconfig import parse
+
+    values = yaml.safe_load(ci("web").read_text())
+    docs = render(ci("web"))
+    c = container(docs)
+    assert "--web.config.file=/etc/cache-exporter/config/web-config.yml" in c["args"]
+    assert "--web.enable-lifecycle" in c["args"]
+    assert c["livenessProbe"]["tcpSocket"] == {"port": "http"} and "httpGet" not in c["livenessProbe"]
+    assert c["readinessProbe"]["tcpSocket"] == {"port": "http"}
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "web-tls", "secret": {"secretName": "cache-exporter-web-tls", "defaultMode": 0o440}} \
+        in pod["volumes"]
+    assert {"name": "web-tls", "mountPath": "/etc/cache-exporter/web-tls", "readOnly": True} in c["volumeMounts"]
+    (config_volume,) = [v for v in pod["volumes"] if v["name"] == "config"]
+    assert {"key": "web-config.yml", "path": "web-config.yml"} in config_volume["configMap"]["items"]
+
+    web_dir = tmp_path / "web-tls"
+    web_dir.mkdir()
+    for src, name in ((tls_files.server_cert, "tls.crt"), (tls_files.server_key, "tls.key"), (tls_files.ca, "ca.crt")):
+        shutil.copy(src, web_dir / name)
+    text = config_map(docs)["data"]["web-config.yml"].replace("/etc/cache-exporter/web-tls", str(web_dir))
+    (tmp_path / "web-config.yml").write_text(text)
+    web = parse(str(tmp_path / "web-config.yml"))
+    assert web.tls is not None and web.tls.verify_mode == ssl.CERT_REQUIRED
+    assert web.tls.minimum_version == ssl.TLSVersion.TLSv1_3
+    assert bcrypt.checkpw(b"example-password", web.users["prometheus"])
+    assert web.headers == [("Strict-Transport-Security", "max-age=31536000")]
+
+    (endpoint,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"] == values["serviceMonitor"]["tlsConfig"]
+    assert endpoint["basicAuth"] == values["serviceMonitor"]["basicAuth"]
+
+
+def test_web_tls_without_client_auth_defaults() -> None:
+    docs = render(None, "web.tls.enabled=true", "web.tls.existingSecret=web-cert", "serviceMonitor.enabled=true")
+    c = container(docs)
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http", "scheme": "HTTPS"}
+    assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    (endpoint,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https" and "basicAuth" not in endpoint
+    assert endpoint["tlsConfig"] == {"ca": {"secret": {"name": "web-cert", "key": "ca.crt"}},
+                                     "serverName": "release-cache-exporter.monitoring.svc"}
+    web = yaml.safe_load(config_map(docs)["data"]["web-config.yml"])
+    assert web == {"tls_server_config": {"cert_file": "/etc/cache-exporter/web-tls/tls.crt",
+                                         "key_file": "/etc/cache-exporter/web-tls/tls.key", "min_version": "TLS12"}}
+
+
+@pytest.mark.parametrize("sets,message", [
+    (("web.tls.enabled=true",), "set web.tls.existingSecret"),
+    (("serviceMonitor.enabled=true", "web.basicAuthUsers.prom=$2y$10$" + "a" * 53), "serviceMonitor.basicAuth"),
+])
+def test_web_settings_that_cannot_work_fail_the_render(sets: tuple[str, ...], message: str) -> None:
+    assert message in template_error(*[a for s in sets for a in ("--set", s)])
 
 
 # --- the alert rules ----------------------------------------------------------------------------

@@ -56,6 +56,51 @@ app.kubernetes.io/part-of: cache-exporter
 {{- define "cache-exporter.secretsDir" -}}/etc/cache-exporter/secrets{{- end }}
 {{- define "cache-exporter.tlsDir" -}}/etc/cache-exporter/tls{{- end }}
 {{- define "cache-exporter.configDir" -}}/etc/cache-exporter/config{{- end }}
+{{- define "cache-exporter.webTLSDir" -}}/etc/cache-exporter/web-tls{{- end }}
+
+{{/*
+The exporter-toolkit web config from `web` (empty when nothing is set: then no --web.config.file).
+*/}}
+{{- define "cache-exporter.webConfig" -}}
+{{- $web := .Values.web }}
+{{- $doc := dict }}
+{{- if $web.tls.enabled }}
+{{- $tls := dict "cert_file" (printf "%s/tls.crt" (include "cache-exporter.webTLSDir" .)) "key_file" (printf "%s/tls.key" (include "cache-exporter.webTLSDir" .)) "min_version" $web.tls.minVersion }}
+{{- if $web.tls.clientAuth }}
+{{- $_ := set $tls "client_auth_type" "RequireAndVerifyClientCert" }}
+{{- $_ := set $tls "client_ca_file" (printf "%s/ca.crt" (include "cache-exporter.webTLSDir" .)) }}
+{{- end }}
+{{- $_ := set $doc "tls_server_config" $tls }}
+{{- end }}
+{{- with $web.basicAuthUsers }}
+{{- $_ := set $doc "basic_auth_users" . }}
+{{- end }}
+{{- with $web.headers }}
+{{- $_ := set $doc "http_server_config" (dict "headers" .) }}
+{{- end }}
+{{- if $doc }}
+{{- toYaml $doc }}
+{{- end }}
+{{- end }}
+
+{{/*
+A probe from values, made to work with the web config: HTTPS when TLS is on, a TCP check under
+mutual TLS (kubelet has no client certificate).
+*/}}
+{{- define "cache-exporter.probe" -}}
+{{- $probe := deepCopy .probe }}
+{{- $tls := .root.Values.web.tls }}
+{{- if and $tls.enabled (hasKey $probe "httpGet") }}
+{{- if $tls.clientAuth }}
+{{- $port := $probe.httpGet.port }}
+{{- $_ := unset $probe "httpGet" }}
+{{- $_ := set $probe "tcpSocket" (dict "port" $port) }}
+{{- else }}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- end }}
+{{- toYaml $probe }}
+{{- end }}
 
 {{/*
 Check that every password_file / TLS file of the config that points into the chart's mount
@@ -63,6 +108,12 @@ directories has a matching entry in `secrets` / `tlsSecrets`: a typo fails the i
 instead of a crash-looping pod.
 */}}
 {{- define "cache-exporter.validateConfig" -}}
+{{- if and .Values.web.tls.enabled (not .Values.web.tls.existingSecret) }}
+{{- fail "web.tls.enabled: set web.tls.existingSecret to a kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt)" }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled .Values.web.basicAuthUsers (not .Values.serviceMonitor.basicAuth) }}
+{{- fail "web.basicAuthUsers is set: give the ServiceMonitor its credentials in serviceMonitor.basicAuth, or every scrape gets 401" }}
+{{- end }}
 {{- $secretNames := list }}
 {{- range .Values.secrets }}
 {{- if has .name $secretNames }}
