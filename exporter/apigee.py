@@ -219,7 +219,8 @@ def check_bundle(path: str) -> tuple[list[Finding], list[str]]:
         if policy.name != "ResponseCache":
             continue
         name = policy.attrs.get("name", rel)
-        if policy.attrs.get("enabled", "true").strip().lower() == "false" or _is_true(policy.child("ExcludeErrorResponse")):
+        disabled = policy.attrs.get("enabled", "true").strip().lower() == "false"
+        if disabled or _is_true(policy.child("ExcludeErrorResponse")):
             continue
         skip = policy.child("SkipCachePopulation")
         if skip is not None and "response.status.code" in skip.text:

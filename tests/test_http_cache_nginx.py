@@ -8,14 +8,18 @@ caches only 200 it must report no cached error at all.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import fast_global, wait_until
+from conftest import fast_global, need, wait_until
 from nginx import caching_proxy
+from promlab import Prometheus, load_build_rules
 
 from exporter.config import build_config
 from exporter.sources import http_cache
@@ -218,7 +222,7 @@ def test_a_microcache_stale_error_is_not_counted(tmp_path: Path) -> None:
     good bypass; the second look, STALE_CONFIRM_DELAY later, gets the origin's 200."""
     with caching_proxy(tmp_path / "nginx", "proxy_cache_valid any 1s;") as (nginx, upstream):
         with probe_source(f"{nginx.url}/api/micro", bypass={"query_param": "cb"}) as source:
-            for attempt in range(5):  # the stored 503 must still be there for the second probe
+            for _ in range(5):  # the stored 503 must still be there for the second probe
                 upstream.healthy = False
                 probe(source)
                 upstream.healthy = True
@@ -280,3 +284,74 @@ def test_the_origin_date_repeated_across_probes_tells_a_stored_copy(tmp_path: Pa
             assert seen["http_cache_response_status_code"] == 503
             assert detection(seen) == "unknown"
             assert "http_cache_error_from_cache" not in seen
+
+
+# --- the alert end to end, every timer scaled together --------------------------------------------
+
+# 30 s probes -> 6 s, 15 s scrapes -> 3 s (promlab evaluates the rules at each scrape), the rules' 3 min
+# window -> 36 s, the 1 min TTL -> 12 s. STALE_CONFIRM_DELAY (2.2 s) is not scaled: it is measured
+# against nginx's one-second microcache granularity, not against the alerting timers.
+SCALE = 1 / 5
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_a_one_minute_cache_of_a_503_pages_and_caching_only_200_stays_silent(tmp_path: Path,
+                                                                               exporter_factory) -> None:
+    """The issue's case at 1/5 of real time: nginx caches a 503 for a minute, the origin recovers
+    right after the error is stored, and the stale error lasts under a minute (12 s here) -- shorter
+    than any sustained-state ``for``. The probe at the default interval counts it while users still
+    get it, and CacheHTTPStaleErrorAfterRecovery fires; the same outage behind a cache that keeps only
+    200s never pages."""
+    need(shutil.which("prometheus") is not None, "prometheus not installed")
+    rules_module = load_build_rules()
+    ttl = round(60 * SCALE)
+    with caching_proxy(tmp_path / "cached", f"proxy_cache_valid any {ttl}s;") as (cached, cached_up), \
+            caching_proxy(tmp_path / "good", f"proxy_cache_valid 200 {ttl}s;") as (good, good_up):
+        cached_up.healthy = good_up.healthy = False
+        interval = rules_module.duration(30 * SCALE)  # the default probe interval, scaled
+        ep = exporter_factory({"targets": [
+            {"name": name, "type": "http_cache", "url": f"{proxy.url}/v1/quotes", "interval": interval,
+             "timeout": "1s", "bypass": {"query_param": "cb"}}
+            for name, proxy in (("cached", cached), ("good", good))]})
+        rules = tmp_path / "rules.yml"
+        rules.write_text(rules_module.render(scale=SCALE))
+        prom = Prometheus(tmp_path / "prometheus", [f"127.0.0.1:{ep.port}"], [rules],
+                          scrape_interval=rules_module.duration(15 * SCALE))
+        try:
+            prom.wait_ready()
+            wait_until(lambda: cached_up.requests and good_up.requests, timeout=15, message="the first probes")
+            cached_up.healthy = good_up.healthy = True  # the 503 is stored; from now on it is stale
+            recovered = time.monotonic()
+            url = f"{cached.url}/v1/quotes"
+
+            def counted() -> bool:
+                return ep.metrics().value("http_cache_stale_errors_after_recovery_total",
+                                          target="cached", url=url) == 1
+            wait_until(counted, timeout=4 * 30 * SCALE, interval=0.2, message="the stale error counted")
+            counted_after = time.monotonic() - recovered
+            assert _status(url) == 503, "counted only after the cache stopped serving the error"
+
+            def firing() -> list[dict]:
+                return prom.result('ALERTS{alertname="CacheHTTPStaleErrorAfterRecovery", alertstate="firing"}')
+            wait_until(firing, timeout=2 * 60 * SCALE + 15, interval=0.5, message="the critical alert")
+            fired_after = time.monotonic() - recovered
+            assert {a["metric"]["target"] for a in firing()} == {"cached"}
+            wait_until(lambda: _status(url) == 200, timeout=2 * ttl, interval=0.5, message="the entry expiring")
+            print(f"scale {SCALE:g}: a {ttl} s stale error counted {counted_after:.1f} s and paged "
+                  f"{fired_after:.1f} s after the recovery")
+
+            # Silent: the 200-only cache never served the error, so nothing counted or fired for it.
+            good_url = f"{good.url}/v1/quotes"
+            assert ep.metrics().value("http_cache_stale_errors_after_recovery_total", target="good",
+                                      url=good_url) == 0
+            ever = prom.result('max_over_time(ALERTS{target="good"}[5m])')
+            assert ever == []
+        finally:
+            prom.stop()

@@ -462,9 +462,12 @@ class HttpCacheSource:
         return len(verdict.malformed)
 
     def _still_served(self, probe: ProbeURL, headers: dict[str, str], deadline: float, status: int) -> bool:
-        """Whether the cache still serves the error STALE_CONFIRM_DELAY later; True when the poll's
-        deadline leaves no room to look again (one observation of two agreeing requests stands)."""
-        if time.monotonic() + STALE_CONFIRM_DELAY + self.target.request_timeout / 4 > deadline:
+        """Whether the cache still serves the error STALE_CONFIRM_DELAY later. True without looking
+        again when the poll's deadline leaves no room or the poll interval is under twice the delay
+        (a poll must not wait through most of its interval): one observation of two agreeing
+        requests then stands."""
+        if (self.target.interval < 2 * STALE_CONFIRM_DELAY
+                or time.monotonic() + STALE_CONFIRM_DELAY + self.target.request_timeout / 4 > deadline):
             return True
         if self._aborted.wait(STALE_CONFIRM_DELAY):
             return True
