@@ -355,3 +355,21 @@ def test_a_one_minute_cache_of_a_503_pages_and_caching_only_200_stays_silent(tmp
             assert ever == []
         finally:
             prom.stop()
+
+
+def test_the_second_look_waits_once_per_round_for_every_stale_url(proxy_any) -> None:
+    nginx, upstream = proxy_any
+    urls = [f"{nginx.url}/api/many/{i}" for i in range(4)]
+    with probe_source(urls, bypass={"query_param": "cb"}) as source:
+        upstream.healthy = False
+        source.poll(time.monotonic() + 30)
+        upstream.healthy = True
+        started = time.monotonic()
+        reading = source.poll(time.monotonic() + 30)
+        took = time.monotonic() - started
+        assert http_cache.STALE_CONFIRM_DELAY <= took < 2 * http_cache.STALE_CONFIRM_DELAY  # not once per URL
+        totals = {dict(s.labels)["url"]: s.value for s in reading.samples
+                  if s.family == "http_cache_stale_errors_after_recovery_total"}
+        assert totals == dict.fromkeys(urls, 1)
+        gauges = [s.value for s in reading.samples if s.family == "http_cache_stale_error_after_recovery"]
+        assert gauges == [1, 1, 1, 1]

@@ -347,6 +347,17 @@ class URLState:
 
 
 @dataclass
+class _Judged:
+    """One URL's probe after the first looks: ``status`` is set while a stale error awaits its second look."""
+
+    probe: ProbeURL
+    state: URLState
+    labels: tuple[tuple[str, str], ...]
+    malformed: int
+    status: int | None = None
+
+
+@dataclass
 class Response:
     status: int
     fields: list[tuple[str, str]]
@@ -391,6 +402,7 @@ class HttpCacheSource:
         out = Samples(SeriesLimits.of(t))
         failures: list[PollError] = []
         malformed = 0
+        pending: list[_Judged] = []  # stale errors waiting for their second look
         for probe in t.urls:
             labels = (("url", probe.url),)
             state = self.states[probe.url]
@@ -404,8 +416,13 @@ class HttpCacheSource:
                 log.debug("target %s: probe of %s failed: %s", t.name, probe.url, err)
                 self._counters(out, state, labels)
                 continue
-            malformed += self._judge(out, probe, state, labels, response, headers, deadline)
-            self._counters(out, state, labels)
+            candidate = self._judge(out, probe, state, labels, response, headers, deadline)
+            malformed += candidate.malformed
+            if candidate.status is None:
+                self._counters(out, state, labels)
+            else:
+                pending.append(candidate)
+        self._confirm(out, pending, headers, deadline)
         if len(failures) == len(t.urls):
             self.last_failure = failures[0]
             raise failures[0]
@@ -417,7 +434,7 @@ class HttpCacheSource:
     # -- one URL -------------------------------------------------------------------------
 
     def _judge(self, out: Samples, probe: ProbeURL, state: URLState, labels: tuple[tuple[str, str], ...],
-               response: Response, headers: dict[str, str], deadline: float) -> int:
+               response: Response, headers: dict[str, str], deadline: float) -> _Judged:
         t = self.target
         verdict = classify(response.fields, response.status)
         detection = "header" if verdict.state != UNKNOWN else "unknown"
@@ -444,6 +461,7 @@ class HttpCacheSource:
             out.add(HIT_RATIO, sum(state.recent) / len(state.recent), labels)
         state.from_cache += cached
         state.errors_from_cache += error and cached
+        judged = _Judged(probe, state, labels, len(verdict.malformed))
         if t.bypass is not None:
             stale = False
             # Only an error needs confirming; a cache that says "miss" passed the origin's error on.
@@ -451,31 +469,41 @@ class HttpCacheSource:
                 bypass_status = self._bypass(probe, headers, deadline, state)
                 out.add(BYPASS_STATUS, bypass_status, labels)
                 stale = bypass_status is not None and bypass_status < 500 and not t.is_error(bypass_status)
-                if stale:
-                    stale = self._still_served(probe, headers, deadline, response.status)
                 if detection == "unknown" and bypass_status is not None:
                     detection = "bypass"
-            out.add(STALE_ERROR, int(stale), labels)
-            state.stale_errors += stale
+            if stale:
+                judged.status = response.status  # STALE_ERROR and the counters come after the second look
+            else:
+                out.add(STALE_ERROR, 0, labels)
         for name in DETECTION_STATES:
             out.add(DETECTION, int(name == detection), labels + (("state", name),))
-        return len(verdict.malformed)
+        return judged
 
-    def _still_served(self, probe: ProbeURL, headers: dict[str, str], deadline: float, status: int) -> bool:
-        """Whether the cache still serves the error STALE_CONFIRM_DELAY later. True without looking
-        again when the poll's deadline leaves no room or the poll interval is under twice the delay
-        (a poll must not wait through most of its interval): one observation of two agreeing
-        requests then stands."""
-        if (self.target.interval < 2 * STALE_CONFIRM_DELAY
-                or time.monotonic() + STALE_CONFIRM_DELAY + self.target.request_timeout / 4 > deadline):
-            return True
-        if self._aborted.wait(STALE_CONFIRM_DELAY):
-            return True
-        try:
-            again = self._request(probe, headers, deadline)
-        except PollError:
-            return True  # no answer is no evidence that the cache stopped serving it
-        return again.status == status and classify(again.fields, again.status).state != MISS
+    def _confirm(self, out: Samples, pending: list[_Judged], headers: dict[str, str], deadline: float) -> None:
+        """The second look at each stale error, STALE_CONFIRM_DELAY after the round's first looks
+        (one wait for all of them); then their STALE_ERROR and counters.
+
+        Without looking again -- one observation of two agreeing requests stands -- when the poll
+        interval is under twice the delay (a poll must not wait through most of its interval), when
+        the poll's deadline leaves no room, or when the poll is aborted.
+        """
+        if not pending:
+            return
+        look = (self.target.interval >= 2 * STALE_CONFIRM_DELAY
+                and time.monotonic() + STALE_CONFIRM_DELAY + self.target.request_timeout / 4 <= deadline)
+        if look and self._aborted.wait(STALE_CONFIRM_DELAY):
+            look = False
+        for judged in pending:
+            stale = True
+            if look:
+                try:
+                    again = self._request(judged.probe, headers, deadline)
+                    stale = again.status == judged.status and classify(again.fields, again.status).state != MISS
+                except PollError:
+                    pass  # no answer is no evidence that the cache stopped serving it
+            out.add(STALE_ERROR, int(stale), judged.labels)
+            judged.state.stale_errors += stale
+            self._counters(out, judged.state, judged.labels)
 
     def _counters(self, out: Samples, state: URLState, labels: tuple[tuple[str, str], ...]) -> None:
         out.add(PROBES, state.probes, labels)
