@@ -74,13 +74,14 @@ TIME: dict[str, float] = {
     # sees one; the window only decides how long the alert stays up after the last.
     "database_eviction_window": 10 * 60,
     # HTTP response caches (http_cache probes, every 30 s by default). A cached error must be seen on
-    # every probe for 2 min (4+ rounds; 8 at a 15 s interval): a microcache (1-10 s) that catches one
-    # origin error now and then flickers and resets the ``for``; a cache that keeps an error for
-    # minutes does not.
+    # every probe for 2 min (4+ rounds at 30 s): a microcache (1-10 s) that catches one origin error
+    # now and then flickers and resets the ``for``; a cache that keeps an error for minutes does not.
     "http_error_cached_for": 2 * 60,
-    # Cached error while a cache-bypassing request gets a good answer: two observations agree, so
-    # 1 min (2+ rounds) only rules out the race where the probe hits an entry in its last seconds.
-    "http_stale_error_for": 60,
+    # Cached error while a cache-bypassing request gets a good answer: two observations agree, so one
+    # probe is enough. A 1-minute cache TTL leaves a stale error of 35-60 s after the origin recovers,
+    # which one or two 30 s probes see: the alert counts probes (increase of a counter) instead of
+    # waiting for a sustained state, over a window that holds 3+ scrapes at a 1 min scrape interval.
+    "http_stale_error_window": 3 * 60,
 }
 
 # Level guards and thresholds that are not times.
@@ -326,8 +327,8 @@ and cache_memory_utilization_ratio > {guard}
                 "{{ $ttl | humanizeDuration }} unless purged."
                 "{{ else }}It is past its freshness lifetime and served stale.{{ end }}"
                 "{{ else }}How long the cache keeps it is unknown (no max-age or Expires).{{ end }}")
-    bypass_status = ("{{ with " + url_query("http_cache_bypass_status_code") + " }}"
-                     "HTTP {{ . | first | value }}{{ else }}a good answer{{ end }}")
+    last_status = ("{{ with " + url_query("http_cache_response_status_code") + " }}"
+                   "The last probe got HTTP {{ . | first | value }}. {{ end }}")
     # $value is the status code users get: the status series joined to the condition.
     http = [
         alert("CacheHTTPErrorResponseCached",
@@ -340,14 +341,13 @@ and cache_memory_utilization_ratio > {guard}
               "or Age header says so), not from the origin: the error is cached and served to every user. "
               + ttl_left),
         alert("CacheHTTPStaleErrorAfterRecovery",
-              f"http_cache_response_status_code\n"
-              f"and on ({url_labels}) http_cache_stale_error_after_recovery == 1",
-              "critical", d["http_stale_error_for"],
-              "{{ $labels.target }}: {{ $labels.url }} still serves HTTP {{ $value }} after the origin recovered",
-              "A request to {{ $labels.url }} ({{ $labels.target }}) that bypasses the cache gets "
-              + bypass_status + " from the origin, yet the normal request has answered HTTP {{ $value }} for "
-              + d["http_stale_error_for"] + ": a cache (or a proxy that does not say it caches) keeps serving "
-              "an error the origin no longer returns. " + ttl_left + " Purge it."),
+              f"increase(http_cache_stale_errors_after_recovery_total[{d['http_stale_error_window']}]) > 0",
+              "critical", None,
+              "{{ $labels.target }}: {{ $labels.url }} served a cached error after the origin recovered",
+              f"In the last {d['http_stale_error_window']}, probes of {{{{ $labels.url }}}} ({{{{ $labels.target }}}}) "
+              "got an error from a cache (or from a proxy that does not say it caches) while a request that "
+              "bypasses the cache got a good answer from the origin: the origin had recovered, users still got "
+              "its old error. " + last_status + "Purge the entry if it is still served."),
     ]
     audit = [
         alert("CacheConfigAuditFinding",

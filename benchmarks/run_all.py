@@ -20,6 +20,7 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS = ("bench_render.py", "bench_poll.py", "bench_poll_memcached.py", "bench_forecast.py",
            "bench_app_parse.py", "bench_http_probe.py", "bench_http.py", "bench_rss.py", "bench_scheduler.py")
 SCRIPTS += ("bench_early_warning.py",)  # needs promtool, not redis-server or memcached
+SCRIPTS += ("bench_stale_error.py",)  # needs nginx; ~80 s of real time
 
 
 def main() -> int:

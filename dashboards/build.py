@@ -940,8 +940,9 @@ def http_cache(names: list[str]) -> dict:
         thresholds_config=ANY_WARNING, min_value=0, max_value=1, calcs=("lastNotNull", "max")), w=8, h=8)
     g.add(timeseries_panel(
         "Stale error after recovery", "1 while a cache serves an error although a request past the cache "
-        "succeeds (needs a bypass). CacheHTTPStaleErrorAfterRecovery (critical) fires after "
-        f"{rules.TIME['http_stale_error_for'] / 60:g} m: purge the entry.", "bool_yes_no",
+        "succeeds (needs a bypass). CacheHTTPStaleErrorAfterRecovery (critical) fires on the first probe that "
+        "sees it (http_cache_stale_errors_after_recovery_total) and for "
+        f"{rules.TIME['http_stale_error_window'] / 60:g} m after: purge the entry.", "bool_yes_no",
         [Q(f"max by ({by_url}) ({sel('http_cache_stale_error_after_recovery', url)})", "{{target}} {{url}}")],
         thresholds_config=ANY_CRITICAL, min_value=0, max_value=1, calcs=("lastNotNull", "max")), w=8, h=8)
 

@@ -320,6 +320,7 @@ def add_samples(findings: list[Finding], out: Samples) -> None:
 # --- one-shot audit (the CLI) ---------------------------------------------------------
 
 EXIT_OK, EXIT_FINDINGS, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
+STATIC_TYPES = ("nginx", "apigee")  # rows from files read, not targets polled: an error is bad input
 AUDIT_POLLS = 2  # Redis sends CONFIG GET on the poll after a connect
 
 
@@ -377,7 +378,7 @@ def audit_all(targets: tuple[Target, ...], workers: int = 16) -> list[TargetRepo
 
 
 def exit_code(reports: list[TargetReport], fail_on: str) -> int:
-    if any(r.error and r.type == "nginx" for r in reports):  # a config file that cannot be read: a usage error
+    if any(r.error and r.type in STATIC_TYPES for r in reports):  # a file that cannot be read: a usage error
         return EXIT_CONFIG
     if any(r.error for r in reports):
         return EXIT_UNREACHABLE
@@ -391,7 +392,7 @@ def format_text(reports: list[TargetReport], fail_on: str, code: int) -> str:
     rows = [("TARGET", "SEVERITY", "CHECK", "MESSAGE")]
     for r in reports:
         if r.error:
-            verb = "could not parse" if r.type == "nginx" else "could not poll"
+            verb = "could not parse" if r.type in STATIC_TYPES else "could not poll"
             rows.append((r.name, "error", r.reason or "", f"{verb} {r.address}: {r.error}"))
         elif not r.findings:
             rows.append((r.name, "ok", "-", "no findings"))
@@ -410,9 +411,11 @@ def format_text(reports: list[TargetReport], fail_on: str, code: int) -> str:
     counts = {s: sum(1 for r in reports for f in r.findings or [] if f.severity == s and not f.acknowledged)
               for s in (CRITICAL, WARNING, INFO)}
     acknowledged = sum(1 for r in reports for f in r.findings or [] if f.acknowledged)
-    unreachable = sum(1 for r in reports if r.error and r.type != "nginx")
+    unreachable = sum(1 for r in reports if r.error and r.type not in STATIC_TYPES)
     unparsable = sum(1 for r in reports if r.error and r.type == "nginx")
+    unreadable = sum(1 for r in reports if r.error and r.type == "apigee")
     broken = f", {unparsable} unparsable nginx configs" if unparsable else ""
+    broken += f", {unreadable} unreadable Apigee bundles" if unreadable else ""
     lines.append(f"{len(reports)} targets: {counts[CRITICAL]} critical, {counts[WARNING]} warning, "
                  f"{counts[INFO]} info, {acknowledged} acknowledged, {unreachable} unreachable{broken}; "
                  f"failing on {fail_on}: exit {code}")

@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--nginx-config", action="append", default=[], metavar="FILE",
                        help="also check this nginx config (and its includes) for cached error responses; "
                             "repeatable")
+    audit.add_argument("--apigee-bundle", action="append", default=[], metavar="PATH",
+                       help="also check this Apigee proxy bundle (directory or zip with apiproxy/policies/*.xml) "
+                            "for ResponseCache policies that cache error responses; repeatable")
     audit.add_argument("--fail-on", choices=["warning", "critical"], default="warning",
                        help="lowest severity that makes the exit code 1 (default warning)")
     audit.add_argument("--format", choices=["text", "json"], default="text")
@@ -121,15 +124,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    """Poll the targets once (the built-in default ones only without --config and --nginx-config) and
-    check each --nginx-config file; an nginx file that cannot be parsed is an error row and exit 2."""
+    """Poll the targets once (the built-in default ones only without --config, --nginx-config and
+    --apigee-bundle) and check each --nginx-config file and --apigee-bundle; a file or bundle that
+    cannot be read at all is an error row and exit 2."""
     setup_logging("error")
-    from exporter import audit
+    from exporter import apigee, audit
     from exporter.config import ConfigError, LoadResult, default_config, load_config
     from exporter.nginxconf import audit_report
 
     reports = []
-    if args.config or not args.nginx_config:
+    if args.config or not (args.nginx_config or args.apigee_bundle):
         try:
             loaded = load_config(args.config) if args.config else LoadResult(default_config())
         except ConfigError as exc:
@@ -137,6 +141,7 @@ def _audit(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
         reports = audit.audit_all(loaded.config.targets)
     reports += [audit_report(path) for path in args.nginx_config]
+    reports += [apigee.audit_report(path) for path in args.apigee_bundle]
     code = audit.exit_code(reports, args.fail_on)
     formatter = audit.format_json if args.format == "json" else audit.format_text
     print(formatter(reports, args.fail_on, code))

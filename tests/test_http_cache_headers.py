@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.sources.http_cache import CacheStatusMember, classify, parse_cache_status
+from exporter.sources.http_cache import (
+    CacheStatusMember,
+    Response,
+    URLState,
+    _repeated_date,
+    classify,
+    parse_cache_status,
+)
 
 # RFC 9211 section 3, each example with what it must mean.
 RFC_9211_EXAMPLES = [
@@ -134,3 +141,34 @@ def test_layer_label_is_short_and_printable() -> None:
 def test_no_headers_means_unknown() -> None:
     v = classify([("Content-Type", "text/plain")], 503)
     assert (v.state, v.indicator, v.layer, v.cache_status, v.ttl) == ("unknown", "none", "", "unknown", None)
+
+
+# --- the repeated Date: a stored copy without any cache header ----------------------------------
+
+def _dated(*dates: str) -> Response:
+    return Response(503, [("Date", d) for d in dates], 0.01)
+
+
+DATE = "Sat, 05 Dec 2026 03:00:00 GMT"
+
+
+@pytest.mark.parametrize(("first", "second", "gap", "repeated"), [
+    ((DATE,), (DATE,), 2.0, True),                      # the same second 2 s later: stored
+    ((DATE,), (DATE,), 1.9, False),                     # within Date's resolution: could be fresh
+    ((DATE,), ("Sat, 05 Dec 2026 03:00:30 GMT",), 30, False),
+    ((DATE,), (), 30, False),                           # no Date at all says nothing
+    ((DATE, DATE), (DATE, "Sat, 05 Dec 2026 03:00:30 GMT"), 30, False),  # two different Dates: ignored
+    (("garbage\x00",), ("garbage\x00",), 30, True),     # compared as text: still one stored response
+])
+def test_repeated_date(first: tuple[str, ...], second: tuple[str, ...], gap: float, repeated: bool) -> None:
+    state = URLState()
+    assert _repeated_date(_dated(*first), state, 100.0) is False  # nothing to compare with yet
+    assert _repeated_date(_dated(*second), state, 100.0 + gap) is repeated
+
+
+def test_a_stored_date_keeps_its_first_sighting() -> None:
+    """Probes 1.5 s apart never compare two sightings 2 s apart with each other, yet a copy that
+    keeps being served is recognized once 2 s have passed since its Date was first seen."""
+    state = URLState()
+    results = [_repeated_date(_dated(DATE), state, t) for t in (0.0, 1.5, 3.0)]
+    assert results == [False, False, True]

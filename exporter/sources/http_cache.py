@@ -16,7 +16,16 @@ indicator says hit, as not cached when some say miss and none hit, and as unknow
 When a response is an error (``error_statuses``, default 5xx) the optional bypass asks the
 origin past the cache (a cache-busting query parameter, a bypass header, or the origin's own
 URL). An error the cache serves while the origin answers is the stale error after recovery;
-an error the origin also returns is an outage, which the cache did not cause.
+an error the origin also returns is an outage, which the cache did not cause. Each probe that
+sees the stale error is counted (``http_cache_stale_errors_after_recovery_total``): with the
+default 30 s probes a cache TTL of a minute leaves a stale error of under a minute, which one or
+two probes see and no sustained-state alert would.
+
+Without any cache header, a response whose ``Date`` is the very one of the previous probe (at
+least ``DATE_REPEAT_MIN_GAP`` later) is a stored copy: a server generating the answer stamps the
+current second (RFC 9110 6.6.1), caches keep the origin's stamp. When neither headers nor the
+Date tell, an error's ``http_cache_error_from_cache`` is left out rather than read 0, and
+``http_cache_detection{state="unknown"}`` says so.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import email.utils
 import http.client
 import logging
 import ssl
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -49,6 +59,14 @@ HIT_WINDOW = 100  # probes behind the observed hit ratio
 MAX_LAYER_LENGTH = 64  # the layer label comes from the server: keep it short and printable
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 AGE_CAP = 2**31  # RFC 9111 1.2.2: larger delta-seconds mean "at least 2^31"
+# Date has a resolution of one second: two fresh answers 2 s apart never carry the same one.
+DATE_REPEAT_MIN_GAP = 2.0
+# How the cache verdict of the last response was reached (http_cache_detection's state label).
+DETECTION_STATES = ("header", "date", "bypass", "unknown")
+# A stale error is counted only if the cache still serves it this much later: an nginx microcache
+# (``proxy_cache_valid any 1s``) keeps an entry until the second after next (valid_sec = now + 1,
+# checked against whole seconds), so under 2 s, and must not page.
+STALE_CONFIRM_DELAY = 2.2
 
 U = ("url",)
 UP = catalog.gauge("http_cache_up", "1 if the last probe round got an HTTP answer from at least one URL.",
@@ -74,8 +92,16 @@ TTL = catalog.gauge(
     "minus Date; negative when stale.", U, STORE)
 ERROR = catalog.gauge("http_cache_error_response",
                       "1 if the last response status counts as an error (error_statuses).", U, STORE)
-ERROR_FROM_CACHE = catalog.gauge("http_cache_error_from_cache",
-                                 "1 if the last response is an error and a cache says it served it.", U, STORE)
+ERROR_FROM_CACHE = catalog.gauge(
+    "http_cache_error_from_cache",
+    "1 if the last response is an error and a cache header (or a repeated Date) says a cache served it; "
+    "absent for an error when nothing tells (http_cache_detection{state=\"unknown\"}).", U, STORE)
+DETECTION = catalog.gauge(
+    "http_cache_detection",
+    "How the last response's cache verdict was reached, one series per state, 1 for the current one: "
+    "header (a cache header), date (the same Date as the previous probe: a stored copy), bypass (no header; "
+    "an error compared with the origin past the cache), unknown (nothing tells).",
+    U + ("state",), STORE)
 ERROR_STORED = catalog.gauge(
     "http_cache_error_stored",
     "1 if the last response is an error a cache says it stored (Cache-Status stored): the next ones will "
@@ -96,6 +122,10 @@ FROM_CACHE_TOTAL = catalog.counter("http_cache_responses_from_cache_total",
                                    "Probe responses a cache says it served.", U, STORE)
 ERRORS_FROM_CACHE_TOTAL = catalog.counter("http_cache_errors_from_cache_total",
                                           "Probe responses that were errors served from a cache.", U, STORE)
+STALE_ERRORS_TOTAL = catalog.counter(
+    "http_cache_stale_errors_after_recovery_total",
+    "Probes that got an error from the cache while the request past the cache succeeded; only with a bypass.",
+    U, STORE)
 BYPASS_FAILURES = catalog.counter(
     "http_cache_bypass_failures_total", "Requests past the cache that got no HTTP answer.", U, STORE)
 
@@ -310,7 +340,21 @@ class URLState:
     from_cache: int = 0
     errors_from_cache: int = 0
     bypass_failures: int = 0
+    stale_errors: int = 0
     recent: deque[bool] = field(default_factory=lambda: deque(maxlen=HIT_WINDOW))
+    last_date: str | None = None  # Date of the previous response, and when it was received
+    last_date_at: float = 0.0
+
+
+@dataclass
+class _Judged:
+    """One URL's probe after the first looks: ``status`` is set while a stale error awaits its second look."""
+
+    probe: ProbeURL
+    state: URLState
+    labels: tuple[tuple[str, str], ...]
+    malformed: int
+    status: int | None = None
 
 
 @dataclass
@@ -335,11 +379,13 @@ class HttpCacheSource:
         self.connections_opened = 0
         self._tls: ssl.SSLContext | None = None
         self._headers_at = 0.0  # monotonic time the last response head was in
+        self._aborted = threading.Event()  # wakes the stale-error confirmation wait
 
     # -- Source protocol ---------------------------------------------------------------
 
     def abort(self) -> None:
         self.guard.tripped = E.TIMEOUT
+        self._aborted.set()
         for conn in list(self.pool.values()):
             if conn.sock is not None:
                 conn.sock.abort()
@@ -351,10 +397,12 @@ class HttpCacheSource:
 
     def poll(self, deadline: float) -> Reading:
         t = self.target
+        self._aborted.clear()
         headers = self._headers()
         out = Samples(SeriesLimits.of(t))
         failures: list[PollError] = []
         malformed = 0
+        pending: list[_Judged] = []  # stale errors waiting for their second look
         for probe in t.urls:
             labels = (("url", probe.url),)
             state = self.states[probe.url]
@@ -368,8 +416,13 @@ class HttpCacheSource:
                 log.debug("target %s: probe of %s failed: %s", t.name, probe.url, err)
                 self._counters(out, state, labels)
                 continue
-            malformed += self._judge(out, probe, state, labels, response, headers, deadline)
-            self._counters(out, state, labels)
+            candidate = self._judge(out, probe, state, labels, response, headers, deadline)
+            malformed += candidate.malformed
+            if candidate.status is None:
+                self._counters(out, state, labels)
+            else:
+                pending.append(candidate)
+        self._confirm(out, pending, headers, deadline)
         if len(failures) == len(t.urls):
             self.last_failure = failures[0]
             raise failures[0]
@@ -381,9 +434,13 @@ class HttpCacheSource:
     # -- one URL -------------------------------------------------------------------------
 
     def _judge(self, out: Samples, probe: ProbeURL, state: URLState, labels: tuple[tuple[str, str], ...],
-               response: Response, headers: dict[str, str], deadline: float) -> int:
+               response: Response, headers: dict[str, str], deadline: float) -> _Judged:
         t = self.target
         verdict = classify(response.fields, response.status)
+        detection = "header" if verdict.state != UNKNOWN else "unknown"
+        if _repeated_date(response, state, self._headers_at) and verdict.state == UNKNOWN:
+            verdict.state, verdict.indicator, verdict.layer, verdict.cache_status = HIT, "date", "date", "hit"
+            detection = "date"
         error = t.is_error(response.status)
         cached = verdict.state == HIT
         out.add(PROBE_SUCCESS, 1, labels)
@@ -397,12 +454,14 @@ class HttpCacheSource:
                                             ("cache_status", verdict.cache_status)))
         out.add(AGE, verdict.age, labels)
         out.add(TTL, verdict.ttl, labels)
-        out.add(ERROR_FROM_CACHE, int(error and cached), labels)
+        if not error or verdict.state != UNKNOWN:  # an error nothing vouches for is "cannot tell", not 0
+            out.add(ERROR_FROM_CACHE, int(error and cached), labels)
         out.add(ERROR_STORED, int(error and verdict.stored), labels)
         if state.recent:
             out.add(HIT_RATIO, sum(state.recent) / len(state.recent), labels)
         state.from_cache += cached
         state.errors_from_cache += error and cached
+        judged = _Judged(probe, state, labels, len(verdict.malformed))
         if t.bypass is not None:
             stale = False
             # Only an error needs confirming; a cache that says "miss" passed the origin's error on.
@@ -410,8 +469,41 @@ class HttpCacheSource:
                 bypass_status = self._bypass(probe, headers, deadline, state)
                 out.add(BYPASS_STATUS, bypass_status, labels)
                 stale = bypass_status is not None and bypass_status < 500 and not t.is_error(bypass_status)
-            out.add(STALE_ERROR, int(stale), labels)
-        return len(verdict.malformed)
+                if detection == "unknown" and bypass_status is not None:
+                    detection = "bypass"
+            if stale:
+                judged.status = response.status  # STALE_ERROR and the counters come after the second look
+            else:
+                out.add(STALE_ERROR, 0, labels)
+        for name in DETECTION_STATES:
+            out.add(DETECTION, int(name == detection), labels + (("state", name),))
+        return judged
+
+    def _confirm(self, out: Samples, pending: list[_Judged], headers: dict[str, str], deadline: float) -> None:
+        """The second look at each stale error, STALE_CONFIRM_DELAY after the round's first looks
+        (one wait for all of them); then their STALE_ERROR and counters.
+
+        Without looking again -- one observation of two agreeing requests stands -- when the poll
+        interval is under twice the delay (a poll must not wait through most of its interval), when
+        the poll's deadline leaves no room, or when the poll is aborted.
+        """
+        if not pending:
+            return
+        look = (self.target.interval >= 2 * STALE_CONFIRM_DELAY
+                and time.monotonic() + STALE_CONFIRM_DELAY + self.target.request_timeout / 4 <= deadline)
+        if look and self._aborted.wait(STALE_CONFIRM_DELAY):
+            look = False
+        for judged in pending:
+            stale = True
+            if look:
+                try:
+                    again = self._request(judged.probe, headers, deadline)
+                    stale = again.status == judged.status and classify(again.fields, again.status).state != MISS
+                except PollError:
+                    pass  # no answer is no evidence that the cache stopped serving it
+            out.add(STALE_ERROR, int(stale), judged.labels)
+            judged.state.stale_errors += stale
+            self._counters(out, judged.state, judged.labels)
 
     def _counters(self, out: Samples, state: URLState, labels: tuple[tuple[str, str], ...]) -> None:
         out.add(PROBES, state.probes, labels)
@@ -421,6 +513,7 @@ class HttpCacheSource:
         out.add(ERRORS_FROM_CACHE_TOTAL, state.errors_from_cache, labels)
         if self.target.bypass is not None:
             out.add(BYPASS_FAILURES, state.bypass_failures, labels)
+            out.add(STALE_ERRORS_TOTAL, state.stale_errors, labels)
 
     def _bypass(self, probe: ProbeURL, headers: dict[str, str], deadline: float, state: URLState) -> int | None:
         bypass = self.target.bypass
@@ -521,6 +614,22 @@ class HttpCacheSource:
         conn = GuardedHTTPConnection(probe.host, probe.port, self.guard, context, server_name)
         self.pool[probe.origin] = conn
         return conn
+
+
+def _repeated_date(response: Response, state: URLState, received_at: float) -> bool:
+    """Whether the response carries the previous probe's Date although it came at least
+    DATE_REPEAT_MIN_GAP later (the Date is remembered for the next probe either way).
+
+    Compared as received text: a fresh answer stamps a new second, so equal text means one stored
+    response; an unparsable Date compares the same way and is no more trusted than that.
+    """
+    dates = [v.strip() for k, v in response.fields if k.strip().lower() == "date"]
+    date = dates[0] if len(set(dates)) == 1 else None
+    repeated = (date is not None and date == state.last_date
+                and received_at - state.last_date_at >= DATE_REPEAT_MIN_GAP)
+    if date != state.last_date:  # keep the first time this Date was seen: a stored copy keeps ageing
+        state.last_date, state.last_date_at = date, received_at
+    return repeated
 
 
 def _may_keep_credentials(old: ProbeURL, new: ProbeURL) -> bool:
