@@ -196,7 +196,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"cache-exporter: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        loaded = load_config(args.config) if args.config else LoadResult(default_config(listen[0]))
+        loaded = load_config(args.config) if args.config else \
+            LoadResult(default_config(listen[0], self_scrape=not args.web_config))
         web = WebConfigFile(args.web_config) if args.web_config else None
     except ConfigError as exc:
         print(exc, file=sys.stderr)

@@ -1190,12 +1190,18 @@ _KINDS: dict[str, _Kind] = {
 }
 
 
-def default_config(listen: str = DEFAULT_LISTEN) -> Config:
+def default_config(listen: str = DEFAULT_LISTEN, self_scrape: bool = True) -> Config:
     """What runs without --config: the local stores and the exporter's own process (design.md)."""
-    port = listen.rpartition(":")[2] or "9611"
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    # The address the exporter can reach itself on: loopback when it listens everywhere.
+    own = "127.0.0.1" if host in ("", "0.0.0.0", "::") else f"[{host}]" if ":" in host else host
     document = {"targets": [
         {"name": "redis", "type": "redis", "url": "redis://localhost:6379"},
         {"name": "memcached", "type": "memcached", "address": "localhost:11211"},
-        {"name": "cache-exporter", "type": "app", "url": f"http://127.0.0.1:{port}/metrics", "runtime": "python"},
+        {"name": "cache-exporter", "type": "app", "url": f"http://{own}:{port or '9611'}/metrics",
+         "runtime": "python"},
     ]}
+    if not self_scrape:  # behind a web config (TLS, basic auth) a plain self-scrape would only fail
+        document["targets"] = document["targets"][:2]
     return build_config(document, BUILTIN).config

@@ -287,6 +287,10 @@ def test_default_config():
     assert isinstance(own, AppTarget) and own.runtime == "python"
     assert own.address == "http://127.0.0.1:9611/metrics"  # the exporter's own process (design.md)
     assert default_config("127.0.0.1:19999").targets[2].port == 19999
+    assert default_config("[::1]:19999").targets[2].address == "http://[::1]:19999/metrics"
+    assert default_config(":19999").targets[2].address == "http://127.0.0.1:19999/metrics"
+    # Behind a web config (TLS, basic auth) the exporter does not scrape itself in plain HTTP.
+    assert [t.name for t in default_config(self_scrape=False).targets] == ["redis", "memcached"]
     assert isinstance(t, RedisTarget)
     assert isinstance(mc, MemcachedTarget)
     assert (mc.name, mc.host, mc.port, mc.path, mc.slabs, mc.tls) == ("memcached", "localhost", 11211, None, True, None)
