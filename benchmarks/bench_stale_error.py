@@ -19,7 +19,6 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from _common import REPO, free_port, wait_until
@@ -27,7 +26,7 @@ from _common import REPO, free_port, wait_until
 sys.path.insert(0, str(REPO))
 
 from exporter.config import build_config  # noqa: E402
-from exporter.demo import NGINX_CONF, nginx_binary  # noqa: E402
+from exporter.demo import NGINX_CONF, nginx_binary, start_failing_origin  # noqa: E402
 from exporter.sources.http_cache import HttpCacheSource  # noqa: E402
 
 PROBE_INTERVAL = 30.0  # the default probe interval (exporter.targets.DEFAULT_PROBE_INTERVAL)
@@ -36,31 +35,13 @@ PHASES = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0)
 TTLS = (60, 30)
 
 
-class Origin:
-    def __init__(self, fails_until: float) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server hook
-                ok = time.monotonic() >= fails_until
-                body = b"ok\n" if ok else b"backend unavailable\n"
-                self.send_response(200 if ok else 503)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 def trial(binary: str, workdir: Path, ttl: int, phase: float, start: float, out: dict) -> None:
     recovered_at = start + OUTAGE
-    origin = Origin(recovered_at)
+    origin = start_failing_origin(recovered_at)  # the demo's origin: 503 until then, 200 after
     port = free_port()
     workdir.mkdir(parents=True)
     conf = workdir / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=workdir, port=port, upstream_port=origin.server.server_address[1],
+    conf.write_text(NGINX_CONF.format(dir=workdir, port=port, upstream_port=origin.server_address[1],
                                       valid=f"proxy_cache_valid any {ttl}s;", always=" always"))
     proc = subprocess.Popen([binary, "-p", str(workdir), "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -94,7 +75,7 @@ def trial(binary: str, workdir: Path, ttl: int, phase: float, start: float, out:
         source.close()
         proc.terminate()
         proc.wait(10)
-        origin.server.shutdown()
+        origin.shutdown()
     out[(ttl, phase)] = seen
 
 

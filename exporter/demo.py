@@ -156,7 +156,7 @@ def _load(ports: dict[str, int], stop: threading.Event) -> None:
             stop.wait(0.05)
 
 
-def _start_origin(fails_until: float) -> ThreadingHTTPServer:
+def start_failing_origin(fails_until: float) -> ThreadingHTTPServer:
     """An origin that answers 503 until ``fails_until`` (monotonic), then 200."""
 
     class Origin(BaseHTTPRequestHandler):
@@ -285,7 +285,7 @@ def run_demo(duration: float, listen: str) -> int:
         nginx = nginx_binary()
         edge = None
         if nginx:
-            origin = _start_origin(time.monotonic() + ORIGIN_FAILS_FOR)
+            origin = start_failing_origin(time.monotonic() + ORIGIN_FAILS_FOR)
             servers.append(origin)
             edge = _start_nginx(nginx, workdir, origin.server_address[1])
         if edge:
