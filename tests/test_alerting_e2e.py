@@ -247,7 +247,8 @@ def test_exhaustion_warning_reaches_the_webhook_before_the_first_oom(
 
 def test_sawtooth_load_reaches_nothing(redis_factory, exporter_factory, pipeline, good_host):
     """A store cycling between 45 % and 80 % of maxmemory every ~8 s (8 min at real time), watched
-    by an exporter that has seen it cycle: no alert but the Watchdog. (The first rising edge of a
+    by an exporter that has seen it cycle: no alert of ours but the Watchdog (the peer rules loaded
+    beside ours may fire: predict_linear does on some cycles). (The first rising edge of a
     cycle seen by an exporter started without its history looks like a fill: the benchmark measures
     that case, and --state.dir keeps the history across restarts.)"""
     server = redis_factory(args=["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"])
@@ -275,7 +276,9 @@ def test_sawtooth_load_reaches_nothing(redis_factory, exporter_factory, pipeline
         assert peak_utilization > 0.7
         until_full = p.query('cache_memory_seconds_until_full{target="sessions"}')[0]["value"][1]
         assert until_full == "+Inf"
-        assert p.webhook.names() == {"CacheWatchdog"}, p.webhook.received
+        # The peer rules ride in the same Prometheus; a sawtooth is where predict_linear cries wolf.
+        print("peers that fired on the sawtooth:", sorted(p.webhook.names() & set(PEERS)) or "none")
+        assert p.webhook.names() - set(PEERS) == {"CacheWatchdog"}, p.webhook.received
     finally:
         writer.halt()
 
