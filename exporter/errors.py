@@ -24,10 +24,12 @@ PROTOCOL = "protocol"
 TOO_LARGE = "too_large"
 CONFIG = "config"
 REDIRECT = "redirect"
+SASL_REQUIRED = "sasl_required"
 ERROR = "error"
 
 REASONS: tuple[str, ...] = (
-    REFUSED, UNREACHABLE, DNS, TIMEOUT, TLS, AUTH, HTTP, RESET, PROTOCOL, TOO_LARGE, CONFIG, REDIRECT, ERROR,
+    REFUSED, UNREACHABLE, DNS, TIMEOUT, TLS, AUTH, HTTP, RESET, PROTOCOL, TOO_LARGE, CONFIG, REDIRECT, SASL_REQUIRED,
+    ERROR,
 )
 
 _DESCRIPTIONS = {
@@ -43,6 +45,7 @@ _DESCRIPTIONS = {
     TOO_LARGE: "reply exceeded max_reply_size",
     CONFIG: "target configuration problem",
     REDIRECT: "redirect loop or too many redirects",
+    SASL_REQUIRED: "the server requires SASL authentication over the binary protocol",
     ERROR: "poll failed",
 }
 

@@ -89,12 +89,12 @@ class RedisTarget(Target):
 
 @dataclass(frozen=True)
 class MemcachedTarget(Target):
-    """A memcached server over TCP, TLS or a unix socket (text protocol)."""
+    """A memcached server over TCP, TLS or a unix socket (text protocol; binary for -S servers)."""
 
     host: str = "localhost"
     port: int = 11211
     path: str | None = None  # unix socket path
-    credentials: Credentials = field(default_factory=Credentials)  # ASCII auth (-Y authfile)
+    credentials: Credentials = field(default_factory=Credentials)  # ASCII auth (-Y) or SASL PLAIN (-S)
     tls: TLSConfig | None = None
     slabs: bool = True  # export per-slab-class series
 

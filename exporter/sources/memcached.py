@@ -1,8 +1,12 @@
-"""Poll a memcached server over its text protocol: one persistent connection, one round trip.
+"""Poll a memcached server: one persistent connection, one round trip.
 
 Each poll writes ``stats``, ``stats settings``, ``stats slabs`` and ``stats items`` at once
 (preceded, on a fresh connection with credentials, by the ASCII-auth ``set`` that ``-Y``
-authfiles expect) and reads the four replies. The text protocol is parsed here rather than
+authfiles expect) and reads the four replies. A server started with ``-S`` (SASL) speaks only
+the binary protocol: a text exchange on a fresh connection that the server closes without a
+byte of reply is followed by a binary ``SASL_LIST_MECHS`` probe; if that is answered, the target
+is polled over the binary protocol from then on (``STAT`` with the keys ``settings``, ``slabs``
+and ``items`` serves the same sections), authenticated with SASL PLAIN. The text protocol is parsed here rather than
 through pymemcache's ``stats()``, which keeps undecodable values as bytes and turns
 ``yes``/``no`` and ``slab_automove 2`` into booleans.
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -53,6 +58,21 @@ SECTION_REPROBE_SECONDS = 3600.0
 SECTIONS = ("stats", "settings", "slabs", "items")
 _COMMANDS = {"stats": b"stats\r\n", "settings": b"stats settings\r\n", "slabs": b"stats slabs\r\n",
              "items": b"stats items\r\n"}
+
+
+# The text probe sent before ASCII auth. Padded past 24 bytes: a binary-only (-S) server reads a
+# text command as a 24-byte binary header, and a shorter one would leave it waiting (a timeout)
+# instead of closing at the wrong magic byte (detected, see _binary_only).
+TEXT_PROBE = b"version" + b" " * 16 + b"\r\n"
+
+# Binary protocol: request/response magic, header layout, the opcodes and statuses used here.
+BIN_REQUEST, BIN_RESPONSE = 0x80, 0x81
+BIN_HEADER = struct.Struct(">BBHBBHIIQ")  # magic opcode keylen extlen datatype status/vbucket bodylen opaque cas
+OP_STAT, OP_SASL_LIST_MECHS, OP_SASL_AUTH = 0x10, 0x20, 0x21
+ST_OK, ST_AUTH_ERROR = 0x0000, 0x0020
+MAX_BIN_BODY = 1 << 20  # one stat (name + value) or one SASL reply; far below this in practice
+_STAT_KEYS = {"stats": b"", "settings": b"settings", "slabs": b"slabs", "items": b"items"}
+SASL_MECHANISM = "PLAIN"
 
 
 def _gauge(metric: str, help: str, since: str = "1.4", parse: Parser = number, labels: tuple[str, ...] = ()) -> Field:
@@ -506,10 +526,13 @@ def _pressure(out: Samples, stats: dict[str, str], slab_classes: dict[str, dict[
 class _Conn:
     """A guarded socket plus a line reader for the text protocol."""
 
+    binary = False
+
     def __init__(self, sock: GuardedSocket) -> None:
         self.sock = sock
         self.buf = bytearray()
         self.pos = 0  # read offset: consumed bytes are dropped in bulk, not line by line
+        self.received_any = False  # False until the server sent a byte: see _binary_only
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -530,7 +553,17 @@ class _Conn:
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise PollError(E.RESET, "connection closed by the server mid-reply")
+            self.received_any = True
             self.buf += chunk
+
+    def replies(self, names: list[str]) -> dict[str, tuple[dict[str, str] | None, str | None]]:
+        """Send ``stats <section>`` for every name at once; {name: (fields, None) or (None, error)}."""
+        self.send(b"".join(_COMMANDS[name] for name in names))
+        out: dict[str, tuple[dict[str, str] | None, str | None]] = {}
+        for name in names:
+            lines, error = self.reply()
+            out[name] = (parse_stats(lines, name), None) if lines is not None else (None, error)
+        return out
 
     def reply(self) -> tuple[list[str] | None, str | None]:
         """One stats reply: (STAT lines, None) up to END, or (None, error line)."""
@@ -553,6 +586,81 @@ class _Conn:
             pass
 
 
+class _BinConn:
+    """A guarded socket speaking the binary protocol (servers started with -S)."""
+
+    binary = True
+
+    def __init__(self, sock: GuardedSocket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.received_any = False
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    @staticmethod
+    def request(opcode: int, key: bytes = b"", value: bytes = b"", opaque: int = 0) -> bytes:
+        return BIN_HEADER.pack(BIN_REQUEST, opcode, len(key), 0, 0, 0, len(key) + len(value), opaque, 0) + key + value
+
+    def _exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise PollError(E.RESET, "connection closed by the server mid-reply")
+            self.received_any = True
+            self.buf += chunk
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def response(self, opcode: int, opaque: int = 0) -> tuple[int, bytes, bytes]:
+        """The next response, which must answer ``opcode``/``opaque``: (status, key, value)."""
+        magic, got_op, keylen, extlen, _, status, bodylen, got_opaque, _ = BIN_HEADER.unpack(
+            self._exact(BIN_HEADER.size))
+        if magic != BIN_RESPONSE:
+            raise PollError(E.PROTOCOL, f"not a memcached binary response (magic byte 0x{magic:02x})")
+        if bodylen > MAX_BIN_BODY or keylen + extlen > bodylen:
+            raise PollError(E.PROTOCOL, f"implausible binary response lengths (key {keylen}, extras {extlen}, "
+                                        f"body {bodylen})")
+        body = self._exact(bodylen)
+        if got_op != opcode or got_opaque != opaque:
+            raise PollError(E.PROTOCOL, f"binary response to opcode 0x{got_op:02x} (opaque {got_opaque}) where "
+                                        f"0x{opcode:02x} ({opaque}) was due")
+        return status, body[extlen:extlen + keylen], body[extlen + keylen:]
+
+    def replies(self, names: list[str]) -> dict[str, tuple[dict[str, str] | None, str | None]]:
+        """One STAT request per section, all at once; the same shape as ``_Conn.replies``."""
+        self.send(b"".join(self.request(OP_STAT, _STAT_KEYS[name], opaque=i) for i, name in enumerate(names)))
+        out: dict[str, tuple[dict[str, str] | None, str | None]] = {}
+        for i, name in enumerate(names):
+            fields: dict[str, str] = {}
+            while True:
+                status, key, value = self.response(OP_STAT, i)
+                if status != ST_OK:
+                    out[name] = (None, _status_text(status, value))
+                    break
+                if not key:  # the empty STAT response ends the section
+                    out[name] = (fields, None)
+                    break
+                fields[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+        return out
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _status_text(status: int, value: bytes) -> str:
+    """A binary error status for logs: 0x0020 reads "unauthenticated", like the text protocol's."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in value[:60].decode("utf-8", "replace"))
+    if status == ST_AUTH_ERROR:
+        return f"unauthenticated (binary status 0x{status:04x})"
+    return f"binary status 0x{status:04x} {text}".strip()
+
+
 @dataclass
 class _Capability:
     available: bool | None = None
@@ -568,23 +676,36 @@ class MemcachedSource(PersistentConnectionSource):
     def __init__(self, target: MemcachedTarget) -> None:
         super().__init__(target)
         self.target: MemcachedTarget = target
-        self.conn: _Conn | None = None
+        self.conn: _Conn | _BinConn | None = None
         self.sections = {name: _Capability() for name in SECTIONS[1:]}
         self.history = _History.new()
         # What the last connection's probe found (for logging once); never trusted for the
         # next connection.
         self.auth_required: bool | None = None
+        # The server answered only the binary protocol on an earlier connection: start there
+        # (and fall back to detection when that fails, e.g. after a restart without -S).
+        self.binary = False
+        self.sasl_mechanisms: str | None = None
 
     def _connect(self, password: str | None) -> None:
         t = self.target
+        if self.binary:
+            self.conn = self._open_binary(password)
+            return
         self.conn = self._open()
         if t.credentials.username is None:
             return
         # Probe on every new connection before sending the secret: the server may have been
         # restarted with or without -Y since the last one, and on a server without -Y the
         # auth `set` would store the password as an ordinary key.
-        self.conn.send(b"version\r\n")
-        answer = self.conn.line()
+        self.conn.send(TEXT_PROBE)
+        try:
+            answer = self.conn.line()
+        except PollError as exc:
+            if not self._binary_only(exc):
+                raise
+            self.conn = self._open_binary(password)
+            return
         if answer.startswith("VERSION"):
             if self.auth_required is not False:
                 log.info("target %s: the server does not require authentication; credentials are not sent",
@@ -602,7 +723,75 @@ class MemcachedSource(PersistentConnectionSource):
         if answer != "STORED":
             raise PollError(E.AUTH, f"authentication refused ({answer.split(' ', 1)[0][:40]})")
 
-    def _open(self) -> _Conn:
+    def _binary_only(self, exc: PollError) -> bool:
+        """After a text exchange failed: True if the server speaks only the binary protocol.
+
+        Only a fresh connection that the server closed without a byte of reply qualifies: that
+        is what a -S server does with a text command. A SASL_LIST_MECHS request on a new
+        connection then tells a binary server (answered) from a broken one (the original
+        failure stands). Sends no secret.
+        """
+        conn = self.conn
+        if exc.reason != E.RESET or conn is None or conn.binary or conn.received_any:
+            return False
+        self.close()
+        try:
+            self.conn = _BinConn(self._socket_open())
+            self.sasl_mechanisms = self._list_mechanisms(self.conn)
+        except (PollError, OSError):
+            return False
+        finally:
+            self.close()
+        if not self.binary:
+            log.info("target %s: the server speaks only the binary protocol (SASL mechanisms: %s); polling over it",
+                     self.target.name, self.sasl_mechanisms or "none")
+        self.binary = True
+        return True
+
+    @staticmethod
+    def _list_mechanisms(conn: _BinConn) -> str | None:
+        """The server's SASL mechanisms, or None if it does not do SASL (e.g. -B binary without -S)."""
+        conn.send(conn.request(OP_SASL_LIST_MECHS))
+        status, _, value = conn.response(OP_SASL_LIST_MECHS)
+        if status != ST_OK:
+            return None
+        text = value[:200].decode("ascii", "replace")
+        return " ".join(m for m in text.split() if m.isprintable()) or None
+
+    def _open_binary(self, password: str | None) -> _BinConn:
+        """A binary-protocol connection, authenticated with SASL PLAIN when the server asks."""
+        t = self.target
+        conn = _BinConn(self._socket_open())
+        try:
+            mechanisms = self.sasl_mechanisms = self._list_mechanisms(conn)
+            if mechanisms is None:
+                if t.credentials.username is not None and self.auth_required is not False:
+                    log.info("target %s: the server does not require authentication; credentials are not sent",
+                             t.name)
+                self.auth_required = False
+                return conn
+            self.auth_required = True
+            if t.credentials.username is None:
+                raise PollError(E.SASL_REQUIRED, "this server requires SASL over the binary protocol "
+                                                 f"(mechanisms: {mechanisms[:60]}); set username and "
+                                                 "password_env or password_file")
+            if SASL_MECHANISM not in mechanisms.split():
+                raise PollError(E.SASL_REQUIRED, f"the server offers SASL mechanisms {mechanisms[:60]}; "
+                                                 f"only {SASL_MECHANISM} is supported")
+            # PLAIN (RFC 4616): authzid NUL authcid NUL password; the authzid is left empty.
+            token = b"\0" + t.credentials.username.encode() + b"\0" + (password or "").encode()
+            conn.send(conn.request(OP_SASL_AUTH, SASL_MECHANISM.encode(), token))
+            status, _, _ = conn.response(OP_SASL_AUTH)
+            if status != ST_OK:
+                raise PollError(E.AUTH, f"SASL {SASL_MECHANISM} authentication refused (status 0x{status:04x})")
+            return conn
+        except BaseException as exc:
+            conn.close()
+            if not isinstance(exc, PollError) or exc.reason not in (E.AUTH, E.SASL_REQUIRED):
+                self.binary = False  # not what it was (restarted without -S?): detect again next time
+            raise
+
+    def _socket_open(self) -> GuardedSocket:
         t = self.target
         if t.path:
             raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -624,7 +813,10 @@ class MemcachedSource(PersistentConnectionSource):
                     raw.close()
                     raise
         self.connections_opened += 1
-        return _Conn(GuardedSocket(raw, self.guard))
+        return GuardedSocket(raw, self.guard)
+
+    def _open(self) -> _Conn:
+        return _Conn(self._socket_open())
 
     def _poll_once(self) -> Reading:
         conn = self.conn
@@ -632,14 +824,22 @@ class MemcachedSource(PersistentConnectionSource):
         now = time.monotonic()
         wanted = ["stats"] + [name for name, cap in self.sections.items()
                               if cap.available is not False or now >= cap.reprobe_at]
-        conn.send(b"".join(_COMMANDS[name] for name in wanted))
+        try:
+            replies = conn.replies(wanted)
+        except PollError as exc:
+            if not self._binary_only(exc):
+                raise
+            # No credentials configured (those are probed in _connect): poll over binary, or say
+            # why not (sasl_required).
+            conn = self.conn = self._open_binary(None)
+            replies = conn.replies(wanted)
 
         parsed: dict[str, dict[str, str] | None] = {}
         failed: list[str] = []
         for name in wanted:
-            lines, error = conn.reply()
-            if lines is not None:
-                parsed[name] = parse_stats(lines, name)
+            fields, error = replies[name]
+            if fields is not None:
+                parsed[name] = fields
                 if name != "stats":
                     self.sections[name].available = True
                 continue
@@ -661,4 +861,7 @@ class MemcachedSource(PersistentConnectionSource):
         reading.section_errors = failed
         reading.details["capabilities"] = {k: v.available for k, v in self.sections.items()}
         reading.details["connections_opened"] = self.connections_opened
+        reading.details["protocol"] = "binary" if conn.binary else "text"
+        if conn.binary:
+            reading.details["sasl_mechanisms"] = self.sasl_mechanisms
         return reading

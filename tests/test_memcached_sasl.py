@@ -1,0 +1,189 @@
+"""The Memcached source against a real ``memcached -S`` (SASL PLAIN, sasldb, binary protocol only).
+
+A -S server reads every connection as binary protocol: the text ``stats`` the exporter sends by
+default is closed at the wrong magic byte. The source must notice, poll over binary STAT
+(``settings``, ``slabs``, ``items`` too), authenticate with SASL PLAIN, and without credentials
+say ``sasl_required`` rather than ``reset``/``timeout``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import fast_global, memcached_target, need, wait_until
+
+USER = "exporter"
+SECRET = "sasl-S3cret-do-not-leak-7f3a"
+HEADER = struct.Struct(">BBHBBHIIQ")
+OP_SET, OP_SASL_AUTH = 0x01, 0x21
+ST_OUT_OF_MEMORY = 0x82
+
+
+def sasl_args(workdir: Path, users: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """memcached arguments and environment for -S with a sasldb holding ``users``."""
+    saslpasswd2 = shutil.which("saslpasswd2")
+    need(saslpasswd2 is not None, "saslpasswd2 not installed (Debian package sasl2-bin)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    db = workdir / "sasldb2"
+    for user, password in users.items():
+        subprocess.run([saslpasswd2, "-p", "-a", "memcached", "-c", "-f", str(db), user],
+                       input=password.encode(), check=True, capture_output=True)
+    (workdir / "memcached.conf").write_text(f"mech_list: plain\nsasldb_path: {db}\n")
+    return ["-S"], {"SASL_CONF_PATH": str(workdir)}
+
+
+class BinaryClient:
+    """Just enough of a SASL-authenticated binary-protocol client to fill a -S server."""
+
+    def __init__(self, port: int, user: str, password: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        status = self.call(OP_SASL_AUTH, b"PLAIN", b"\0" + user.encode() + b"\0" + password.encode())
+        assert status == 0, f"SASL auth failed: 0x{status:04x}"
+
+    def call(self, opcode: int, key: bytes, value: bytes = b"", extras: bytes = b"") -> int:
+        body = len(extras) + len(key) + len(value)
+        self.sock.sendall(HEADER.pack(0x80, opcode, len(key), len(extras), 0, 0, body, 0, 0) + extras + key + value)
+        header = self._exact(HEADER.size)
+        _, _, _, _, _, status, length, _, _ = HEADER.unpack(header)
+        self._exact(length)
+        return status
+
+    def set(self, key: str, value: bytes) -> int:
+        return self.call(OP_SET, key.encode(), value, extras=struct.pack(">II", 0, 0))
+
+    def _exact(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            assert chunk, "server closed the connection"
+            data += chunk
+        return data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def sasl_memcached(memcached_factory, tmp_path):
+    def make(extra: list[str] | None = None, **kw: object):
+        args, env = sasl_args(tmp_path / f"sasl-{time.monotonic_ns()}", {USER: SECRET})
+        return memcached_factory(args=args + list(extra or []), env=env, **kw)
+    return make
+
+
+def test_sasl_server_polled_over_binary_with_every_section(sasl_memcached, memcached_factory, exporter_factory):
+    server = sasl_memcached(["-m", "16"])
+    client = BinaryClient(server.port, USER, SECRET)
+    for i in range(30):
+        assert client.set(f"techdocs:page:{i}", b"t" * 2000) == 0
+    client.close()
+    binary_only = memcached_factory(args=["-B", "binary"])  # binary, but no SASL
+    ep = exporter_factory({"global": fast_global(), "targets": [
+        memcached_target("ok", server, username=USER, password_env="MC_PW"),
+        memcached_target("wrong", server, username=USER, password_env="MC_WRONG"),
+        memcached_target("none", server),
+        memcached_target("nosasl", binary_only, username=USER, password_env="MC_PW"),
+    ]}, env={"MC_PW": SECRET, "MC_WRONG": "not-the-password"})
+    for name in ("ok", "nosasl"):
+        ep.wait_polls(name, 3)
+    wait_until(lambda: ep.metrics().value("cache_exporter_poll_errors_total", target="wrong", reason="auth")
+               and ep.metrics().value("cache_exporter_poll_errors_total", target="none", reason="sasl_required"),
+               timeout=15, message="auth and sasl_required failures counted")
+    m = ep.metrics()
+    # Authenticated, and every section arrived over binary STAT.
+    assert m.value("cache_up", target="ok") == 1
+    assert m.value("memcached_current_items", target="ok") == 30
+    assert m.value("memcached_auth_commands_total", target="ok") >= 1
+    assert m.value("memcached_max_connections", target="ok") == 1024  # stats settings
+    assert m.value("memcached_malloced_bytes", target="ok") > 0  # stats slabs
+    assert sum(s[2] for s in m.find("memcached_slab_current_items", target="ok")) == 30  # stats items
+    assert m.value("cache_evicts_when_full", target="ok") == 1
+    assert not any(s[2] for s in m.find("cache_exporter_section_errors_total", target="ok"))
+    assert ep.target("ok")["details"]["protocol"] == "binary"
+    # Wrong password: auth. No credentials: the reason says what the server wants.
+    assert m.value("cache_up", target="wrong") == 0
+    assert m.value("cache_up", target="none") == 0
+    assert not m.value("cache_exporter_poll_errors_total", target="none", reason="reset")
+    assert not m.value("cache_exporter_poll_errors_total", target="none", reason="timeout")
+    assert "requires SASL over the binary protocol" in ep.target("none")["last_error"]["message"]
+    # A binary server without SASL is polled, and the password is never sent to it.
+    assert m.value("cache_up", target="nosasl") == 1
+    assert binary_only.proc is not None
+    assert m.value("memcached_auth_commands_total", target="nosasl") == 0
+    for text in (m.text, ep.get("/targets")[1].decode(), ep.log()):
+        assert SECRET not in text
+
+
+def test_sasl_server_restarted_without_sasl_is_detected_again(sasl_memcached, memcached_factory, exporter_factory):
+    """Binary mode is learned, not fixed: a restart as a plain server goes back to text."""
+    server = sasl_memcached()
+    port = server.port
+    ep = exporter_factory({"global": fast_global(), "targets": [
+        memcached_target("m", server, username=USER, password_env="MC_PW")]}, env={"MC_PW": SECRET})
+    ep.wait_polls("m", 2)
+    assert ep.target("m")["details"]["protocol"] == "binary"
+    server.kill()
+    plain = memcached_factory(args=["-B", "ascii"], port=port)
+    wait_until(lambda: ep.metrics().value("cache_up", target="m") == 1
+               and ep.target("m").get("details", {}).get("protocol") == "text", timeout=15,
+               message="text protocol after the restart without -S")
+    assert plain.stats()["cmd_set"] == "0"  # ASCII-auth probe only: no password stored as a key
+    assert SECRET not in ep.log()
+
+
+def test_sasl_server_filling_up_warns_before_it_refuses_writes(sasl_memcached, exporter_factory):
+    """-M (no eviction), 8 MiB, filled at a steady pace over SASL: the exporter's forecast of the
+    time until full is there before the first refused write, and the refusals are counted
+    (CacheWritesRejected's input) while they happen. Timers scaled together: 0.5 s polls, a
+    1 min forecast window (its first forecast after 2.5 s), ~1 MiB/s."""
+    server = sasl_memcached(["-m", "8", "-M"])
+    ep = exporter_factory({"global": fast_global(forecast_window="1m"), "targets": [
+        memcached_target("backstage", server, username=USER, password_env="MC_PW")]}, env={"MC_PW": SECRET})
+    ep.wait_polls("backstage", 2)
+    m = ep.metrics()
+    assert m.value("cache_evicts_when_full", target="backstage") == 0  # -M read from stats settings over binary
+    forecast_at: list[float] = []
+    refused_at: list[float] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set() and not forecast_at:
+            value = ep.metrics().value("cache_memory_seconds_until_full", target="backstage")
+            if value is not None and 0 < value < 3600:
+                forecast_at.append(time.monotonic())
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    client = BinaryClient(server.port, USER, SECRET)
+    value = b"c" * 50_000
+    deadline = time.monotonic() + 40
+    i = 0
+    try:
+        while time.monotonic() < deadline:
+            for _ in range(4):  # ~200 KB per 0.2 s
+                status = client.set(f"catalog:entity:{i}", value)
+                i += 1
+                if status == ST_OUT_OF_MEMORY and not refused_at:
+                    refused_at.append(time.monotonic())
+            if refused_at and time.monotonic() > refused_at[0] + 2:
+                break
+            time.sleep(0.2)
+    finally:
+        client.close()
+        stop.set()
+        watcher.join(5)
+    assert refused_at, "the server never refused a write"
+    assert forecast_at and forecast_at[0] < refused_at[0], (forecast_at, refused_at)
+    wait_until(lambda: (ep.metrics().value("cache_write_rejections_total", target="backstage") or 0) > 0,
+               timeout=10, message="refused writes counted")
+    m = ep.metrics()
+    assert m.value("memcached_item_no_memory_total", target="backstage") > 0
+    assert m.value("cache_memory_utilization", target="backstage") > 0.8
