@@ -776,7 +776,8 @@ def _credentials(c: _Checker, t: dict[str, Any], path: str, username_required: b
     if creds.username and not (creds.password_env or creds.password_file):
         c.error(_join(path, "username"), "a username needs password_env or password_file")
     if username_required and (creds.password_env or creds.password_file) and not creds.username:
-        c.error(_join(path, "username"), "memcached authentication (ASCII or SASL PLAIN) needs a username with the password")
+        c.error(_join(path, "username"),
+                "memcached authentication (ASCII or SASL PLAIN) needs a username with the password")
     return creds
 
 

@@ -139,11 +139,11 @@ def test_sasl_server_restarted_without_sasl_is_detected_again(sasl_memcached, me
 
 
 def test_sasl_server_filling_up_warns_before_it_refuses_writes(sasl_memcached, exporter_factory):
-    """-M (no eviction), 8 MiB, filled at a steady pace over SASL: the exporter's forecast of the
+    """-M (no eviction), 64 MiB, filled at a steady pace over SASL: the exporter's forecast of the
     time until full is there before the first refused write, and the refusals are counted
     (CacheWritesRejected's input) while they happen. Timers scaled together: 0.5 s polls, a
-    1 min forecast window (its first forecast after 2.5 s), ~1 MiB/s."""
-    server = sasl_memcached(["-m", "8", "-M"])
+    1 min forecast window (its first forecast after 2.5 s), ~4 MiB/s (full in ~16 s)."""
+    server = sasl_memcached(["-m", "64", "-M"])
     ep = exporter_factory({"global": fast_global(forecast_window="1m"), "targets": [
         memcached_target("backstage", server, username=USER, password_env="MC_PW")]}, env={"MC_PW": SECRET})
     ep.wait_polls("backstage", 2)
@@ -152,10 +152,13 @@ def test_sasl_server_filling_up_warns_before_it_refuses_writes(sasl_memcached, e
     forecast_at: list[float] = []
     refused_at: list[float] = []
     stop = threading.Event()
+    trace: list = []
 
     def watch() -> None:
         while not stop.is_set() and not forecast_at:
-            value = ep.metrics().value("cache_memory_seconds_until_full", target="backstage")
+            mm = ep.metrics()
+            value = mm.value("cache_memory_seconds_until_full", target="backstage")
+            trace.append((round(time.monotonic(), 1), mm.value("cache_memory_used_bytes", target="backstage"), value))
             if value is not None and 0 < value < 3600:
                 forecast_at.append(time.monotonic())
             time.sleep(0.2)
@@ -168,7 +171,7 @@ def test_sasl_server_filling_up_warns_before_it_refuses_writes(sasl_memcached, e
     i = 0
     try:
         while time.monotonic() < deadline:
-            for _ in range(4):  # ~200 KB per 0.2 s
+            for _ in range(16):  # ~800 KB per 0.2 s: 1 MiB pages fill smoothly at 0.5 s polls
                 status = client.set(f"catalog:entity:{i}", value)
                 i += 1
                 if status == ST_OUT_OF_MEMORY and not refused_at:
@@ -181,9 +184,10 @@ def test_sasl_server_filling_up_warns_before_it_refuses_writes(sasl_memcached, e
         stop.set()
         watcher.join(5)
     assert refused_at, "the server never refused a write"
-    assert forecast_at and forecast_at[0] < refused_at[0], (forecast_at, refused_at)
+    assert forecast_at and forecast_at[0] < refused_at[0], (forecast_at, refused_at, trace)
     wait_until(lambda: (ep.metrics().value("cache_write_rejections_total", target="backstage") or 0) > 0,
                timeout=10, message="refused writes counted")
     m = ep.metrics()
-    assert m.value("memcached_item_no_memory_total", target="backstage") > 0
-    assert m.value("cache_memory_utilization", target="backstage") > 0.8
+    # Binary sets are refused per class only (store_no_memory counts text-protocol sets).
+    assert sum(s[2] for s in m.find("memcached_slab_items_outofmemory_total", target="backstage")) > 0
+    assert m.value("cache_memory_utilization_ratio", target="backstage") > 0.8

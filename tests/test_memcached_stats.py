@@ -89,6 +89,16 @@ def test_old_server_without_store_no_memory_sums_outofmemory():
     assert r.samples.value("cache_write_rejections_total", (("store", "memcached"),)) == 5
 
 
+def test_binary_protocol_refusals_counted_from_outofmemory():
+    """memcached counts store_no_memory for text-protocol sets only: the refused sets of a binary
+    (SASL) client show only per class, and must still reach cache_write_rejections_total."""
+    stats = dict(load("stats"), store_no_memory="1")
+    items = dict(load("stats_items"), **{"items:4:outofmemory": "3", "items:19:outofmemory": "2"})
+    r = map_sections(sections(stats=stats, items=items), target(), _History.new())
+    assert r.samples.value("cache_write_rejections_total", (("store", "memcached"),)) == 5
+    assert r.samples.value("memcached_item_no_memory_total") == 1
+
+
 def test_extstore_only_when_present():
     r = map_sections(sections(), target(), _History.new())
     assert r.samples.value("memcached_extstore_bytes_used") is None

@@ -468,9 +468,13 @@ def map_sections(s: Sections, target: MemcachedTarget, history: _History) -> Rea
     expired = [finite(stats.get(k)) for k in ("get_expired", "reclaimed", "crawler_reclaimed")]
     if None not in expired:
         out.add(catalog.CACHE_EXPIRATIONS, sum(expired), store)  # type: ignore[arg-type]
+    # store_no_memory (1.5.4+) counts only text-protocol stores: a binary (SASL) client's refused
+    # sets show only in the per-class outofmemory, which older servers have too. Both count up:
+    # the larger is a counter as well.
     rejections = finite(stats.get("store_no_memory"))
-    if rejections is None and s.items is not None:  # before 1.5.4: per-class outofmemory
-        rejections = sum(finite(v.get("outofmemory")) or 0.0 for v in item_classes.values())
+    if s.items is not None:
+        per_class = sum(finite(v.get("outofmemory")) or 0.0 for v in item_classes.values())
+        rejections = per_class if rejections is None else max(rejections, per_class)
     out.add(catalog.CACHE_WRITE_REJECTIONS, rejections, store)
     out.add(catalog.CACHE_ITEMS, finite(stats.get("curr_items")), store)
 
@@ -563,6 +567,8 @@ class _Conn:
         for name in names:
             lines, error = self.reply()
             out[name] = (parse_stats(lines, name), None) if lines is not None else (None, error)
+            if name == "stats" and error is not None:
+                break  # the poll fails; a -Y server answers nothing more before auth
         return out
 
     def reply(self) -> tuple[list[str] | None, str | None]:
@@ -639,6 +645,8 @@ class _BinConn:
                 status, key, value = self.response(OP_STAT, i)
                 if status != ST_OK:
                     out[name] = (None, _status_text(status, value))
+                    if name == "stats":
+                        return out  # the poll fails; an unauthenticated -S server has closed already
                     break
                 if not key:  # the empty STAT response ends the section
                     out[name] = (fields, None)
@@ -837,6 +845,8 @@ class MemcachedSource(PersistentConnectionSource):
         parsed: dict[str, dict[str, str] | None] = {}
         failed: list[str] = []
         for name in wanted:
+            if name not in replies:
+                break  # not read: stats failed (below)
             fields, error = replies[name]
             if fields is not None:
                 parsed[name] = fields
