@@ -14,10 +14,14 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import fast_global, memcached_target, need, wait_until
+from conftest import fast_global, memcached_target, need, start_exporter, wait_until
+
+pytest.register_assert_rewrite("fakeserver")
+from fakeserver import FakeServer, Session, stop_lab, wait_for_reason  # noqa: E402
 
 USER = "exporter"
 SECRET = "sasl-S3cret-do-not-leak-7f3a"
@@ -191,3 +195,115 @@ def test_sasl_server_filling_up_warns_before_it_refuses_writes(sasl_memcached, e
     # Binary sets are refused per class only (store_no_memory counts text-protocol sets).
     assert sum(s[2] for s in m.find("memcached_slab_items_outofmemory_total", target="backstage")) > 0
     assert m.value("cache_memory_utilization_ratio", target="backstage") > 0.8
+
+
+# --- malformed binary replies (a scripted fake -S server) ---------------------------------
+
+GOOD_STATS = {"version": "1.6.18", "curr_items": "3", "limit_maxbytes": "67108864", "get_hits": "1"}
+
+
+def bin_response(opcode: int, key: bytes = b"", value: bytes = b"", status: int = 0, opaque: int = 0) -> bytes:
+    return HEADER.pack(0x81, opcode, len(key), 0, 0, status, len(key) + len(value), opaque, 0) + key + value
+
+
+class FakeSaslMemcached(FakeServer):
+    """Closes a text connection at its 24th byte, like -S; answers binary SASL_LIST_MECHS with
+    ``mechanisms``, accepts the PLAIN token ``\\0exporter\\0<SECRET>``, and plays ``stat`` for STAT."""
+
+    def __init__(self, stat: Callable[[Session, int], None] | None = None, mechanisms: bytes = b"PLAIN",
+                 name: str = "fake-sasl") -> None:
+        self.stat = stat or good_stat
+        self.mechanisms = mechanisms
+        self.tokens: list[bytes] = []
+        super().__init__(name=name)
+
+    def _handle(self, s: Session) -> None:
+        authenticated = False
+        while True:
+            header = s.read_exact(HEADER.size)
+            if header is None:
+                return
+            magic, opcode, _, extlen, _, _, bodylen, opaque, _ = HEADER.unpack(header)
+            if magic != 0x80:
+                s.close_graceful()
+            body = s.read_exact(bodylen) or b""
+            if opcode == 0x20:
+                s.send(bin_response(0x20, value=self.mechanisms, opaque=opaque))
+            elif opcode == OP_SASL_AUTH:
+                with self.lock:
+                    self.tokens.append(body[extlen + 5:])
+                authenticated = body[extlen + 5:] == b"\0" + USER.encode() + b"\0" + SECRET.encode()
+                s.send(bin_response(OP_SASL_AUTH, status=0 if authenticated else 0x20, opaque=opaque))
+                if not authenticated:
+                    s.close_graceful()
+            elif opcode == 0x10 and authenticated:
+                self.stat(s, opaque)
+            else:
+                s.send(bin_response(opcode, value=b"Auth failure.", status=0x20, opaque=opaque))
+                s.close_graceful()
+
+
+def good_stat(s: Session, opaque: int) -> None:
+    s.send(b"".join(bin_response(0x10, k.encode(), v.encode(), opaque=opaque) for k, v in GOOD_STATS.items())
+           + bin_response(0x10, opaque=opaque))
+
+
+def bad_magic(s: Session, opaque: int) -> None:
+    s.send(b"\x82" + bin_response(0x10, opaque=opaque)[1:])
+
+
+def huge_body(s: Session, opaque: int) -> None:
+    s.send(HEADER.pack(0x81, 0x10, 4, 0, 0, 0, 2**31, opaque, 0) + b"x" * 64)
+    s.wait_eof()
+
+
+def wrong_opaque(s: Session, opaque: int) -> None:
+    s.send(bin_response(0x10, b"version", b"1.6.18", opaque=opaque + 7))
+
+
+def cut_mid_body(s: Session, opaque: int) -> None:
+    s.send(bin_response(0x10, b"version", b"1.6.18", opaque=opaque)[:30])
+    s.close_reset()
+
+
+def stall(s: Session, opaque: int) -> None:
+    s.wait_eof()
+
+
+FAKES: dict[str, tuple[Callable[[Session, int], None] | None, bytes, str | None]] = {
+    # name -> (STAT behaviour, mechanisms, expected reason; None: up)
+    "good": (None, b"PLAIN", None),
+    "bad-magic": (bad_magic, b"PLAIN", "protocol"),
+    "huge-body": (huge_body, b"PLAIN", "protocol"),
+    "wrong-opaque": (wrong_opaque, b"PLAIN", "protocol"),
+    "cut": (cut_mid_body, b"PLAIN", "reset"),
+    "stall": (stall, b"PLAIN", "timeout"),
+    "cram-only": (None, b"CRAM-MD5 SCRAM-SHA-256", "sasl_required"),
+}
+
+
+def test_malformed_binary_replies_are_counted_failures(tmp_path):
+    fakes = {name: FakeSaslMemcached(stat, mechanisms, name=name) for name, (stat, mechanisms, _) in FAKES.items()}
+    ep = None
+    try:
+        ep = start_exporter(tmp_path, {"global": fast_global(), "targets": [
+            {"name": name, "type": "memcached", "address": f"127.0.0.1:{fake.port}", "username": USER,
+             "password_env": "MC_PW"} for name, fake in fakes.items()]}, {"MC_PW": SECRET})
+        ep.wait_polls("good", 3)
+        for name, (_, _, reason) in FAKES.items():
+            if reason is not None:
+                wait_for_reason(ep, name, reason, count=2)
+        m = ep.metrics()
+        assert m.value("cache_up", target="good") == 1
+        assert m.value("memcached_current_items", target="good") == 3
+        for name, (_, _, reason) in FAKES.items():
+            failed = {s[1]["reason"] for s in m.find("cache_exporter_poll_errors_total", target=name) if s[2] > 0}
+            assert failed == (set() if reason is None else {reason}), (name, failed)
+        assert "only PLAIN is supported" in ep.target("cram-only")["last_error"]["message"]
+        assert fakes["cram-only"].tokens == []  # the password never went to a server that cannot take PLAIN
+        assert fakes["good"].tokens and set(fakes["good"].tokens) == {b"\0" + USER.encode() + b"\0" + SECRET.encode()}
+        assert ep.proc.poll() is None  # the daemon survived all of it
+        for text in (m.text, ep.get("/targets")[1].decode(), ep.log()):
+            assert SECRET not in text
+    finally:
+        stop_lab(ep, fakes)
