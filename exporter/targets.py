@@ -88,6 +88,17 @@ class RedisTarget(Target):
 
 
 @dataclass(frozen=True)
+class PrefixView:
+    """Opt-in per-key-prefix memory (memcached ``lru_crawler metadump``), on its own cadence."""
+
+    delimiter: str = ":"
+    top: int = 20  # prefixes exported by bytes; the rest are summed as prefix="__other__"
+    interval: float = 300.0
+    max_time: float = 2.0  # seconds one dump may take (within the poll's timeout)
+    max_bytes: int = 64 * 2**20  # bytes of dump read per run
+
+
+@dataclass(frozen=True)
 class MemcachedTarget(Target):
     """A memcached server over TCP, TLS or a unix socket (text protocol; binary for -S servers)."""
 
@@ -97,6 +108,7 @@ class MemcachedTarget(Target):
     credentials: Credentials = field(default_factory=Credentials)  # ASCII auth (-Y) or SASL PLAIN (-S)
     tls: TLSConfig | None = None
     slabs: bool = True  # export per-slab-class series
+    prefixes: PrefixView | None = None
 
     @property
     def address(self) -> str:

@@ -28,6 +28,7 @@ import struct
 import time
 from collections import deque
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from exporter import catalog
 from exporter import errors as E
@@ -290,6 +291,26 @@ CALCIFIED_CLASSES = catalog.gauge(
     "memcached_calcified_slab_classes", "Slab classes currently calcified (see memcached_slab_calcified).", (),
     MEMCACHED)
 
+# Opt-in per-key-prefix view (lru_crawler metadump), refreshed every prefixes.interval.
+PREFIX_BYTES = catalog.gauge(
+    "memcached_prefix_bytes",
+    "Bytes of the items whose keys start with the prefix (lru_crawler metadump item sizes; the top prefixes, "
+    "the rest summed as prefix=\"__other__\", keys without the delimiter as \"__none__\").", ("prefix",), MEMCACHED)
+PREFIX_ITEMS = catalog.gauge("memcached_prefix_items", "Items whose keys start with the prefix (same dump).",
+                             ("prefix",), MEMCACHED)
+PREFIX_SCAN_COMPLETE = catalog.gauge(
+    "memcached_prefix_scan_complete",
+    "1 if the last metadump ran to its end; 0 if it stopped at max_time or max_bytes (the figures cover the "
+    "keys read until then).", (), MEMCACHED)
+PREFIX_SCAN_TIME = catalog.gauge("memcached_prefix_scan_timestamp_seconds", "Unix time the last metadump ended.",
+                                 (), MEMCACHED)
+PREFIX_SCAN_DURATION = catalog.gauge("memcached_prefix_scan_duration_seconds", "How long the last metadump took.",
+                                     (), MEMCACHED)
+OTHER_PREFIX, NO_PREFIX = "__other__", "__none__"
+MAX_TRACKED_PREFIXES = 10_000  # distinct prefixes summed during one dump; later new ones count as __other__
+MAX_PREFIX_LENGTH = 128
+METADUMP = b"lru_crawler metadump all\r\n"
+
 _HIT_MISS_OPS = ("get", "delete", "incr", "decr", "cas", "touch")
 
 
@@ -375,6 +396,61 @@ def _commands(t: _Tally, values: dict[str, str], family: str, labels: tuple, set
     cas = [finite(values.get(k)) for k in set_cas]
     if cmd_set is not None and None not in cas:
         t.out.add(family, cmd_set - sum(cas), labels + (("command", "set"), ("status", "hit")))  # type: ignore[arg-type]
+
+
+class PrefixTally:
+    """Sums a metadump's item sizes by key prefix, with a bounded number of distinct prefixes."""
+
+    def __init__(self, delimiter: str) -> None:
+        self.delimiter = delimiter
+        self.bytes: dict[str, float] = {}
+        self.items: dict[str, int] = {}
+        self.malformed = 0
+
+    def add_line(self, line: str) -> None:
+        """One ``key=<url-encoded> exp=.. la=.. cas=.. fetch=.. cls=.. size=N`` line."""
+        fields = dict(part.split("=", 1) for part in line.split(" ") if "=" in part)
+        key, size = fields.get("key"), fields.get("size", "")
+        if key is None or not size.isdigit() or len(size) > 12:
+            self.malformed += 1
+            return
+        head, sep, _ = unquote(key).partition(self.delimiter)
+        prefix = _label_safe(head) if sep else NO_PREFIX
+        if prefix not in self.bytes and len(self.bytes) >= MAX_TRACKED_PREFIXES:
+            prefix = OTHER_PREFIX
+        self.bytes[prefix] = self.bytes.get(prefix, 0.0) + int(size)
+        self.items[prefix] = self.items.get(prefix, 0) + 1
+
+    def top(self, n: int) -> list[tuple[str, float, int]]:
+        """The ``n`` prefixes holding the most bytes, then everything else as ``__other__``."""
+        ranked = sorted((p for p in self.bytes if p != OTHER_PREFIX), key=lambda p: (-self.bytes[p], p))
+        out = [(p, self.bytes[p], self.items[p]) for p in ranked[:n]]
+        rest = ranked[n:] + ([OTHER_PREFIX] if OTHER_PREFIX in self.bytes else [])
+        if rest:
+            out.append((OTHER_PREFIX, sum(self.bytes[p] for p in rest), sum(self.items[p] for p in rest)))
+        return out
+
+
+def _label_safe(text: str) -> str:
+    return "".join(ch if ch.isprintable() else "?" for ch in text[:MAX_PREFIX_LENGTH])
+
+
+@dataclass
+class _PrefixScan:
+    """The last metadump's result, exported on every poll until the next one."""
+
+    top: list[tuple[str, float, int]]
+    complete: bool
+    ended: float  # unix time
+    duration: float
+
+    def add_to(self, out: Samples) -> None:
+        for prefix, size, items in self.top:
+            out.add(PREFIX_BYTES, size, (("prefix", prefix),))
+            out.add(PREFIX_ITEMS, items, (("prefix", prefix),))
+        out.add(PREFIX_SCAN_COMPLETE, int(self.complete))
+        out.add(PREFIX_SCAN_TIME, self.ended)
+        out.add(PREFIX_SCAN_DURATION, self.duration)
 
 
 @dataclass
@@ -541,15 +617,16 @@ class _Conn:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def line(self) -> str:
+    def line(self, sep: bytes = b"\r\n") -> str:
+        """The next line; ``sep=b"\n"`` for metadump, whose lines end in LF (only END has CRLF)."""
         while True:
-            end = self.buf.find(b"\r\n", self.pos)
+            end = self.buf.find(sep, self.pos)
             if end - self.pos > MAX_LINE:
                 raise PollError(E.PROTOCOL, f"a reply line is longer than {MAX_LINE} bytes")
             if end >= 0:
                 raw = self.buf[self.pos:end]
-                self.pos = end + 2
-                return raw.decode("utf-8", "replace")
+                self.pos = end + len(sep)
+                return raw.decode("utf-8", "replace").removesuffix("\r")
             if len(self.buf) - self.pos > MAX_LINE:
                 raise PollError(E.PROTOCOL, f"a reply line is longer than {MAX_LINE} bytes")
             del self.buf[:self.pos]
@@ -694,6 +771,8 @@ class MemcachedSource(PersistentConnectionSource):
         # (and fall back to detection when that fails, e.g. after a restart without -S).
         self.binary = False
         self.sasl_mechanisms: str | None = None
+        self.prefix_scan: _PrefixScan | None = None
+        self.prefix_due = 0.0  # monotonic time of the next metadump
 
     def _connect(self, password: str | None) -> None:
         t = self.target
@@ -799,6 +878,50 @@ class MemcachedSource(PersistentConnectionSource):
                 self.binary = False  # not what it was (restarted without -S?): detect again next time
             raise
 
+    def _scan_prefixes(self, conn: _Conn | _BinConn) -> str | None:
+        """Run ``lru_crawler metadump all`` on the poll's connection, within the view's own time
+        and byte budget; returns why not, or None. A dump cut by its budget still counts (what
+        was read is a sample of the keys) and costs the connection: the rest of the dump is
+        unread, so it is closed and the next poll reconnects."""
+        view = self.target.prefixes
+        assert view is not None
+        if conn.binary:
+            return "lru_crawler metadump exists only in the text protocol, which this (-S) server refuses"
+        start = time.monotonic()
+        guard = self.guard
+        saved = guard.deadline, guard.max_bytes
+        # Leave the poll a little time to map and return, whatever max_time says.
+        guard.deadline = min(saved[0] - 0.05 * self.target.timeout, start + view.max_time)
+        guard.max_bytes = guard.received + view.max_bytes
+        tally = PrefixTally(view.delimiter)
+        complete = False
+        try:
+            conn.send(METADUMP)
+            while True:
+                line = conn.line(b"\n")
+                if line == "END":
+                    complete = True
+                    break
+                if not line.startswith("key="):
+                    if not tally.bytes and not tally.malformed:  # the first line: an error reply
+                        return f"metadump refused: {line[:80]!r}"
+                    tally.malformed += 1
+                    continue
+                tally.add_line(line)
+        except (OSError, PollError) as exc:
+            tripped = guard.tripped
+            guard.tripped = None  # the dump's budget, not the poll's: the poll still succeeds
+            self.close()
+            if tripped is None and not isinstance(exc, TimeoutError):
+                return f"metadump failed: {exc}"
+        finally:
+            guard.deadline, guard.max_bytes = saved
+        self.prefix_scan = _PrefixScan(tally.top(view.top), complete, time.time(), time.monotonic() - start)
+        if not complete:
+            log.info("target %s: metadump stopped at its budget after %.1f s (%d items); the prefix view is partial",
+                     self.target.name, time.monotonic() - start, sum(tally.items.values()))
+        return None
+
     def _socket_open(self) -> GuardedSocket:
         t = self.target
         if t.path:
@@ -868,6 +991,16 @@ class MemcachedSource(PersistentConnectionSource):
         sections = Sections(parsed["stats"], parsed.get("settings"), parsed.get("slabs"),  # type: ignore[arg-type]
                             parsed.get("items"))
         reading = map_sections(sections, self.target, self.history)
+        if self.target.prefixes is not None:
+            if now >= self.prefix_due:
+                self.prefix_due = now + self.target.prefixes.interval
+                error = self._scan_prefixes(conn)
+                if error is not None:
+                    failed.append("prefixes")
+                    log.info("target %s: per-prefix view unavailable this time (%s); next try in %s s",
+                             self.target.name, error, self.target.prefixes.interval)
+            if self.prefix_scan is not None:
+                self.prefix_scan.add_to(reading.samples)
         reading.section_errors = failed
         reading.details["capabilities"] = {k: v.available for k, v in self.sections.items()}
         reading.details["connections_opened"] = self.connections_opened
