@@ -757,6 +757,8 @@ def _redis_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, A
         db=db,
         credentials=creds,
         tls=tls,
+        prefixes=_prefix_view(c, t.get("prefixes"), _join(path, "prefixes"), common, "redis")
+        if "prefixes" in t else None,
     )
 
 
@@ -827,8 +829,13 @@ def _memcached_target(c: _Checker, t: dict[str, Any], path: str, common: dict[st
 MAX_PREFIXES_TOP = 200  # each prefix is a label value
 
 
-def _prefix_view(c: _Checker, node: Any, path: str, common: dict[str, Any]) -> PrefixView | None:
-    p = c.mapping(node, path, {"delimiter", "top", "interval", "max_time", "max_bytes"})
+MAX_PREFIX_SAMPLE = 100_000
+
+
+def _prefix_view(c: _Checker, node: Any, path: str, common: dict[str, Any], store: str = "memcached",
+                 ) -> PrefixView | None:
+    budget = "max_bytes" if store == "memcached" else "max_keys"
+    p = c.mapping(node, path, {"delimiter", "top", "interval", "max_time", budget})
     if p is None:
         return None
     delimiter = c.take(p, "delimiter", path, _string, ":")
@@ -844,7 +851,8 @@ def _prefix_view(c: _Checker, node: Any, path: str, common: dict[str, Any]) -> P
                                          f"({format_duration(common['timeout'])}): the dump runs inside a poll")
     return PrefixView(delimiter=delimiter or ":", top=c.take(p, "top", path, _int_between(1, MAX_PREFIXES_TOP), 20),
                       interval=interval, max_time=max_time,
-                      max_bytes=c.take(p, "max_bytes", path, _positive_size(64 * 1024), 64 * 2**20))
+                      max_bytes=c.take(p, "max_bytes", path, _positive_size(64 * 1024), 64 * 2**20),
+                      max_keys=c.take(p, "max_keys", path, _int_between(1, MAX_PREFIX_SAMPLE), 1000))
 
 
 def _http_url(c: _Checker, url: str, here: str, default_path: str = "/") -> ProbeURL | None:
@@ -1103,7 +1111,7 @@ def _http_cache_target(c: _Checker, t: dict[str, Any], path: str, common: dict[s
 
 
 _KINDS: dict[str, _Kind] = {
-    "redis": _Kind(frozenset({"url", "tls"} | _CREDENTIAL_KEYS), _redis_target),
+    "redis": _Kind(frozenset({"url", "tls", "prefixes"} | _CREDENTIAL_KEYS), _redis_target),
     "memcached": _Kind(frozenset({"address", "tls", "slabs", "prefixes"} | _CREDENTIAL_KEYS), _memcached_target),
     "app": _Kind(frozenset({"url", "format", "runtime", "heap_limit", "young_generation_reserve", "tls", "fields",
                             "caches"} | _CREDENTIAL_KEYS), _app_target),

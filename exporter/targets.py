@@ -68,6 +68,19 @@ class Target:
 
 
 @dataclass(frozen=True)
+class PrefixView:
+    """Opt-in per-key-prefix memory, on its own cadence: memcached ``lru_crawler metadump``,
+    Redis ``SCAN`` + ``MEMORY USAGE`` on a bounded sample of keys."""
+
+    delimiter: str = ":"
+    top: int = 20  # prefixes exported by bytes; the rest are summed as prefix="__other__"
+    interval: float = 300.0
+    max_time: float = 2.0  # seconds one dump may take (within the poll's timeout)
+    max_bytes: int = 64 * 2**20  # memcached: bytes of dump read per run
+    max_keys: int = 1000  # redis: keys sampled (SCAN + MEMORY USAGE) per run
+
+
+@dataclass(frozen=True)
 class RedisTarget(Target):
     """A Redis or Valkey server reached over TCP, TLS or a unix socket."""
 
@@ -78,6 +91,7 @@ class RedisTarget(Target):
     db: int = 0
     credentials: Credentials = field(default_factory=Credentials)
     tls: TLSConfig | None = None
+    prefixes: PrefixView | None = None
 
     @property
     def address(self) -> str:
@@ -85,17 +99,6 @@ class RedisTarget(Target):
             return f"unix://{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class PrefixView:
-    """Opt-in per-key-prefix memory (memcached ``lru_crawler metadump``), on its own cadence."""
-
-    delimiter: str = ":"
-    top: int = 20  # prefixes exported by bytes; the rest are summed as prefix="__other__"
-    interval: float = 300.0
-    max_time: float = 2.0  # seconds one dump may take (within the poll's timeout)
-    max_bytes: int = 64 * 2**20  # bytes of dump read per run
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ import struct
 import time
 from collections import deque
 from dataclasses import dataclass
-from urllib.parse import unquote
 
 from exporter import catalog
 from exporter import errors as E
@@ -47,6 +46,7 @@ from exporter.sources.fields import (
     plausible_bytes,
     status,
 )
+from exporter.sources.prefixes import PrefixTally
 from exporter.targets import MemcachedTarget
 
 log = logging.getLogger(__name__)
@@ -306,9 +306,6 @@ PREFIX_SCAN_TIME = catalog.gauge("memcached_prefix_scan_timestamp_seconds", "Uni
                                  (), MEMCACHED)
 PREFIX_SCAN_DURATION = catalog.gauge("memcached_prefix_scan_duration_seconds", "How long the last metadump took.",
                                      (), MEMCACHED)
-OTHER_PREFIX, NO_PREFIX = "__other__", "__none__"
-MAX_TRACKED_PREFIXES = 10_000  # distinct prefixes summed during one dump; later new ones count as __other__
-MAX_PREFIX_LENGTH = 128
 METADUMP = b"lru_crawler metadump all\r\n"
 
 _HIT_MISS_OPS = ("get", "delete", "incr", "decr", "cas", "touch")
@@ -396,43 +393,6 @@ def _commands(t: _Tally, values: dict[str, str], family: str, labels: tuple, set
     cas = [finite(values.get(k)) for k in set_cas]
     if cmd_set is not None and None not in cas:
         t.out.add(family, cmd_set - sum(cas), labels + (("command", "set"), ("status", "hit")))  # type: ignore[arg-type]
-
-
-class PrefixTally:
-    """Sums a metadump's item sizes by key prefix, with a bounded number of distinct prefixes."""
-
-    def __init__(self, delimiter: str) -> None:
-        self.delimiter = delimiter
-        self.bytes: dict[str, float] = {}
-        self.items: dict[str, int] = {}
-        self.malformed = 0
-
-    def add_line(self, line: str) -> None:
-        """One ``key=<url-encoded> exp=.. la=.. cas=.. fetch=.. cls=.. size=N`` line."""
-        fields = dict(part.split("=", 1) for part in line.split(" ") if "=" in part)
-        key, size = fields.get("key"), fields.get("size", "")
-        if key is None or not size.isdigit() or len(size) > 12:
-            self.malformed += 1
-            return
-        head, sep, _ = unquote(key).partition(self.delimiter)
-        prefix = _label_safe(head) if sep else NO_PREFIX
-        if prefix not in self.bytes and len(self.bytes) >= MAX_TRACKED_PREFIXES:
-            prefix = OTHER_PREFIX
-        self.bytes[prefix] = self.bytes.get(prefix, 0.0) + int(size)
-        self.items[prefix] = self.items.get(prefix, 0) + 1
-
-    def top(self, n: int) -> list[tuple[str, float, int]]:
-        """The ``n`` prefixes holding the most bytes, then everything else as ``__other__``."""
-        ranked = sorted((p for p in self.bytes if p != OTHER_PREFIX), key=lambda p: (-self.bytes[p], p))
-        out = [(p, self.bytes[p], self.items[p]) for p in ranked[:n]]
-        rest = ranked[n:] + ([OTHER_PREFIX] if OTHER_PREFIX in self.bytes else [])
-        if rest:
-            out.append((OTHER_PREFIX, sum(self.bytes[p] for p in rest), sum(self.items[p] for p in rest)))
-        return out
-
-
-def _label_safe(text: str) -> str:
-    return "".join(ch if ch.isprintable() else "?" for ch in text[:MAX_PREFIX_LENGTH])
 
 
 @dataclass
