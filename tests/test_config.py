@@ -455,7 +455,7 @@ def test_unknown_key_lists_allowed_keys():
     assert info.value.problems == [(
         "targets[0].intervall",
         "unknown key (did you mean 'interval'?); allowed: interval, labels, max_label_value_length, max_series, "
-        "memory_limit, name, password_env, password_file, role, timeout, tls, type, url, username")]
+        "memory_limit, name, password_env, password_file, prefixes, role, timeout, tls, type, url, username")]
 
 
 def test_role():
