@@ -876,10 +876,12 @@ class MemcachedSource(PersistentConnectionSource):
                 return f"metadump failed: {exc}"
         finally:
             guard.deadline, guard.max_bytes = saved
+        if not complete and not tally.counted:
+            return "no time left for the dump in this poll"  # keep the last view rather than an empty one
         self.prefix_scan = _PrefixScan(tally.top(view.top), complete, time.time(), time.monotonic() - start)
         if not complete:
             log.info("target %s: metadump stopped at its budget after %.1f s (%d items); the prefix view is partial",
-                     self.target.name, time.monotonic() - start, sum(tally.items.values()))
+                     self.target.name, time.monotonic() - start, tally.counted)
         return None
 
     def _socket_open(self) -> GuardedSocket:
