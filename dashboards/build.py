@@ -262,6 +262,13 @@ def countdown_count(horizon: float, evidence: float | None, beyond: float | None
     return f"count(\n  {expr}\n) or vector(0)"
 
 
+def prefix_panel(metric: str, description: str) -> object:
+    return timeseries_panel(
+        "Top prefixes by memory", description, "bytes",
+        [Q(f"topk(10, max by ({BY}, prefix) ({sel(metric)}))", "{{target}} {{prefix}}")],
+        stack=True, fill=30, min_value=0)
+
+
 def overview(names: list[str]) -> dict:
     g = Grid()
     stores, apps = 'store!="app"', 'store="app"'
@@ -590,6 +597,12 @@ def redis(names: list[str]) -> dict:
         [Q(f"sum by ({BY}) ({rate('redis_net_input_bytes_total')})", "{{target}} in"),
          Q(f"sum by ({BY}) ({rate('redis_net_output_bytes_total')})", "{{target}} out")]), w=12, h=8)
 
+    g.row("Per key prefix")
+    g.add(prefix_panel("redis_prefix_bytes", "Which key prefix holds the memory: MEMORY USAGE summed per prefix "
+                       "over a SCAN sample of max_keys keys, scaled to DBSIZE (exact when "
+                       "redis_prefix_scan_complete is 1). Opt-in: the target's prefixes setting; its own "
+                       "interval, 5 m by default. The rest is summed as __other__."), w=24, h=8)
+
     g.row("Persistence and forks")
     g.add(table_panel(
         "Persistence", "Persistence per target: RDB and AOF on or off, whether the last background save and "
@@ -704,8 +717,9 @@ def memcached(names: list[str]) -> dict:
          Q(f"sum by ({BY}) ({rate('memcached_items_reclaimed_total')})", "{{target}} reclaimed")]), w=8, h=8)
     g.add(timeseries_panel(
         "Stores refused", "Stores refused per second: out of memory (-M, or nothing evictable in the class; "
-        "CacheWritesRejected) and items larger than the max item size.", "ops",
-        [Q(f"sum by ({BY}) ({rate('memcached_item_no_memory_total')})", "{{target}} out of memory"),
+        "CacheWritesRejected's cache_write_rejections_total, which counts binary/SASL clients' refusals too) and "
+        "items larger than the max item size.", "ops",
+        [Q(f"sum by ({BY}) ({rate('cache_write_rejections_total', store)})", "{{target}} out of memory"),
          Q(f"sum by ({BY}) ({rate('memcached_item_too_large_total')})", "{{target}} too large")]), w=8, h=8)
     g.add(timeseries_panel(
         "Hit ratio", "get hits / (hits + misses) over $__rate_interval; no point without gets.", "percentunit",
@@ -722,6 +736,12 @@ def memcached(names: list[str]) -> dict:
     g.add(timeseries_panel(
         "Rejected connections", "Connections rejected per second at the -c limit.", "ops",
         [Q(f"sum by ({BY}) ({rate('memcached_connections_rejected_total')})")]), w=6, h=8)
+
+    g.row("Per key prefix")
+    g.add(prefix_panel("memcached_prefix_bytes", "Which key prefix holds the memory: item bytes per prefix "
+                       "from lru_crawler metadump (opt-in: the target's prefixes setting; its own interval, "
+                       "5 m by default). The top prefixes are kept per target, the rest summed as __other__. "
+                       "A -S (SASL) server cannot be dumped: nothing is drawn for it."), w=24, h=8)
 
     g.row("Per slab class")
     g.add(table_panel(

@@ -46,6 +46,7 @@ from exporter.targets import (
     HttpCacheTarget,
     ManagedStore,
     MemcachedTarget,
+    PrefixView,
     ProbeURL,
     RedisTarget,
     Target,
@@ -825,6 +826,8 @@ def _redis_target(c: _Checker, t: dict[str, Any], path: str, common: dict[str, A
         credentials=creds,
         tls=tls,
         managed=managed,
+        prefixes=_prefix_view(c, t.get("prefixes"), _join(path, "prefixes"), common, "redis")
+        if "prefixes" in t else None,
     )
 
 
@@ -878,7 +881,8 @@ def _credentials(c: _Checker, t: dict[str, Any], path: str, username_required: b
     if creds.username and not (creds.password_env or creds.password_file):
         c.error(_join(path, "username"), "a username needs password_env or password_file")
     if username_required and (creds.password_env or creds.password_file) and not creds.username:
-        c.error(_join(path, "username"), "memcached ASCII authentication needs a username with the password")
+        c.error(_join(path, "username"),
+                "memcached authentication (ASCII or SASL PLAIN) needs a username with the password")
     return creds
 
 
@@ -920,7 +924,37 @@ def _memcached_target(c: _Checker, t: dict[str, Any], path: str, common: dict[st
         credentials=_credentials(c, t, path, username_required=True),
         tls=tls,
         slabs=c.take(t, "slabs", path, _boolean, True),
+        prefixes=_prefix_view(c, t.get("prefixes"), _join(path, "prefixes"), common) if "prefixes" in t else None,
     )
+
+
+MAX_PREFIXES_TOP = 200  # each prefix is a label value
+
+
+MAX_PREFIX_SAMPLE = 100_000
+
+
+def _prefix_view(c: _Checker, node: Any, path: str, common: dict[str, Any], store: str = "memcached",
+                 ) -> PrefixView | None:
+    budget = "max_bytes" if store == "memcached" else "max_keys"
+    p = c.mapping(node, path, {"delimiter", "top", "interval", "max_time", budget})
+    if p is None:
+        return None
+    delimiter = c.take(p, "delimiter", path, _string, ":")
+    if delimiter is not None and not 1 <= len(delimiter) <= 8:
+        c.error(_join(path, "delimiter"), "must be 1 to 8 characters, e.g. ':'")
+    interval = c.take(p, "interval", path, _positive_duration(1.0), max(300.0, common["interval"]))
+    if interval < common["interval"]:
+        c.error(_join(path, "interval"), f"must not be shorter than the target's interval "
+                                         f"({format_duration(common['interval'])})")
+    max_time = c.take(p, "max_time", path, _positive_duration(0.05), min(2.0, common["timeout"] / 2))
+    if max_time >= common["timeout"]:
+        c.error(_join(path, "max_time"), f"must be shorter than the target's timeout "
+                                         f"({format_duration(common['timeout'])}): the dump runs inside a poll")
+    return PrefixView(delimiter=delimiter or ":", top=c.take(p, "top", path, _int_between(1, MAX_PREFIXES_TOP), 20),
+                      interval=interval, max_time=max_time,
+                      max_bytes=c.take(p, "max_bytes", path, _positive_size(64 * 1024), 64 * 2**20),
+                      max_keys=c.take(p, "max_keys", path, _int_between(1, MAX_PREFIX_SAMPLE), 1000))
 
 
 def _http_url(c: _Checker, url: str, here: str, default_path: str = "/") -> ProbeURL | None:
@@ -1179,8 +1213,8 @@ def _http_cache_target(c: _Checker, t: dict[str, Any], path: str, common: dict[s
 
 
 _KINDS: dict[str, _Kind] = {
-    "redis": _Kind(frozenset({"url", "tls", "managed"} | _CREDENTIAL_KEYS), _redis_target),
-    "memcached": _Kind(frozenset({"address", "tls", "slabs"} | _CREDENTIAL_KEYS), _memcached_target),
+    "redis": _Kind(frozenset({"url", "tls", "managed", "prefixes"} | _CREDENTIAL_KEYS), _redis_target),
+    "memcached": _Kind(frozenset({"address", "tls", "slabs", "prefixes"} | _CREDENTIAL_KEYS), _memcached_target),
     "app": _Kind(frozenset({"url", "format", "runtime", "heap_limit", "young_generation_reserve", "tls", "fields",
                             "caches"} | _CREDENTIAL_KEYS), _app_target),
     # A probe has its own cadence: a cached error shows within a TTL, not within a store's poll.

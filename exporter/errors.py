@@ -25,10 +25,12 @@ PROTOCOL = "protocol"
 TOO_LARGE = "too_large"
 CONFIG = "config"
 REDIRECT = "redirect"
+SASL_REQUIRED = "sasl_required"
 ERROR = "error"
 
 REASONS: tuple[str, ...] = (
     REFUSED, UNREACHABLE, DNS, TIMEOUT, TLS, TLS_REQUIRED, AUTH, HTTP, RESET, PROTOCOL, TOO_LARGE, CONFIG, REDIRECT,
+    SASL_REQUIRED,
     ERROR,
 )
 
@@ -46,6 +48,7 @@ _DESCRIPTIONS = {
     TOO_LARGE: "reply exceeded max_reply_size",
     CONFIG: "target configuration problem",
     REDIRECT: "redirect loop or too many redirects",
+    SASL_REQUIRED: "the server requires SASL authentication over the binary protocol",
     ERROR: "poll failed",
 }
 

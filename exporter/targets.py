@@ -94,6 +94,19 @@ class ManagedStore:
 
 
 @dataclass(frozen=True)
+class PrefixView:
+    """Opt-in per-key-prefix memory, on its own cadence: memcached ``lru_crawler metadump``,
+    Redis ``SCAN`` + ``MEMORY USAGE`` on a bounded sample of keys."""
+
+    delimiter: str = ":"
+    top: int = 20  # prefixes exported by bytes; the rest are summed as prefix="__other__"
+    interval: float = 300.0
+    max_time: float = 2.0  # seconds one dump may take (within the poll's timeout)
+    max_bytes: int = 64 * 2**20  # memcached: bytes of dump read per run
+    max_keys: int = 1000  # redis: keys sampled (SCAN + MEMORY USAGE) per run
+
+
+@dataclass(frozen=True)
 class RedisTarget(Target):
     """A Redis or Valkey server reached over TCP, TLS or a unix socket."""
 
@@ -105,6 +118,7 @@ class RedisTarget(Target):
     credentials: Credentials = field(default_factory=Credentials)
     tls: TLSConfig | None = None
     managed: ManagedStore | None = None
+    prefixes: PrefixView | None = None
 
     @property
     def address(self) -> str:
@@ -116,14 +130,15 @@ class RedisTarget(Target):
 
 @dataclass(frozen=True)
 class MemcachedTarget(Target):
-    """A memcached server over TCP, TLS or a unix socket (text protocol)."""
+    """A memcached server over TCP, TLS or a unix socket (text protocol; binary for -S servers)."""
 
     host: str = "localhost"
     port: int = 11211
     path: str | None = None  # unix socket path
-    credentials: Credentials = field(default_factory=Credentials)  # ASCII auth (-Y authfile)
+    credentials: Credentials = field(default_factory=Credentials)  # ASCII auth (-Y) or SASL PLAIN (-S)
     tls: TLSConfig | None = None
     slabs: bool = True  # export per-slab-class series
+    prefixes: PrefixView | None = None
 
     @property
     def address(self) -> str:

@@ -244,6 +244,7 @@ class MemcachedServer:
     port: int = field(default_factory=free_port)
     unixsocket: str | None = None
     tls: TLSFiles | None = None
+    env: dict[str, str] = field(default_factory=dict)  # e.g. SASL_CONF_PATH for -S
     proc: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
@@ -263,7 +264,8 @@ class MemcachedServer:
     def start(self) -> MemcachedServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
-                                     stderr=open(self.workdir / "memcached.log", "wb"))
+                                     stderr=open(self.workdir / "memcached.log", "wb"),
+                                     env={**os.environ, **self.env} if self.env else None)
         wait_until(self._ready, timeout=10, message=f"memcached on {self.unixsocket or self.port}")
         return self
 

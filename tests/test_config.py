@@ -460,8 +460,8 @@ def test_unknown_key_lists_allowed_keys():
     assert info.value.problems == [(
         "targets[0].intervall",
         "unknown key (did you mean 'interval'?); allowed: acknowledge, interval, labels, managed, "
-        "max_label_value_length, "
-        "max_series, memory_limit, name, password_env, password_file, role, timeout, tls, type, url, username")]
+        "max_label_value_length, max_series, memory_limit, name, password_env, password_file, prefixes, role, "
+        "timeout, tls, type, url, username")]
 
 
 def test_role():
@@ -1131,3 +1131,28 @@ def test_acknowledge_lists_the_checks_of_the_target_type():
         build_config(doc(target(acknowledge=["x"])), "s.yml")
     listed = dict(info.value.problems)["targets[0].acknowledge[0]"].split("checks for this target type: ")[1]
     assert listed.split(", ") == [c.name for c in audit.CHECKS if c.store is RedisTarget]
+
+
+def test_prefix_view_settings():
+    """prefixes: opt-in, per store its own budget key, bounded cardinality and cadence."""
+    def target(kind: str, prefixes: object, **extra: object) -> dict:
+        base = {"name": "t", "type": kind, "prefixes": prefixes, **extra}
+        return {**base, **({"address": "127.0.0.1:11211"} if kind == "memcached" else {"url": "redis://h:1"})}
+
+    redis_on = {**target("redis", {"max_keys": 50, "top": 5}), "name": "r"}
+    on = build_config({"targets": [target("memcached", {}), redis_on]}, "c.yml").config.targets
+    assert on[0].prefixes.delimiter == ":" and on[0].prefixes.interval == 300 and on[0].prefixes.top == 20
+    assert on[1].prefixes.max_keys == 50 and on[1].prefixes.top == 5
+    assert build_config({"targets": [{"name": "t", "type": "memcached", "address": "h:1"}]},
+                        "c.yml").config.targets[0].prefixes is None
+    with pytest.raises(ConfigError) as info:
+        build_config({"targets": [
+            target("memcached", {"top": 500, "delimiter": "", "max_keys": 5}),
+            {**target("redis", {"interval": "1s", "max_time": "10s", "max_bytes": "1MiB"}), "name": "r"},
+        ]}, "c.yml")
+    text = str(info.value)
+    assert "targets[0].prefixes.top: expected a whole number from 1 to 200" in text
+    assert "targets[0].prefixes.max_keys: unknown key" in text  # memcached's budget is bytes
+    assert "targets[1].prefixes.max_bytes: unknown key" in text  # redis's is keys
+    assert "targets[1].prefixes.interval: must not be shorter than the target's interval" in text
+    assert "targets[1].prefixes.max_time: must be shorter than the target's timeout" in text

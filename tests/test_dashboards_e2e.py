@@ -10,7 +10,8 @@ One environment for the module, all real components:
   has been seen for at least half of it, which a slow fill never is within this test);
 * memcached "fragments": -m 8, automove off, small items that took every page and were deleted,
   then large ones evicting within their one page: slab calcification; hits and misses;
-* memcached "objects": -m 16 -M (no evictions), filling steadily: a finite time until full;
+* memcached "objects": -m 16 -M (no evictions), filling steadily: a finite time until full; its
+  per-prefix view (metadump) on, as is the sampled one (SCAN + MEMORY USAGE) of "sessions";
 * the Node.js prom-client app (tests/apps/node_heap_app, growing gently) as ``type: app``;
 * the Django app (tests/apps/django_app) caching in "sessions" through django-redis as an ACL user
   allowed only some keys: hits, misses and swallowed backend errors (``app_cache_backend_errors_total``);
@@ -295,11 +296,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         config = {
             "global": {"interval": "1s", "timeout": "0.8s", "forecast_window": "1m"},
             "targets": [
-                redis_target("sessions", sessions, memory_limit="256MiB", role="cache"),
+                redis_target("sessions", sessions, memory_limit="256MiB", role="cache", prefixes={"interval": "1s"}),
                 redis_target("nolimit", nolimit),
                 redis_target("overfull", overfull, memory_limit="2MiB"),
                 memcached_target("fragments", fragments, memory_limit="64MiB"),
-                memcached_target("objects", objects, memory_limit="64MiB"),
+                memcached_target("objects", objects, memory_limit="64MiB", prefixes={"interval": "1s"}),
                 {"name": "node", "type": "app", "url": f"http://127.0.0.1:{node_port}/metrics",
                  "memory_limit": "512MiB"},
                 {"name": "django", "type": "app", "url": f"http://127.0.0.1:{django_port}/metrics",

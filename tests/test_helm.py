@@ -546,8 +546,25 @@ def test_web_tls_without_client_auth_defaults() -> None:
                                          "key_file": "/etc/cache-exporter/web-tls/tls.key", "min_version": "TLS12"}}
 
 
+def test_web_config_from_a_secret() -> None:
+    """The whole web config (basic-auth hashes included) from an existing Secret, nothing of it in the ConfigMap."""
+    docs = render(None, "web.configSecret.name=exporter-web", "web.configSecret.key=web.yml",
+                  "web.tls.enabled=true", "web.tls.existingSecret=web-cert")
+    c = container(docs)
+    assert "--web.config.file=/etc/cache-exporter/web/web-config.yml" in c["args"]
+    assert "web-config.yml" not in config_map(docs)["data"]
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "web-config", "secret": {"secretName": "exporter-web", "defaultMode": 0o440,
+                                             "items": [{"key": "web.yml", "path": "web-config.yml"}]}} in pod["volumes"]
+    assert {"name": "web-config", "mountPath": "/etc/cache-exporter/web", "readOnly": True} in c["volumeMounts"]
+    assert c["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+
+
 @pytest.mark.parametrize("sets,message", [
     (("web.tls.enabled=true",), "set web.tls.existingSecret"),
+    (("web.configSecret.name=x",), "needs both name and key"),
+    (("web.configSecret.name=x", "web.configSecret.key=k", "web.headers.X-Frame-Options=deny"),
+     "replaces the rendered web config"),
     (("serviceMonitor.enabled=true", "web.basicAuthUsers.prom=$2y$10$" + "a" * 53), "serviceMonitor.basicAuth"),
 ])
 def test_web_settings_that_cannot_work_fail_the_render(sets: tuple[str, ...], message: str) -> None:

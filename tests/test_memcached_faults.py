@@ -144,6 +144,7 @@ class FakeMemcached(FakeServer):
             words = line.split()
             if not words:
                 continue
+            line = " ".join(words)  # memcached's tokenizer skips extra spaces (the exporter pads its probe)
             if words[0] == "set":
                 self._set(s, words)
                 continue

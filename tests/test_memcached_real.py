@@ -299,3 +299,47 @@ def test_auth_mode_is_probed_on_every_connection(memcached_factory, exporter_fac
     stats = plain_again.stats()
     assert stats["cmd_set"] == "0" and stats["curr_items"] == "0"  # the password was never stored
     assert SECRET not in ep.log()
+
+
+def test_prefix_view_from_metadump(memcached_factory, exporter_factory):
+    """The reproduction's shape: which prefix (Backstage plugin) holds the memory. top: 3 folds
+    the smallest into __other__; a second target with a tiny time budget stays up, partial."""
+    server = memcached_factory(args=["-m", "64"])
+    c = server.client()
+    sizes = {"techdocs": (60, 20_000), "catalog": (40, 6_000), "kubernetes": (20, 2_000), "search": (10, 1_000)}
+    for prefix, (count, size) in sizes.items():
+        for i in range(count):
+            c.set(f"{prefix}:key:{i}", b"v" * size)
+    c.set("nodelimiter", b"x")
+    ep = exporter_factory({"global": fast_global(), "targets": [
+        memcached_target("m", server, prefixes={"top": 3, "interval": "1s"}),
+        memcached_target("nodump", server)]})
+    m = ep.wait_polls("m", 2)
+    top = {s[1]["prefix"]: s[2] for s in m.find("memcached_prefix_bytes", target="m")}
+    assert set(top) == {"techdocs", "catalog", "kubernetes", "__other__"}, top
+    assert top["techdocs"] > top["catalog"] > top["kubernetes"] > 0
+    # Item sizes include memcached's item header: at least the value bytes, at most 10 % more.
+    assert 60 * 20_000 <= top["techdocs"] <= 1.1 * 60 * 20_000
+    assert m.value("memcached_prefix_items", target="m", prefix="__other__") == 10 + 1  # search + nodelimiter
+    assert m.value("memcached_prefix_scan_complete", target="m") == 1
+    assert not m.find("memcached_prefix_bytes", target="nodump")  # opt-in
+    assert m.value("cache_up", target="m") == 1
+
+
+def test_prefix_view_budget_and_refusal(memcached_factory, exporter_factory):
+    big = memcached_factory(args=["-m", "64"])
+    c = big.client()
+    c.set_many({f"p{i % 50}:k{i}": b"v" for i in range(20_000)})
+    refusing = memcached_factory(args=["-X"])  # dumping disabled
+    ep = exporter_factory({"global": fast_global(), "targets": [
+        memcached_target("capped", big, prefixes={"interval": "1s", "max_bytes": "64KiB"}),
+        memcached_target("refused", refusing, prefixes={"interval": "1s"})]})
+    m = ep.wait_polls("capped", 3)
+    ep.wait_polls("refused", 3)
+    m = ep.metrics()
+    assert m.value("cache_up", target="capped") == 1
+    assert m.value("memcached_prefix_scan_complete", target="capped") == 0
+    assert 0 < sum(s[2] for s in m.find("memcached_prefix_items", target="capped")) < 20_000
+    assert m.value("cache_up", target="refused") == 1
+    assert m.value("cache_exporter_section_errors_total", target="refused", section="prefixes") >= 1
+    assert not m.find("memcached_prefix_bytes", target="refused")

@@ -89,6 +89,16 @@ def test_old_server_without_store_no_memory_sums_outofmemory():
     assert r.samples.value("cache_write_rejections_total", (("store", "memcached"),)) == 5
 
 
+def test_binary_protocol_refusals_counted_from_outofmemory():
+    """memcached counts store_no_memory for text-protocol sets only: the refused sets of a binary
+    (SASL) client show only per class, and must still reach cache_write_rejections_total."""
+    stats = dict(load("stats"), store_no_memory="1")
+    items = dict(load("stats_items"), **{"items:4:outofmemory": "3", "items:19:outofmemory": "2"})
+    r = map_sections(sections(stats=stats, items=items), target(), _History.new())
+    assert r.samples.value("cache_write_rejections_total", (("store", "memcached"),)) == 5
+    assert r.samples.value("memcached_item_no_memory_total") == 1
+
+
 def test_extstore_only_when_present():
     r = map_sections(sections(), target(), _History.new())
     assert r.samples.value("memcached_extstore_bytes_used") is None
@@ -187,3 +197,23 @@ def test_over_long_lines_are_refused(payload):
         with pytest.raises(PollError) as err:
             conn.reply()
         assert err.value.reason == "protocol" and "longer than" in str(err.value)
+
+
+def test_prefix_tally_bounds_cardinality_and_folds_the_rest():
+    from exporter.sources import prefixes as P
+
+    tally = P.PrefixTally(":")
+    tally.add_line("key=techdocs%3Apage%3A1 exp=-1 la=1 cas=1 fetch=no cls=1 size=1000")
+    tally.add_line("key=catalog%3Ax exp=-1 la=1 cas=2 fetch=no cls=1 size=500")
+    tally.add_line("key=nodelimiter exp=-1 la=1 cas=3 fetch=no cls=1 size=10")
+    tally.add_line("key=bad%0Aname%3Ax size=7")  # a control character in the prefix: made label-safe
+    tally.add_line("key=x:y size=lots")  # malformed: counted, not summed
+    tally.add_line("no key here")
+    for i in range(P.MAX_TRACKED_PREFIXES + 50):  # an unbounded keyspace of prefixes
+        tally.add(f"user{i}:session", 1)
+    assert tally.malformed == 2
+    assert len(tally.bytes) == P.MAX_TRACKED_PREFIXES + 1  # the rest went to __other__ while summing
+    top = tally.top(2)
+    assert [p for p, _, _ in top] == ["techdocs", "catalog", "__other__"]
+    assert top[-1][1] == sum(tally.bytes.values()) - 1500 and top[-1][2] == tally.counted - 2
+    assert "bad?name" in tally.bytes and P.NO_PREFIX in tally.bytes

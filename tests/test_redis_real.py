@@ -327,3 +327,40 @@ def test_server_dies_mid_poll_is_not_fatal(redis_server, exporter_factory):
     finally:
         os.kill(redis_server.proc.pid, signal.SIGCONT)
     wait_until(lambda: ep.metrics().value("cache_up", target="r") == 1, timeout=15, message="recovery")
+
+
+def test_prefix_view_sampled_with_scan_and_memory_usage(redis_factory, exporter_factory):
+    """Per-prefix memory from SCAN + MEMORY USAGE: exact on a full pass, scaled from a bounded
+    sample otherwise; a user without MEMORY gets a counted section error, the poll stays up."""
+    server = redis_factory()
+    c = server.client()
+    pipe = c.pipeline(transaction=False)
+    for prefix, (count, size) in {"techdocs": (300, 4000), "catalog": (300, 1000), "search": (300, 100)}.items():
+        for i in range(count):
+            pipe.set(f"{prefix}:{i}", "v" * size)
+    pipe.execute()
+    c.execute_command("ACL", "SETUSER", "nomemory", "on", ">pw", "~*", "+@all", "-memory")
+    ep = exporter_factory({"global": fast_global(), "targets": [
+        redis_target("full", server, prefixes={"interval": "1s", "top": 2}),
+        redis_target("sampled", server, prefixes={"interval": "1s", "max_keys": 300}),
+        redis_target("denied", server, username="nomemory", password_env="RPW", prefixes={"interval": "1s"}),
+    ]}, env={"RPW": "pw"})
+    for name in ("full", "sampled", "denied"):
+        ep.wait_polls(name, 3)
+    m = ep.metrics()
+    full = {s[1]["prefix"]: s[2] for s in m.find("redis_prefix_bytes", target="full")}
+    assert set(full) == {"techdocs", "catalog", "__other__"}, full
+    assert full["techdocs"] > full["catalog"] > full["__other__"] > 0
+    assert 300 * 4000 <= full["techdocs"] <= 1.3 * 300 * 4000
+    assert m.value("redis_prefix_keys", target="full", prefix="catalog") == 300
+    assert m.value("redis_prefix_scan_complete", target="full") == 1
+    # 300 of 900 keys measured, scaled by 3: the estimate lands near the truth, marked incomplete.
+    assert m.value("redis_prefix_sampled_keys", target="sampled") == 300
+    assert m.value("redis_prefix_scan_complete", target="sampled") == 0
+    total = sum(s[2] for s in m.find("redis_prefix_keys", target="sampled"))
+    assert 850 <= total <= 950, total
+    sampled = sum(s[2] for s in m.find("redis_prefix_bytes", target="sampled"))
+    assert 0.5 * sum(full.values()) <= sampled <= 1.5 * sum(full.values())
+    assert m.value("cache_up", target="denied") == 1
+    assert m.value("cache_exporter_section_errors_total", target="denied", section="prefixes") >= 1
+    assert not m.find("redis_prefix_bytes", target="denied")

@@ -1,8 +1,12 @@
-"""Poll a memcached server over its text protocol: one persistent connection, one round trip.
+"""Poll a memcached server: one persistent connection, one round trip.
 
 Each poll writes ``stats``, ``stats settings``, ``stats slabs`` and ``stats items`` at once
 (preceded, on a fresh connection with credentials, by the ASCII-auth ``set`` that ``-Y``
-authfiles expect) and reads the four replies. The text protocol is parsed here rather than
+authfiles expect) and reads the four replies. A server started with ``-S`` (SASL) speaks only
+the binary protocol: a text exchange on a fresh connection that the server closes without a
+byte of reply is followed by a binary ``SASL_LIST_MECHS`` probe; if that is answered, the target
+is polled over the binary protocol from then on (``STAT`` with the keys ``settings``, ``slabs``
+and ``items`` serves the same sections), authenticated with SASL PLAIN. The text protocol is parsed here rather than
 through pymemcache's ``stats()``, which keeps undecodable values as bytes and turns
 ``yes``/``no`` and ``slab_automove 2`` into booleans.
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -41,6 +46,7 @@ from exporter.sources.fields import (
     plausible_bytes,
     status,
 )
+from exporter.sources.prefixes import PrefixTally
 from exporter.targets import MemcachedTarget
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,21 @@ SECTION_REPROBE_SECONDS = 3600.0
 SECTIONS = ("stats", "settings", "slabs", "items")
 _COMMANDS = {"stats": b"stats\r\n", "settings": b"stats settings\r\n", "slabs": b"stats slabs\r\n",
              "items": b"stats items\r\n"}
+
+
+# The text probe sent before ASCII auth. Padded past 24 bytes: a binary-only (-S) server reads a
+# text command as a 24-byte binary header, and a shorter one would leave it waiting (a timeout)
+# instead of closing at the wrong magic byte (detected, see _binary_only).
+TEXT_PROBE = b"version" + b" " * 16 + b"\r\n"
+
+# Binary protocol: request/response magic, header layout, the opcodes and statuses used here.
+BIN_REQUEST, BIN_RESPONSE = 0x80, 0x81
+BIN_HEADER = struct.Struct(">BBHBBHIIQ")  # magic opcode keylen extlen datatype status/vbucket bodylen opaque cas
+OP_STAT, OP_SASL_LIST_MECHS, OP_SASL_AUTH = 0x10, 0x20, 0x21
+ST_OK, ST_AUTH_ERROR = 0x0000, 0x0020
+MAX_BIN_BODY = 1 << 20  # one stat (name + value) or one SASL reply; far below this in practice
+_STAT_KEYS = {"stats": b"", "settings": b"settings", "slabs": b"slabs", "items": b"items"}
+SASL_MECHANISM = "PLAIN"
 
 
 def _gauge(metric: str, help: str, since: str = "1.4", parse: Parser = number, labels: tuple[str, ...] = ()) -> Field:
@@ -270,6 +291,23 @@ CALCIFIED_CLASSES = catalog.gauge(
     "memcached_calcified_slab_classes", "Slab classes currently calcified (see memcached_slab_calcified).", (),
     MEMCACHED)
 
+# Opt-in per-key-prefix view (lru_crawler metadump), refreshed every prefixes.interval.
+PREFIX_BYTES = catalog.gauge(
+    "memcached_prefix_bytes",
+    "Bytes of the items whose keys start with the prefix (lru_crawler metadump item sizes; the top prefixes, "
+    "the rest summed as prefix=\"__other__\", keys without the delimiter as \"__none__\").", ("prefix",), MEMCACHED)
+PREFIX_ITEMS = catalog.gauge("memcached_prefix_items", "Items whose keys start with the prefix (same dump).",
+                             ("prefix",), MEMCACHED)
+PREFIX_SCAN_COMPLETE = catalog.gauge(
+    "memcached_prefix_scan_complete",
+    "1 if the last metadump ran to its end; 0 if it stopped at max_time or max_bytes (the figures cover the "
+    "keys read until then).", (), MEMCACHED)
+PREFIX_SCAN_TIME = catalog.gauge("memcached_prefix_scan_timestamp_seconds", "Unix time the last metadump ended.",
+                                 (), MEMCACHED)
+PREFIX_SCAN_DURATION = catalog.gauge("memcached_prefix_scan_duration_seconds", "How long the last metadump took.",
+                                     (), MEMCACHED)
+METADUMP = b"lru_crawler metadump all\r\n"
+
 _HIT_MISS_OPS = ("get", "delete", "incr", "decr", "cas", "touch")
 
 
@@ -355,6 +393,24 @@ def _commands(t: _Tally, values: dict[str, str], family: str, labels: tuple, set
     cas = [finite(values.get(k)) for k in set_cas]
     if cmd_set is not None and None not in cas:
         t.out.add(family, cmd_set - sum(cas), labels + (("command", "set"), ("status", "hit")))  # type: ignore[arg-type]
+
+
+@dataclass
+class _PrefixScan:
+    """The last metadump's result, exported on every poll until the next one."""
+
+    top: list[tuple[str, float, int]]
+    complete: bool
+    ended: float  # unix time
+    duration: float
+
+    def add_to(self, out: Samples) -> None:
+        for prefix, size, items in self.top:
+            out.add(PREFIX_BYTES, size, (("prefix", prefix),))
+            out.add(PREFIX_ITEMS, items, (("prefix", prefix),))
+        out.add(PREFIX_SCAN_COMPLETE, int(self.complete))
+        out.add(PREFIX_SCAN_TIME, self.ended)
+        out.add(PREFIX_SCAN_DURATION, self.duration)
 
 
 @dataclass
@@ -448,9 +504,13 @@ def map_sections(s: Sections, target: MemcachedTarget, history: _History) -> Rea
     expired = [finite(stats.get(k)) for k in ("get_expired", "reclaimed", "crawler_reclaimed")]
     if None not in expired:
         out.add(catalog.CACHE_EXPIRATIONS, sum(expired), store)  # type: ignore[arg-type]
+    # store_no_memory (1.5.4+) counts only text-protocol stores: a binary (SASL) client's refused
+    # sets show only in the per-class outofmemory, which older servers have too. Both count up:
+    # the larger is a counter as well.
     rejections = finite(stats.get("store_no_memory"))
-    if rejections is None and s.items is not None:  # before 1.5.4: per-class outofmemory
-        rejections = sum(finite(v.get("outofmemory")) or 0.0 for v in item_classes.values())
+    if s.items is not None:
+        per_class = sum(finite(v.get("outofmemory")) or 0.0 for v in item_classes.values())
+        rejections = per_class if rejections is None else max(rejections, per_class)
     out.add(catalog.CACHE_WRITE_REJECTIONS, rejections, store)
     out.add(catalog.CACHE_ITEMS, finite(stats.get("curr_items")), store)
 
@@ -506,23 +566,27 @@ def _pressure(out: Samples, stats: dict[str, str], slab_classes: dict[str, dict[
 class _Conn:
     """A guarded socket plus a line reader for the text protocol."""
 
+    binary = False
+
     def __init__(self, sock: GuardedSocket) -> None:
         self.sock = sock
         self.buf = bytearray()
         self.pos = 0  # read offset: consumed bytes are dropped in bulk, not line by line
+        self.received_any = False  # False until the server sent a byte: see _binary_only
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def line(self) -> str:
+    def line(self, sep: bytes = b"\r\n") -> str:
+        """The next line; ``sep=b"\n"`` for metadump, whose lines end in LF (only END has CRLF)."""
         while True:
-            end = self.buf.find(b"\r\n", self.pos)
+            end = self.buf.find(sep, self.pos)
             if end - self.pos > MAX_LINE:
                 raise PollError(E.PROTOCOL, f"a reply line is longer than {MAX_LINE} bytes")
             if end >= 0:
                 raw = self.buf[self.pos:end]
-                self.pos = end + 2
-                return raw.decode("utf-8", "replace")
+                self.pos = end + len(sep)
+                return raw.decode("utf-8", "replace").removesuffix("\r")
             if len(self.buf) - self.pos > MAX_LINE:
                 raise PollError(E.PROTOCOL, f"a reply line is longer than {MAX_LINE} bytes")
             del self.buf[:self.pos]
@@ -530,7 +594,19 @@ class _Conn:
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise PollError(E.RESET, "connection closed by the server mid-reply")
+            self.received_any = True
             self.buf += chunk
+
+    def replies(self, names: list[str]) -> dict[str, tuple[dict[str, str] | None, str | None]]:
+        """Send ``stats <section>`` for every name at once; {name: (fields, None) or (None, error)}."""
+        self.send(b"".join(_COMMANDS[name] for name in names))
+        out: dict[str, tuple[dict[str, str] | None, str | None]] = {}
+        for name in names:
+            lines, error = self.reply()
+            out[name] = (parse_stats(lines, name), None) if lines is not None else (None, error)
+            if name == "stats" and error is not None:
+                break  # the poll fails; a -Y server answers nothing more before auth
+        return out
 
     def reply(self) -> tuple[list[str] | None, str | None]:
         """One stats reply: (STAT lines, None) up to END, or (None, error line)."""
@@ -553,6 +629,83 @@ class _Conn:
             pass
 
 
+class _BinConn:
+    """A guarded socket speaking the binary protocol (servers started with -S)."""
+
+    binary = True
+
+    def __init__(self, sock: GuardedSocket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.received_any = False
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    @staticmethod
+    def request(opcode: int, key: bytes = b"", value: bytes = b"", opaque: int = 0) -> bytes:
+        return BIN_HEADER.pack(BIN_REQUEST, opcode, len(key), 0, 0, 0, len(key) + len(value), opaque, 0) + key + value
+
+    def _exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise PollError(E.RESET, "connection closed by the server mid-reply")
+            self.received_any = True
+            self.buf += chunk
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def response(self, opcode: int, opaque: int = 0) -> tuple[int, bytes, bytes]:
+        """The next response, which must answer ``opcode``/``opaque``: (status, key, value)."""
+        magic, got_op, keylen, extlen, _, status, bodylen, got_opaque, _ = BIN_HEADER.unpack(
+            self._exact(BIN_HEADER.size))
+        if magic != BIN_RESPONSE:
+            raise PollError(E.PROTOCOL, f"not a memcached binary response (magic byte 0x{magic:02x})")
+        if bodylen > MAX_BIN_BODY or keylen + extlen > bodylen:
+            raise PollError(E.PROTOCOL, f"implausible binary response lengths (key {keylen}, extras {extlen}, "
+                                        f"body {bodylen})")
+        body = self._exact(bodylen)
+        if got_op != opcode or got_opaque != opaque:
+            raise PollError(E.PROTOCOL, f"binary response to opcode 0x{got_op:02x} (opaque {got_opaque}) where "
+                                        f"0x{opcode:02x} ({opaque}) was due")
+        return status, body[extlen:extlen + keylen], body[extlen + keylen:]
+
+    def replies(self, names: list[str]) -> dict[str, tuple[dict[str, str] | None, str | None]]:
+        """One STAT request per section, all at once; the same shape as ``_Conn.replies``."""
+        self.send(b"".join(self.request(OP_STAT, _STAT_KEYS[name], opaque=i) for i, name in enumerate(names)))
+        out: dict[str, tuple[dict[str, str] | None, str | None]] = {}
+        for i, name in enumerate(names):
+            fields: dict[str, str] = {}
+            while True:
+                status, key, value = self.response(OP_STAT, i)
+                if status != ST_OK:
+                    out[name] = (None, _status_text(status, value))
+                    if name == "stats":
+                        return out  # the poll fails; an unauthenticated -S server has closed already
+                    break
+                if not key:  # the empty STAT response ends the section
+                    out[name] = (fields, None)
+                    break
+                fields[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+        return out
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _status_text(status: int, value: bytes) -> str:
+    """A binary error status for logs: 0x0020 reads "unauthenticated", like the text protocol's."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in value[:60].decode("utf-8", "replace"))
+    if status == ST_AUTH_ERROR:
+        return f"unauthenticated (binary status 0x{status:04x})"
+    return f"binary status 0x{status:04x} {text}".strip()
+
+
 @dataclass
 class _Capability:
     available: bool | None = None
@@ -568,23 +721,38 @@ class MemcachedSource(PersistentConnectionSource):
     def __init__(self, target: MemcachedTarget) -> None:
         super().__init__(target)
         self.target: MemcachedTarget = target
-        self.conn: _Conn | None = None
+        self.conn: _Conn | _BinConn | None = None
         self.sections = {name: _Capability() for name in SECTIONS[1:]}
         self.history = _History.new()
         # What the last connection's probe found (for logging once); never trusted for the
         # next connection.
         self.auth_required: bool | None = None
+        # The server answered only the binary protocol on an earlier connection: start there
+        # (and fall back to detection when that fails, e.g. after a restart without -S).
+        self.binary = False
+        self.sasl_mechanisms: str | None = None
+        self.prefix_scan: _PrefixScan | None = None
+        self.prefix_due = 0.0  # monotonic time of the next metadump
 
     def _connect(self, password: str | None) -> None:
         t = self.target
+        if self.binary:
+            self.conn = self._open_binary(password)
+            return
         self.conn = self._open()
         if t.credentials.username is None:
             return
         # Probe on every new connection before sending the secret: the server may have been
         # restarted with or without -Y since the last one, and on a server without -Y the
         # auth `set` would store the password as an ordinary key.
-        self.conn.send(b"version\r\n")
-        answer = self.conn.line()
+        self.conn.send(TEXT_PROBE)
+        try:
+            answer = self.conn.line()
+        except PollError as exc:
+            if not self._binary_only(exc):
+                raise
+            self.conn = self._open_binary(password)
+            return
         if answer.startswith("VERSION"):
             if self.auth_required is not False:
                 log.info("target %s: the server does not require authentication; credentials are not sent",
@@ -602,7 +770,121 @@ class MemcachedSource(PersistentConnectionSource):
         if answer != "STORED":
             raise PollError(E.AUTH, f"authentication refused ({answer.split(' ', 1)[0][:40]})")
 
-    def _open(self) -> _Conn:
+    def _binary_only(self, exc: PollError) -> bool:
+        """After a text exchange failed: True if the server speaks only the binary protocol.
+
+        Only a fresh connection that the server closed without a byte of reply qualifies: that
+        is what a -S server does with a text command. A SASL_LIST_MECHS request on a new
+        connection then tells a binary server (answered) from a broken one (the original
+        failure stands). Sends no secret.
+        """
+        conn = self.conn
+        if exc.reason != E.RESET or conn is None or conn.binary or conn.received_any:
+            return False
+        self.close()
+        try:
+            self.conn = _BinConn(self._socket_open())
+            self.sasl_mechanisms = self._list_mechanisms(self.conn)
+        except (PollError, OSError):
+            return False
+        finally:
+            self.close()
+        if not self.binary:
+            log.info("target %s: the server speaks only the binary protocol (SASL mechanisms: %s); polling over it",
+                     self.target.name, self.sasl_mechanisms or "none")
+        self.binary = True
+        return True
+
+    @staticmethod
+    def _list_mechanisms(conn: _BinConn) -> str | None:
+        """The server's SASL mechanisms, or None if it does not do SASL (e.g. -B binary without -S)."""
+        conn.send(conn.request(OP_SASL_LIST_MECHS))
+        status, _, value = conn.response(OP_SASL_LIST_MECHS)
+        if status != ST_OK:
+            return None
+        text = value[:200].decode("ascii", "replace")
+        return " ".join(m for m in text.split() if m.isprintable()) or None
+
+    def _open_binary(self, password: str | None) -> _BinConn:
+        """A binary-protocol connection, authenticated with SASL PLAIN when the server asks."""
+        t = self.target
+        conn = _BinConn(self._socket_open())
+        try:
+            mechanisms = self.sasl_mechanisms = self._list_mechanisms(conn)
+            if mechanisms is None:
+                if t.credentials.username is not None and self.auth_required is not False:
+                    log.info("target %s: the server does not require authentication; credentials are not sent",
+                             t.name)
+                self.auth_required = False
+                return conn
+            self.auth_required = True
+            if t.credentials.username is None:
+                raise PollError(E.SASL_REQUIRED, "this server requires SASL over the binary protocol "
+                                                 f"(mechanisms: {mechanisms[:60]}); set username and "
+                                                 "password_env or password_file")
+            if SASL_MECHANISM not in mechanisms.split():
+                raise PollError(E.SASL_REQUIRED, f"the server offers SASL mechanisms {mechanisms[:60]}; "
+                                                 f"only {SASL_MECHANISM} is supported")
+            # PLAIN (RFC 4616): authzid NUL authcid NUL password; the authzid is left empty.
+            token = b"\0" + t.credentials.username.encode() + b"\0" + (password or "").encode()
+            conn.send(conn.request(OP_SASL_AUTH, SASL_MECHANISM.encode(), token))
+            status, _, _ = conn.response(OP_SASL_AUTH)
+            if status != ST_OK:
+                raise PollError(E.AUTH, f"SASL {SASL_MECHANISM} authentication refused (status 0x{status:04x})")
+            return conn
+        except BaseException as exc:
+            conn.close()
+            if not isinstance(exc, PollError) or exc.reason not in (E.AUTH, E.SASL_REQUIRED):
+                self.binary = False  # not what it was (restarted without -S?): detect again next time
+            raise
+
+    def _scan_prefixes(self, conn: _Conn | _BinConn) -> str | None:
+        """Run ``lru_crawler metadump all`` on the poll's connection, within the view's own time
+        and byte budget; returns why not, or None. A dump cut by its budget still counts (what
+        was read is a sample of the keys) and costs the connection: the rest of the dump is
+        unread, so it is closed and the next poll reconnects."""
+        view = self.target.prefixes
+        assert view is not None
+        if conn.binary:
+            return "lru_crawler metadump exists only in the text protocol, which this (-S) server refuses"
+        start = time.monotonic()
+        guard = self.guard
+        saved = guard.deadline, guard.max_bytes
+        # Leave the poll a little time to map and return, whatever max_time says.
+        guard.deadline = min(saved[0] - 0.05 * self.target.timeout, start + view.max_time)
+        guard.max_bytes = guard.received + view.max_bytes
+        tally = PrefixTally(view.delimiter)
+        complete = False
+        try:
+            conn.send(METADUMP)
+            while True:
+                line = conn.line(b"\n")
+                if line == "END":
+                    complete = True
+                    break
+                if not line.startswith("key="):
+                    if not tally.bytes and not tally.malformed:  # the first line: an error reply
+                        return f"metadump refused: {line[:80]!r}"
+                    tally.malformed += 1
+                    continue
+                tally.add_line(line)
+        except (OSError, PollError) as exc:
+            tripped = guard.tripped
+            guard.tripped = None  # the dump's budget, not the poll's: the poll still succeeds
+            self.close()
+            if tripped is None and not isinstance(exc, TimeoutError):
+                return f"metadump failed: {exc}"
+        finally:
+            guard.deadline, guard.max_bytes = saved
+        if not complete and not tally.counted:
+            return "no time left for the dump in this poll"  # keep the last view rather than an empty one
+        self.prefix_scan = _PrefixScan(tally.top(view.top), complete, time.time(), time.monotonic() - start)
+        if not complete:
+            log.info("target %s: metadump stopped at its budget after %.1f s (%d items); the prefix view is partial",
+                     self.target.name, time.monotonic() - start, tally.counted)
+        return None
+
+    def _socket_open(self) -> GuardedSocket:
         t = self.target
         if t.path:
             raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -624,7 +906,10 @@ class MemcachedSource(PersistentConnectionSource):
                     raw.close()
                     raise
         self.connections_opened += 1
-        return _Conn(GuardedSocket(raw, self.guard))
+        return GuardedSocket(raw, self.guard)
+
+    def _open(self) -> _Conn:
+        return _Conn(self._socket_open())
 
     def _poll_once(self) -> Reading:
         conn = self.conn
@@ -632,14 +917,24 @@ class MemcachedSource(PersistentConnectionSource):
         now = time.monotonic()
         wanted = ["stats"] + [name for name, cap in self.sections.items()
                               if cap.available is not False or now >= cap.reprobe_at]
-        conn.send(b"".join(_COMMANDS[name] for name in wanted))
+        try:
+            replies = conn.replies(wanted)
+        except PollError as exc:
+            if not self._binary_only(exc):
+                raise
+            # No credentials configured (those are probed in _connect): poll over binary, or say
+            # why not (sasl_required).
+            conn = self.conn = self._open_binary(None)
+            replies = conn.replies(wanted)
 
         parsed: dict[str, dict[str, str] | None] = {}
         failed: list[str] = []
         for name in wanted:
-            lines, error = conn.reply()
-            if lines is not None:
-                parsed[name] = parse_stats(lines, name)
+            if name not in replies:
+                break  # not read: stats failed (below)
+            fields, error = replies[name]
+            if fields is not None:
+                parsed[name] = fields
                 if name != "stats":
                     self.sections[name].available = True
                 continue
@@ -658,7 +953,20 @@ class MemcachedSource(PersistentConnectionSource):
         sections = Sections(parsed["stats"], parsed.get("settings"), parsed.get("slabs"),  # type: ignore[arg-type]
                             parsed.get("items"))
         reading = map_sections(sections, self.target, self.history)
+        if self.target.prefixes is not None:
+            if now >= self.prefix_due:
+                self.prefix_due = now + self.target.prefixes.interval
+                error = self._scan_prefixes(conn)
+                if error is not None:
+                    failed.append("prefixes")
+                    log.info("target %s: per-prefix view unavailable this time (%s); next try in %s s",
+                             self.target.name, error, self.target.prefixes.interval)
+            if self.prefix_scan is not None:
+                self.prefix_scan.add_to(reading.samples)
         reading.section_errors = failed
         reading.details["capabilities"] = {k: v.available for k, v in self.sections.items()}
         reading.details["connections_opened"] = self.connections_opened
+        reading.details["protocol"] = "binary" if conn.binary else "text"
+        if conn.binary:
+            reading.details["sasl_mechanisms"] = self.sasl_mechanisms
         return reading

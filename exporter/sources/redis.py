@@ -52,6 +52,7 @@ from exporter.sources.fields import (
     plausible_bytes,
     status,
 )
+from exporter.sources.prefixes import PrefixTally
 from exporter.targets import ManagedStore, RedisTarget
 
 log = logging.getLogger(__name__)
@@ -628,6 +629,21 @@ class _Capability:
         return self.available is not False or now >= self.reprobe_at
 
 
+# Opt-in per-key-prefix view: SCAN + MEMORY USAGE on a bounded sample, every prefixes.interval.
+PREFIX_BYTES = catalog.gauge(
+    "redis_prefix_bytes",
+    "Estimated bytes of the keys with the prefix: MEMORY USAGE summed over a SCAN sample and scaled to DBSIZE "
+    "(exact when the sample covered every key); top prefixes, the rest as prefix=\"__other__\".", ("prefix",), REDIS)
+PREFIX_KEYS = catalog.gauge("redis_prefix_keys", "Estimated keys with the prefix (same sample, same scaling).",
+                            ("prefix",), REDIS)
+PREFIX_SAMPLED = catalog.gauge("redis_prefix_sampled_keys", "Keys the last prefix sample measured.", (), REDIS)
+PREFIX_SCAN_COMPLETE = catalog.gauge(
+    "redis_prefix_scan_complete", "1 if the last prefix sample covered every key (the figures are exact).", (), REDIS)
+PREFIX_SCAN_TIME = catalog.gauge("redis_prefix_scan_timestamp_seconds", "Unix time the last prefix sample ended.",
+                                 (), REDIS)
+SCAN_BATCH = 500  # keys asked of one SCAN and measured in one pipeline of MEMORY USAGE
+
+
 class RedisSource(PersistentConnectionSource):
     """Polls one Redis/Valkey target over a persistent connection."""
 
@@ -645,6 +661,8 @@ class RedisSource(PersistentConnectionSource):
         self.config_values: dict[str, str] = {}
         self.config_fetched_at = float("-inf")
         self.cow_history: deque[tuple[float, float]] = deque()
+        self.prefix_samples: list[tuple[str, float | int | None, tuple]] | None = None
+        self.prefix_due = 0.0
 
     def _socket(self) -> GuardedSocket | None:
         sock = getattr(self.conn, "_sock", None)
@@ -734,6 +752,16 @@ class RedisSource(PersistentConnectionSource):
         for name, cap in self.caps.items():
             if cap.available is not None:
                 reading.samples.add(CAPABILITY, int(cap.available), (("capability", name),))
+        if self.target.prefixes is not None:
+            if now >= self.prefix_due:
+                self.prefix_due = now + self.target.prefixes.interval
+                error = self._sample_prefixes(conn)
+                if error is not None:
+                    reading.section_errors.append("prefixes")
+                    log.info("target %s: per-prefix view unavailable this time (%s); next try in %s s",
+                             self.target.name, error, self.target.prefixes.interval)
+            for family, value, labels in self.prefix_samples or ():
+                reading.samples.add(family, value, labels)
         reading.details["config"] = dict(self.config_values)
         reading.details["capabilities"] = {k: v.available for k, v in self.caps.items()}
         reading.details["connections_opened"] = self.connections_opened
@@ -750,6 +778,56 @@ class RedisSource(PersistentConnectionSource):
                 raise PollError(E.TLS_REQUIRED, f"{self.target.address} answers a TLS handshake but reset "
                                                 "plain-text RESP; use a rediss:// URL") from None
             raise
+
+    def _sample_prefixes(self, conn: redis.connection.AbstractConnection) -> str | None:
+        """SCAN up to max_keys keys and MEMORY USAGE each (pipelined per batch), within max_time;
+        sums by prefix, scaled to DBSIZE. Returns why not, or None."""
+        view = self.target.prefixes
+        assert view is not None
+        deadline = min(self.guard.deadline - 0.05 * self.target.timeout, time.monotonic() + view.max_time)
+        tally = PrefixTally(view.delimiter)
+        sampled, cursor, finished = 0, b"0", False
+        try:
+            conn.send_command("DBSIZE")
+            dbsize = int(conn.read_response())  # type: ignore[arg-type]
+            while sampled < view.max_keys and time.monotonic() < deadline:
+                conn.send_command("SCAN", cursor, "COUNT", min(SCAN_BATCH, view.max_keys - sampled))
+                cursor, reply = conn.read_response()  # type: ignore[misc]
+                keys = list(reply)[:view.max_keys - sampled]  # SCAN's COUNT is a hint, not a cap
+                cut = len(keys) < len(reply)
+                if keys:
+                    conn.send_packed_command(conn.pack_commands([("MEMORY", "USAGE", k) for k in keys]))
+                    refused: redis.exceptions.ResponseError | None = None
+                    for key in keys:
+                        try:  # read every reply, even after an error: the connection stays in step
+                            size = conn.read_response()
+                        except redis.exceptions.ResponseError as exc:
+                            refused = refused or exc
+                            continue
+                        if isinstance(size, int):  # None: the key expired in between
+                            tally.add(key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key), size)
+                    if refused is not None:
+                        raise refused
+                    sampled += len(keys)
+                if cursor in (b"0", 0, "0"):
+                    finished = not cut
+                    break
+        except redis.exceptions.ResponseError as exc:  # MEMORY or SCAN renamed away, or denied by ACL
+            return str(exc).split("\n")[0][:120]
+        except (TypeError, ValueError) as exc:
+            raise PollError(E.PROTOCOL, f"unexpected reply while sampling prefixes: {exc}") from None
+        complete = finished  # SCAN came back to cursor 0: every key was seen once
+        measured = tally.counted
+        scale = 1.0 if complete or measured == 0 else max(1.0, dbsize / measured)
+        out: list[tuple[str, float | int | None, tuple]] = []
+        for prefix, size, items in tally.top(view.top):
+            labels = (("prefix", prefix),)
+            out.append((PREFIX_BYTES, size * scale, labels))
+            out.append((PREFIX_KEYS, round(items * scale), labels))
+        out += [(PREFIX_SAMPLED, measured, ()), (PREFIX_SCAN_COMPLETE, int(complete), ()),
+                (PREFIX_SCAN_TIME, time.time(), ())]
+        self.prefix_samples = out
+        return None
 
     def _fork_risk(self, info: Info, reading: Reading, now: float) -> None:
         """The largest fork copy-on-write seen in the window, against the hard limit."""

@@ -63,6 +63,7 @@ The exporter-toolkit web config from `web` (empty when nothing is set: then no -
 */}}
 {{- define "cache-exporter.webConfig" -}}
 {{- $web := .Values.web }}
+{{- if not $web.configSecret }}
 {{- $doc := dict }}
 {{- if $web.tls.enabled }}
 {{- $tls := dict "cert_file" (printf "%s/tls.crt" (include "cache-exporter.webTLSDir" .)) "key_file" (printf "%s/tls.key" (include "cache-exporter.webTLSDir" .)) "min_version" $web.tls.minVersion }}
@@ -81,6 +82,16 @@ The exporter-toolkit web config from `web` (empty when nothing is set: then no -
 {{- if $doc }}
 {{- toYaml $doc }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The --web.config.file path: from `web.configSecret`, or the rendered one in the ConfigMap; empty for none. */}}
+{{- define "cache-exporter.webConfigFile" -}}
+{{- if .Values.web.configSecret -}}
+/etc/cache-exporter/web/web-config.yml
+{{- else if include "cache-exporter.webConfig" . -}}
+{{ include "cache-exporter.configDir" . }}/web-config.yml
+{{- end -}}
 {{- end }}
 
 {{/*
@@ -108,6 +119,14 @@ directories has a matching entry in `secrets` / `tlsSecrets`: a typo fails the i
 instead of a crash-looping pod.
 */}}
 {{- define "cache-exporter.validateConfig" -}}
+{{- with .Values.web.configSecret }}
+{{- if not (and .name .key) }}
+{{- fail "web.configSecret: needs both name and key (e.g. {name: cache-exporter-web, key: web-config.yml})" }}
+{{- end }}
+{{- if or $.Values.web.basicAuthUsers $.Values.web.headers }}
+{{- fail "web.configSecret replaces the rendered web config: put basic_auth_users and headers in it, not in web.basicAuthUsers/web.headers" }}
+{{- end }}
+{{- end }}
 {{- if and .Values.web.tls.enabled (not .Values.web.tls.existingSecret) }}
 {{- fail "web.tls.enabled: set web.tls.existingSecret to a kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt)" }}
 {{- end }}
