@@ -28,7 +28,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import yaml
-
 from _common import REPO, free_port, stop_process, table, wait_until
 
 sys.path.insert(0, str(REPO / "alerts"))
