@@ -6,7 +6,7 @@
 The dashboards are code (grafana-foundation-sdk, a build-time dependency only: ``pip install
 '.[dashboards]'`` or ``make dashboards``); the JSON is committed so Grafana can import or provision it
 as is, and a test fails when it differs from a fresh build. Thresholds come from
-``alerts/build_rules.py`` (and the exporter's GC-thrash rule), so panel colours and alerts cannot
+``alerts/build_rules.py`` (and the exporter's V8 abort ratio), so panel colours and alerts cannot
 drift apart. Conventions (datasource/job/target variables, units, descriptions, ``$__rate_interval``,
 links) live in ``dashboards/common.py``.
 """
@@ -50,7 +50,7 @@ from dashboards.common import (  # noqa: E402
     value_map,
     with_dashboard_label,
 )
-from exporter.sources.app import THRASH_HEAP_RATIO, THRASH_MUTATOR_UTILIZATION  # noqa: E402
+from exporter.sources.app import V8_ABORT_RATIO, V8_LOW_MUTATOR_UTILIZATION  # noqa: E402
 
 # --- thresholds: the alert levels -----------------------------------------------------------------------
 # A store's memory against its effective limit: CacheMemoryExhaustionPredicted's severity by horizon.
@@ -71,10 +71,11 @@ HEAP_UNTIL_FULL = thresholds("red", (HEAP_H_CRITICAL, "orange"), (HEAP_H_WARNING
 UTILIZATION = thresholds("text")
 RESIDENT = thresholds("green", (rules.RESIDENT_WARNING_RATIO, "orange"), (rules.RESIDENT_CRITICAL_RATIO, "red"))
 FORK_RISK = thresholds("green", (rules.FORK_WARNING_RATIO, "orange"), (rules.FORK_CRITICAL_RATIO, "red"))
-# Heap: the AppHeapGCThrash warning level, then V8's abort rule (app_heap_thrashing, the critical).
-HEAP = thresholds("green", (rules.THRASH_MIN_UTILIZATION, "orange"), (THRASH_HEAP_RATIO, "red"))
-GC_RATIO = thresholds("green", (rules.THRASH_MIN_GC_RATIO, "orange"),
-                      (round(1 - THRASH_MUTATOR_UTILIZATION, 6), "red"))
+# Heap / limit: red from where V8 may abort (its ineffective mark-compact rule); the heap alerts
+# follow the countdown to that point, so there is no other level to colour.
+HEAP = thresholds("green", (V8_ABORT_RATIO, "red"))
+# GC share of wall time: red where V8's rule has the program under 40 % of the time.
+GC_RATIO = thresholds("green", (round(1 - V8_LOW_MUTATOR_UTILIZATION, 6), "red"))
 SINCE_LAST_POLL = thresholds("green", (rules.TIME["down_for"], "red"))  # CacheTargetDown after 5 m
 ANY_CRITICAL = thresholds("green", (1, "red"))
 ANY_WARNING = thresholds("green", (1, "orange"))
@@ -170,7 +171,7 @@ def store_horizons_text() -> str:
 def heap_horizons_text() -> str:
     """AppHeapExhaustionPredicted's horizons and level guards."""
     return (f"critical under {human(HEAP_H_CRITICAL)} above {rules.PREDICT_CRITICAL_MIN_UTILIZATION:.0%} of "
-            f"the heap limit, warning under {human(HEAP_H_WARNING)} above "
+            f"the effective heap limit, warning under {human(HEAP_H_WARNING)} above "
             f"{rules.PREDICT_WARNING_MIN_UTILIZATION:.0%}")
 
 
@@ -809,15 +810,14 @@ def app(names: list[str]) -> dict:
     g = Grid()
     g.add(table_panel(
         "Apps", "One row per app target: runtime, where the heap limit comes from, heap use, forecast (coloured "
-        f"by AppHeapExhaustionPredicted's horizons: {heap_horizons_text()}), GC share, thrashing (V8's abort "
-        "rule) and swallowed cache-backend errors. " + FORECAST_TEXT + " " + GROWTH_SEEN_FOR, "none",
+        f"by AppHeapExhaustionPredicted's horizons: {heap_horizons_text()}), GC share and "
+        "swallowed cache-backend errors. " + FORECAST_TEXT + " " + GROWTH_SEEN_FOR, "none",
         [Q(f"max by ({BY}) ({sel('app_up')})", table=True),
          Q(f"max by ({BY}, runtime) ({sel('app_runtime_info')})", table=True),
          Q(f"max by ({BY}, source) ({sel('cache_memory_limit_info', store)})", table=True),
          Q(f"max by ({BY}) ({sel('cache_memory_utilization_ratio', store)})", table=True),
          Q(forecast_column("cache_memory_seconds_until_full", store), table=True),
          Q(f"max by ({BY}) ({sel('app_gc_time_ratio')})", table=True),
-         Q(f"max by ({BY}) ({sel('app_heap_thrashing')})", table=True),
          Q(f"sum by ({BY}) ({rate('app_cache_backend_errors_total')})", table=True),
          Q(basis_column(store), table=True)],
         [Column("target", "Target"), Column("A", "Up", mappings=UP, cell="color-text", width=60),
@@ -825,11 +825,9 @@ def app(names: list[str]) -> dict:
          Column("D", "Heap / limit", unit="percentunit", thresholds=HEAP, cell="color-text", decimals=1),
          Column("E", "Heap full in", unit="s", thresholds=HEAP_UNTIL_FULL, mappings=FORECAST_MAPPINGS,
                 cell="color-background"),
-         Column("I", "Growth seen for", unit="s", mappings=NOT_GROWING),
+         Column("H", "Growth seen for", unit="s", mappings=NOT_GROWING),
          Column("F", "GC time", unit="percentunit", thresholds=GC_RATIO, cell="color-text", decimals=1),
-         Column("G", "Thrashing", mappings=(value_map({"1": ("THRASHING", "red"), "0": ("no", "text")}),),
-                cell="color-text"),
-         Column("H", "Cache backend errors/s", unit="ops", thresholds=thresholds("green", (1e-9, "orange")),
+         Column("G", "Cache backend errors/s", unit="ops", thresholds=thresholds("green", (1e-9, "orange")),
                 cell="color-text"),
          Column("job", "Job"), Column("B", "runtime info", hidden=True), Column("C", "limit info", hidden=True)],
         sort_by="Heap full in"), w=24, h=6)
@@ -839,35 +837,31 @@ def app(names: list[str]) -> dict:
     g.add(timeseries_panel(
         "Heap used vs limit", "Heap counted against the limit (Node.js: the old generation, which is what V8 "
         "aborts on; JVM: heap pools; Go: sys minus released), the total heap the runtime reports (V8: with "
-        "the young generation), and the heap limit.", "bytes",
+        "the young generation), the heap limit, and the effective limit the countdown aims at (V8: "
+        f"{V8_ABORT_RATIO:.0%} of the limit, from where its ineffective mark-compact rule may abort).", "bytes",
         [Q(f"max by ({BY}) ({sel('cache_memory_used_bytes', store)})", "{{target}} heap used (counted)"),
          Q(f"max by ({BY}) ({sel('app_heap_total_used_bytes')})", "{{target}} total heap used"),
-         Q(f"max by ({BY}) ({sel('cache_memory_limit_bytes', store)})", "{{target}} heap limit")],
+         Q(f"max by ({BY}) ({sel('cache_memory_limit_bytes', store)})", "{{target}} heap limit"),
+         Q(f"max by ({BY}) ({sel('app_heap_effective_limit_bytes')})",
+           "{{target}} effective limit (may abort from here)")],
         fill=0, min_value=0), w=12, h=9)
     g.add(timeseries_panel(
-        "Heap used, % of limit", "Heap counted against the limit. AppHeapGCThrash warns above "
-        f"{rules.THRASH_MIN_UTILIZATION:.0%} with GC over {rules.THRASH_MIN_GC_RATIO:.0%} of the time; V8 "
-        f"aborts (exit 134, not an OOM kill) above {THRASH_HEAP_RATIO:.0%} with GC over "
-        f"{1 - THRASH_MUTATOR_UTILIZATION:.0%}.", "percentunit",
+        "Heap used, % of limit", "Heap counted against the limit. V8 may abort (exit 134, not an OOM "
+        f"kill) from {V8_ABORT_RATIO:.0%} on, when 4 mark-compacts in a row leave the program under 40 % of "
+        "the time; it died there under fast allocation in our runs.", "percentunit",
         [Q(f"max by ({BY}) ({sel('cache_memory_utilization_ratio', store)})")],
         thresholds_config=HEAP, min_value=0), w=6, h=9)
     g.add(heap_until_full_panel(store), w=6, h=9)
     g.add(timeseries_panel(
-        "GC time", "app_gc_time_ratio: share of wall time spent in garbage collection between polls. Orange: "
-        f"the AppHeapGCThrash warning level ({rules.THRASH_MIN_GC_RATIO:.0%}, with a nearly full heap); red: "
-        f"V8's abort rule (program under {THRASH_MUTATOR_UTILIZATION:.0%} of the time).", "percentunit",
+        "GC time", "app_gc_time_ratio: share of wall time spent in garbage collection between polls. "
+        "Informational: V8's thrash before an abort lasts seconds, shorter than a poll, so no alert uses it; "
+        "red is V8's own rule (program under 40 % of the time).", "percentunit",
         [Q(f"max by ({BY}) ({sel('app_gc_time_ratio')})")], thresholds_config=GC_RATIO, min_value=0),
-        w=8, h=8)
-    g.add(timeseries_panel(
-        "GC thrashing", "app_heap_thrashing: 1 while the heap is over "
-        f"{THRASH_HEAP_RATIO:.0%} of its limit and GC takes over {1 - THRASH_MUTATOR_UTILIZATION:.0%} of the "
-        "time for consecutive polls (V8's abort rule; AppHeapGCThrash critical).", "bool_yes_no",
-        [Q(f"max by ({BY}) ({sel('app_heap_thrashing')})")], thresholds_config=ANY_CRITICAL,
-        min_value=0, max_value=1), w=8, h=8)
+        w=12, h=8)
     g.add(timeseries_panel(
         "Heap growth", "cache_memory_growth_bytes_per_second for the heap: the growth behind the forecast "
         "(from the heap's peaks, so GC sawtooth does not count as growth).", "Bps",
-        [Q(f"max by ({BY}) ({sel('cache_memory_growth_bytes_per_second', store)})")]), w=8, h=8)
+        [Q(f"max by ({BY}) ({sel('cache_memory_growth_bytes_per_second', store)})")]), w=12, h=8)
 
     g.row("Process memory")
     g.add(timeseries_panel(
@@ -905,9 +899,9 @@ def app(names: list[str]) -> dict:
         w=12, h=8)
 
     return dashboard(
-        "app", "Applications caching in their own heap: heap against its limit, forecast, GC time and "
-        "thrashing (V8's abort rule: exit 134, invisible to OOM-kill alerts), resident memory, and the "
-        "in-process caches' hit ratio, evictions, entries and swallowed backend errors.",
+        "app", "Applications caching in their own heap: heap against its limit and the effective limit "
+        "the forecast aims at (V8's abort rule: exit 134, invisible to OOM-kill alerts), GC time, resident "
+        "memory, and the in-process caches' hit ratio, evictions, entries and swallowed backend errors.",
         'cache_up{job=~"$job", store="app"}', g, names)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from exporter import catalog
 from exporter.snapshot import Samples
 from exporter.sources.base import Reading
-from exporter.targets import Acknowledgement, ManagedStore, MemcachedTarget, RedisTarget, Target
+from exporter.targets import Acknowledgement, AppTarget, ManagedStore, MemcachedTarget, RedisTarget, Target
 
 INFO, WARNING, CRITICAL = "info", "warning", "critical"
 SEVERITY_ORDER = {INFO: 0, WARNING: 1, CRITICAL: 2}
@@ -240,6 +240,44 @@ def _memcached_limit_above_hard_limit(f: Facts) -> Result:
     return _over_hard_limit(expected, hard, f"-m {_mib(limit)} plus the hash table")
 
 
+# --- apps -------------------------------------------------------------------------------
+
+# How to give each runtime a heap limit the exporter can read; the detected runtime picks the hint.
+APP_LIMIT_HINTS = {
+    "nodejs": ("prom-client does not export V8's limit: add the nodejs_heap_size_limit_bytes gauge "
+               "(README, \"If you run a Node.js service\") or set heap_limit to --max-old-space-size"),
+    "nodejs-otel": ("OpenTelemetry's runtime-node exports no heap limit: set heap_limit to "
+                    "--max-old-space-size"),
+    "jvm": "start the JVM with -Xmx (jvm_memory_max_bytes is -1 without it) or set heap_limit",
+    "go": "set GOMEMLIMIT (go_gc_gomemlimit_bytes) or heap_limit",
+    "json": "map fields.heap_limit to the limit in the JSON body, or set heap_limit",
+}
+APP_LIMIT_HINT = "set memory_limit to the container's memory limit"
+
+
+def _app_heap_limit_unknown(f: Facts) -> Result:
+    if f.reading.memory.limit:
+        return None
+    runtime = str(f.reading.details.get("runtime", ""))
+    return WARNING, (f"no heap limit known (runtime {runtime or 'unknown'}): the heap has no countdown and the "
+                     f"heap alerts cannot fire before the process dies; {APP_LIMIT_HINTS.get(runtime, APP_LIMIT_HINT)}")
+
+
+def _app_heap_above_hard_limit(f: Facts) -> Result:
+    heap = f.value(catalog.CACHE_MEMORY_LIMIT)
+    hard = f.target.memory_limit
+    if not heap or not hard or not isinstance(f.target, AppTarget):
+        return None
+    if f.reading.memory.limit_source == "config" and not f.target.heap_limit:
+        return None  # a runtime without a heap limit of its own counts against memory_limit itself
+    if heap < 0.9 * hard:
+        return None
+    severity = CRITICAL if heap >= hard else WARNING
+    return severity, (f"the heap limit ({_mib(heap)}) is {heap / hard:.0%} of memory_limit ({_mib(hard)}): with "
+                      "code, stacks and buffers beside the heap the container is OOM-killed (exit 137) before the "
+                      "runtime's own limit; lower the heap limit (--max-old-space-size, -Xmx, GOMEMLIMIT)")
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -274,6 +312,10 @@ CHECKS: list[Check] = [
           "-M (evictions off) with under 10 % headroom (critical when no page is left)"),
     Check("memcached_limit_above_hard_limit", MemcachedTarget, _memcached_limit_above_hard_limit,
           "-m plus the hash table above 90 % of memory_limit (critical above 100 %)"),
+    Check("app_heap_limit_unknown", AppTarget, _app_heap_limit_unknown,
+          "app target without a usable heap limit (no countdown, no heap alert); the hint names the fix"),
+    Check("app_heap_limit_above_hard_limit", AppTarget, _app_heap_above_hard_limit,
+          "heap limit above 90 % of memory_limit (critical above 100 %): OOM kill before the runtime's limit"),
 ]
 
 

@@ -58,7 +58,7 @@ def audit_checks() -> str:
 
     out = [CHECKS_BEGIN, "", "| check | store | fires when |", "|---|---|---|"]
     for check in CHECKS:
-        store = "redis" if check.store.__name__.startswith("Redis") else "memcached"
+        store = check.store.__name__.removesuffix("Target").lower()
         out.append(f"| `{check.name}` | {store} | {check.summary} |")
     return "\n".join(out + ["", CHECKS_END])
 

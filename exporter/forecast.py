@@ -357,6 +357,8 @@ class Forecaster:
     def update(self, now: float, memory: MemoryView, store: str, out: Samples) -> dict[str, float | None]:
         """Record this poll's values and add the forecast samples; returns them for /targets."""
         labels = (("store", store),)
+        if memory.restarted:  # a new process: the last one's rise says nothing about this one's
+            self.used, self.resident = PeakHistory(self.used.window), PeakHistory(self.resident.window)
         if memory.used is not None:
             self.used.observe(now, memory.used)
         if memory.resident is not None:

@@ -130,6 +130,9 @@ class MemoryView:
     resident_limit: float | None = None
     evicts_when_full: bool | None = None
     eviction_policy: str | None = None
+    # The process behind the target is a new one since the last poll (an app restarted after a
+    # crash): its memory history no longer applies.
+    restarted: bool = False
 
 
 @dataclass(slots=True)

@@ -52,15 +52,17 @@ class Prometheus:
     """A Prometheus server scraping ``targets`` every ``scrape_interval``, with ``rule_files``."""
 
     def __init__(self, workdir: Path, targets: list[str], rule_files: Iterable[Path] = (),
-                 scrape_interval: str = "1s", job: str = "cache-exporter", scrape: dict | None = None) -> None:
+                 scrape_interval: str = "1s", job: str = "cache-exporter", scrape: dict | None = None,
+                 evaluation_interval: str | None = None) -> None:
         assert PROMETHEUS is not None
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.job = job
+        intervals = {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval or scrape_interval}
         config = {
-            "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+            "global": intervals,
             "rule_files": [str(p) for p in rule_files],
             "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}], **(scrape or {})}],
         }

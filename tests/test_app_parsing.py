@@ -761,3 +761,66 @@ def test_truncated_gzip_is_an_error_not_a_shorter_body():
     with pytest.raises(ValueError, match="truncated"):
         out = bounded_gunzip(cut, 16 * MiB)
         assert payload.startswith(out)  # what comes back is a prefix
+
+
+# --- a new process behind the endpoint -------------------------------------------------------
+
+NODE_BODY = """# TYPE nodejs_heap_size_used_bytes gauge
+nodejs_heap_size_used_bytes 50000000
+# TYPE nodejs_heap_size_limit_bytes gauge
+nodejs_heap_size_limit_bytes 117440512
+# TYPE nodejs_gc_duration_seconds histogram
+nodejs_gc_duration_seconds_sum{{kind="major"}} {gc}
+nodejs_gc_duration_seconds_count{{kind="major"}} 3
+# TYPE process_start_time_seconds gauge
+process_start_time_seconds {start}
+"""
+
+
+@pytest.mark.parametrize(("polls", "restarts"), [
+    ([("1700000000", 1.0), ("1700000000", 2.0)], [False, False]),  # the same process
+    ([("1700000000", 1.0), ("1700000042", 0.1)], [False, True]),  # exit 134, restarted
+    ([("1700000000", 5.0), ("1700000000", 0.2)], [False, True]),  # start time the same second: GC went back
+    ([("NaN", 1.0), ("NaN", 2.0), ("+Inf", 3.0)], [False, False, False]),  # a start time that says nothing
+])
+def test_a_new_process_is_a_restart_and_starts_a_new_history(polls, restarts):
+    from exporter.snapshot import Samples, SeriesLimits
+    from exporter.sources.app import AppSource
+
+    target = app_target()
+    source = AppSource(target)
+    seen = []
+    for start, gc in polls:
+        document = map_body(NODE_BODY.format(start=start, gc=gc), target)
+        out = Samples(SeriesLimits.of(target))
+        memory = source._heap_samples(out, document.heap, document.resident, document.runtime)
+        seen.append(memory.restarted)
+        # The countdown aims at 80 % of the old generation (heap_size_limit minus the young reserve).
+        assert memory.limit == pytest.approx(0.8 * (117440512 - V8_YOUNG_RESERVE))
+        assert out.value("app_heap_effective_limit_bytes") == memory.limit
+    assert seen == restarts
+    assert out.value("app_process_restarts_total") == sum(restarts)
+
+
+def test_opentelemetry_without_a_heap_limit_is_an_audit_finding_with_the_fix():
+    """runtime-node exports no heap limit at all (prom-client without the gauge: tests/test_app_node.py)."""
+    from exporter import audit
+    from exporter.snapshot import MemoryView
+    from exporter.sources.base import Reading
+
+    fixture, hint = "nodejs_otel.prom", "OpenTelemetry"
+    target = app_target()
+    document = map_body(body(fixture), target)
+    assert document.runtime == "nodejs-otel" and document.heap.limit is None
+    reading = Reading(document.samples, MemoryView(used=document.heap.used, limit=None),
+                      {"runtime": document.runtime})
+    findings = {f.check: f for f in audit.evaluate(target, reading)}
+    assert findings["app_heap_limit_unknown"].severity == "warning"
+    assert hint in findings["app_heap_limit_unknown"].message and "heap_limit" in findings[
+        "app_heap_limit_unknown"].message
+    # With heap_limit configured the same body has a limit, and the finding is gone.
+    limited = app_target(heap_limit="64MiB")
+    document = map_body(body(fixture), limited)
+    reading = Reading(document.samples, MemoryView(used=document.heap.used, limit=document.heap.effective_limit),
+                      {"runtime": document.runtime})
+    assert "app_heap_limit_unknown" not in {f.check for f in audit.evaluate(limited, reading)}

@@ -30,7 +30,7 @@ if str(REPO) not in sys.path:
 import exporter.sources  # noqa: E402, F401  (declares every source's families in the catalog)
 from dashboards import queries  # noqa: E402
 from exporter import catalog  # noqa: E402
-from exporter.sources.app import THRASH_HEAP_RATIO, THRASH_MUTATOR_UTILIZATION  # noqa: E402
+from exporter.sources.app import V8_ABORT_RATIO, V8_LOW_MUTATOR_UTILIZATION  # noqa: E402
 
 DASHBOARDS_DIR = REPO / "dashboards"
 UIDS = {"cache-exporter-overview", "cache-exporter-redis", "cache-exporter-memcached", "cache-exporter-app",
@@ -666,8 +666,9 @@ def test_store_utilization_claims_no_alert_level():
     for severity, expr in alert_rules("CacheMemoryExhaustionPredicted").items():
         assert "cache_memory_utilization_ratio" not in expr, severity  # if a guard comes back, colour it here
     heap = alert_rules("AppHeapExhaustionPredicted")
-    assert f"cache_memory_utilization_ratio > {rules.PREDICT_WARNING_MIN_UTILIZATION:g}" in heap["warning"]
-    assert f"cache_memory_utilization_ratio > {rules.PREDICT_CRITICAL_MIN_UTILIZATION:g}" in heap["critical"]
+    # The heap guards are against the effective limit (where the runtime may abort), not the nominal one.
+    assert f"app_heap_effective_limit_bytes > {rules.PREDICT_WARNING_MIN_UTILIZATION:g}" in heap["warning"]
+    assert f"app_heap_effective_limit_bytes > {rules.PREDICT_CRITICAL_MIN_UTILIZATION:g}" in heap["critical"]
 
     assert panel_steps(OVERVIEW, "Fullest: memory used, % of effective limit") == NO_LEVEL
     for uid in (OVERVIEW, REDIS, MEMCACHED):
@@ -693,10 +694,9 @@ def test_store_specific_thresholds_are_the_alert_levels():
         (None, "green"), (rules.FORK_WARNING_RATIO, "orange"), (rules.FORK_CRITICAL_RATIO, "red")]
     assert column_steps("cache-exporter-redis", "Persistence", "Fork risk") == panel_steps(
         "cache-exporter-redis", "Fork memory risk")
-    assert panel_steps("cache-exporter-app", "Heap used, % of limit") == [
-        (None, "green"), (rules.THRASH_MIN_UTILIZATION, "orange"), (THRASH_HEAP_RATIO, "red")]
+    assert panel_steps("cache-exporter-app", "Heap used, % of limit") == [(None, "green"), (V8_ABORT_RATIO, "red")]
     assert panel_steps("cache-exporter-app", "GC time") == [
-        (None, "green"), (rules.THRASH_MIN_GC_RATIO, "orange"), (pytest.approx(1 - THRASH_MUTATOR_UTILIZATION), "red")]
+        (None, "green"), (pytest.approx(1 - V8_LOW_MUTATOR_UTILIZATION), "red")]
     assert panel_steps("cache-exporter-memcached", "Calcified slab classes") == [(None, "green"), (1, "orange")]
     assert panel_steps(OVERVIEW, "Time since last successful poll") == [(None, "green"), (T["down_for"], "red")]
     assert panel_steps("cache-exporter-http-cache", "Error served from cache") == [(None, "green"), (1, "orange")]
@@ -707,7 +707,7 @@ def test_every_threshold_is_an_alert_constant():
     """No colour step of its own: each is an alert constant (or 0/1 for counts and flags)."""
     allowed = {float(v) for v in T.values()}
     allowed |= {float(v) for k, v in vars(rules).items() if k.isupper() and isinstance(v, int | float)}
-    allowed |= {THRASH_HEAP_RATIO, round(1 - THRASH_MUTATOR_UTILIZATION, 6), 0.0, 1.0, 1e-9}
+    allowed |= {V8_ABORT_RATIO, round(1 - V8_LOW_MUTATOR_UTILIZATION, 6), 0.0, 1.0, 1e-9}
     checked = 0
     for uid, doc in DOCS.items():
         for path, key, value in _walk(doc):

@@ -246,3 +246,26 @@ def test_a_history_longer_than_the_rings_saves_only_finite_points():
     assert len(points) <= sum(n for _, n in RINGS) + 1
     assert all(math.isfinite(t) and math.isfinite(v) for t, v in points)
     assert PeakHistory(WINDOW).restore(points, START + 8 * 86400) == len(points)
+
+
+def test_a_restarted_process_is_forecast_from_its_own_first_poll():
+    """A crash loop: each life of an app leaks from 10 % to its limit in 10 min, then dies and restarts.
+    The second life rises to levels the first one reached, which the forecast would take for a cycle;
+    marked ``restarted`` (a new process_start_time_seconds) it starts a new history and is told."""
+    life = 600.0
+
+    def second_life_countdown(mark_restart: bool) -> float | None:
+        f = Forecaster(WINDOW)
+        until = None
+        ticks = [(i * STEP, i * STEP) for i in range(int(life / STEP))]  # (time, age in its life)
+        ticks += [(life + 5 + i * STEP, i * STEP) for i in range(int(0.75 * life / STEP) + 1)]
+        for t, age in ticks:
+            memory = MemoryView(used=(0.1 + 0.9 * age / life) * LIMIT, limit=LIMIT,
+                                restarted=mark_restart and t == life + 5)
+            until = f.update(START + t, memory, "app", Samples()).get("seconds_until_full")
+        return until  # 2.5 min before the second abort
+
+    told = second_life_countdown(mark_restart=True)
+    assert told is not None and told < 0.3 * life
+    stale = second_life_countdown(mark_restart=False)
+    assert stale is None or stale == math.inf or stale == 0.0

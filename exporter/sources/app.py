@@ -15,8 +15,16 @@ Heap figures compare like with like, because that is what the process dies of:
 * **Go**: runtime-managed memory (sys minus released) against GOMEMLIMIT when it is set.
 * **Python**: no heap limit exists; resident memory against the target's ``memory_limit``.
 
-The thrash signal follows V8's own abort rule (old generation >= 80 % of its limit while the
-mutator gets < 40 % of the time, over consecutive polls).
+Where the countdown aims: V8 does not always run to its limit. Its "ineffective mark-compacts
+near heap limit" rule aborts once 4 mark-compacts in a row leave the old generation at >= 80 % of
+its limit while the program gets < 40 % of the time; under fast allocation that is where a real
+app died (79-81 %, tests/test_app_node.py), under slow allocation it lived to ~97 %. The
+countdown therefore aims at the *effective limit* (``app_heap_effective_limit_bytes``): 80 % of
+the old-generation limit for V8, the limit itself for the other runtimes.
+
+A process that restarted (a crash loop: exit 134, restarted by its supervisor) is a new heap:
+a changed ``process_start_time_seconds`` or a cumulative GC time that went backwards tells the
+forecast to start a new history, so each life is watched from its first poll.
 """
 
 from __future__ import annotations
@@ -47,13 +55,11 @@ from exporter.targets import AppTarget
 log = logging.getLogger(__name__)
 
 APP = "app"
-# V8 aborts when, over 4 consecutive mark-compacts, the old generation stays >= 80 % of its limit
-# and the mutator gets < 40 % of the time. Sampled per poll this shows only at the very end (in
-# the tests: GC at 26-40 % of wall time for the last ~3 s, then the abort), so it is the critical
-# signal; the alert rules warn earlier on heap > 75 % with GC > 25 %.
-THRASH_HEAP_RATIO = 0.8
-THRASH_MUTATOR_UTILIZATION = 0.4
-THRASH_POLLS = 2
+# V8's kHighHeapPercentage (src/heap/heap.cc, IsIneffectiveMarkCompact): from this share of the
+# old-generation limit on, 4 mark-compacts in a row with the mutator under 40 % of the time abort
+# the process. It is the earliest point V8 gives up, and where fast allocation died in our runs.
+V8_ABORT_RATIO = 0.8
+V8_LOW_MUTATOR_UTILIZATION = 0.4  # kLowMutatorUtilization: the other half of that rule
 GO_MEMLIMIT_UNSET = 2**62  # GOMEMLIMIT unset reads math.MaxInt64 (~9.2e18); anything this large is "unset"
 
 APP_UP = catalog.gauge("app_up", "1 if the last poll of the app's metrics endpoint succeeded, else 0.", (), APP)
@@ -61,15 +67,18 @@ RUNTIME_INFO = catalog.gauge("app_runtime_info", "Constant 1; label runtime is t
                              ("runtime",), APP)
 GC_RATIO = catalog.gauge(
     "app_gc_time_ratio", "Share of wall time spent in garbage collection between the last two polls.", (), APP)
-THRASHING = catalog.gauge(
-    "app_heap_thrashing",
-    f"1 while the heap is >= {THRASH_HEAP_RATIO:.0%} of its limit and GC takes > "
-    f"{1 - THRASH_MUTATOR_UTILIZATION:.0%} of the time for {THRASH_POLLS}+ consecutive polls (V8's abort rule).",
-    (), APP)
 CACHE_ERRORS = catalog.counter(
     "app_cache_backend_errors_total",
     "Cache operations that failed against the backend and were swallowed by the app (django-redis "
     "IGNORE_EXCEPTIONS): the cache is silently off.", ("cache",), APP)
+EFFECTIVE_LIMIT = catalog.gauge(
+    "app_heap_effective_limit_bytes",
+    f"Where the heap countdown aims: the point the runtime may abort (V8: {V8_ABORT_RATIO:.0%} of the "
+    "old-generation limit, its ineffective mark-compact rule; other runtimes: the limit).", (), APP)
+RESTARTS = catalog.counter(
+    "app_process_restarts_total",
+    "New lives of the app process seen by the exporter (process start time changed or GC time went back); "
+    "each starts a new forecast history.", (), APP)
 HEAP_TOTAL = catalog.gauge(
     "app_heap_total_used_bytes", "Total heap used as the runtime reports it (V8: including the young generation).",
     (), APP)
@@ -84,6 +93,12 @@ class Heap:
     limit_source: str | None = None
     total_used: float | None = None
     gc_seconds: float | None = None  # cumulative
+    abort_ratio: float = 1.0  # share of the limit from which the runtime may abort
+    started: float | None = None  # process_start_time_seconds: a change is a new process
+
+    @property
+    def effective_limit(self) -> float | None:
+        return self.limit * self.abort_ratio if self.limit else None
 
 
 def _node_heap(p: Parsed, t: AppTarget) -> Heap:
@@ -95,7 +110,7 @@ def _node_heap(p: Parsed, t: AppTarget) -> Heap:
     runtime_limit = p.first("nodejs_heap_size_limit_bytes")
     if runtime_limit and runtime_limit - t.young_generation_reserve > 0:
         limit, source = runtime_limit - t.young_generation_reserve, "runtime"
-    return Heap(used, limit, source, total, p.sum("nodejs_gc_duration_seconds_sum"))
+    return Heap(used, limit, source, total, p.sum("nodejs_gc_duration_seconds_sum"), V8_ABORT_RATIO)
 
 
 def _otel_heap(p: Parsed, t: AppTarget) -> Heap:
@@ -106,7 +121,7 @@ def _otel_heap(p: Parsed, t: AppTarget) -> Heap:
     young = sum(v for labels, v in p.samples.get("v8js_memory_heap_used", ())
                 if labels.get(space) in ("new_space", "new_large_object_space"))
     used = total - young if total is not None else None
-    return Heap(used, None, None, total, p.sum("v8js_gc_duration_sum"))
+    return Heap(used, None, None, total, p.sum("v8js_gc_duration_sum"), V8_ABORT_RATIO)
 
 
 def _jvm_heap(p: Parsed, t: AppTarget) -> Heap:
@@ -153,7 +168,7 @@ class Preset:
     heap: Callable[[Parsed, AppTarget], Heap]
 
 
-PROCESS = frozenset({"process_resident_memory_bytes"})
+PROCESS = frozenset({"process_resident_memory_bytes", "process_start_time_seconds"})
 PRESETS: list[Preset] = [
     Preset("nodejs", ("nodejs_heap_size_used_bytes",), PROCESS | {
         "nodejs_heap_size_used_bytes", "nodejs_heap_size_total_bytes", "nodejs_heap_space_size_used_bytes",
@@ -185,7 +200,13 @@ class CacheMetric:
 
 
 CACHE_METRICS: list[CacheMetric] = [
-    # Micrometer (Caffeine, JCache, Guava, ...)
+    # The convention for apps without a metrics library of their own (Node.js: a Map, lru-cache,
+    # Keyv): prom-client counters and a gauge, labelled by cache (README, "If you run a Node.js
+    # service"; tests/apps/node_heap_app/app.js).
+    CacheMetric("cache_hits_total", catalog.CACHE_HITS, "cache"),
+    CacheMetric("cache_misses_total", catalog.CACHE_MISSES, "cache"),
+    CacheMetric("cache_entries", catalog.CACHE_ITEMS, "cache"),
+    # Micrometer (Caffeine, JCache, Guava, ...); its cache_evictions_total is the convention's too
     CacheMetric("cache_gets_total", catalog.CACHE_HITS, "cache", (("result", "hit"),)),
     CacheMetric("cache_gets_total", catalog.CACHE_MISSES, "cache", (("result", "miss"),)),
     CacheMetric("cache_evictions_total", catalog.CACHE_EVICTIONS, "cache"),
@@ -301,7 +322,10 @@ def map_body(text: str, t: AppTarget) -> AppDocument:
             families |= preset.families
         parsed = parse(text, families)
         chosen = detect(parsed) if t.runtime == "auto" else PRESET_BY_NAME[t.runtime]
-        heap = chosen.heap(parsed, t)
+        started = parsed.first("process_start_time_seconds")
+        # A start time that is not a finite number says nothing (NaN != NaN would read as a restart).
+        heap = replace(chosen.heap(parsed, t), started=started if started is not None and math.isfinite(started)
+                       else None)
         resident = parsed.first("process_resident_memory_bytes")
         _caches(parsed, out)
         runtime, malformed = chosen.name, parsed.malformed
@@ -333,7 +357,8 @@ class AppSource(PersistentConnectionSource):
         self.target: AppTarget = target
         self.conn: GuardedHTTPConnection | None = None
         self.last_gc: tuple[float, float] | None = None  # (monotonic time, cumulative GC seconds)
-        self.thrash_polls = 0
+        self.started: float | None = None  # process_start_time_seconds at the last poll
+        self.restarts = 0
 
     def _connect(self, password: str | None) -> None:
         t = self.target
@@ -381,21 +406,30 @@ class AppSource(PersistentConnectionSource):
             out.add(catalog.CACHE_MEMORY_LIMIT_INFO, 1, store + (("source", heap.limit_source or ""),))
             out.add(catalog.CACHE_MEMORY_UTILIZATION, heap.used / heap.limit, store)  # type: ignore[operator]
             out.add(catalog.CACHE_MEMORY_HEADROOM, heap.limit - heap.used, store)  # type: ignore[operator]
+            out.add(EFFECTIVE_LIMIT, heap.effective_limit)
         out.add(catalog.CACHE_RESIDENT, resident, store)
         resident_limit = float(t.memory_limit) if t.memory_limit else None
         out.add(catalog.CACHE_RESIDENT_LIMIT, resident_limit, store)
-        # GC time between polls -> mutator utilization -> the thrash signal.
+        # GC time between polls; a cumulative GC time that went back is a new process.
         now = time.monotonic()
-        ratio = None
+        restarted = self._new_life(heap)
+        if restarted:
+            self.last_gc = None
+            self.restarts += 1
+        out.add(RESTARTS, self.restarts)
         if heap.gc_seconds is not None:
-            if self.last_gc is not None and now > self.last_gc[0] and heap.gc_seconds >= self.last_gc[1]:
-                ratio = min(1.0, (heap.gc_seconds - self.last_gc[1]) / (now - self.last_gc[0]))
-                out.add(GC_RATIO, ratio)
+            if self.last_gc is not None and now > self.last_gc[0]:
+                out.add(GC_RATIO, min(1.0, (heap.gc_seconds - self.last_gc[1]) / (now - self.last_gc[0])))
             self.last_gc = (now, heap.gc_seconds)
-        if ratio is not None and heap.limit and heap.used is not None:
-            hot = heap.used / heap.limit >= THRASH_HEAP_RATIO and (1 - ratio) < THRASH_MUTATOR_UTILIZATION
-            self.thrash_polls = self.thrash_polls + 1 if hot else 0
-            out.add(THRASHING, int(self.thrash_polls >= THRASH_POLLS))
-        return MemoryView(used=heap.used, limit=heap.limit, limit_source=heap.limit_source, resident=resident,
-                          resident_limit=resident_limit, evicts_when_full=None, eviction_policy=None)
+        self.started = heap.started
+        # The countdown aims at the effective limit: where the runtime gives up, not its nominal limit.
+        return MemoryView(used=heap.used, limit=heap.effective_limit, limit_source=heap.limit_source,
+                          resident=resident, resident_limit=resident_limit, evicts_when_full=None,
+                          eviction_policy=None, restarted=restarted)
+
+    def _new_life(self, heap: Heap) -> bool:
+        """Whether the process behind the endpoint is not the one the last poll saw."""
+        if heap.started is not None and self.started is not None and heap.started != self.started:
+            return True
+        return heap.gc_seconds is not None and self.last_gc is not None and heap.gc_seconds < self.last_gc[1]
 

@@ -7,6 +7,8 @@
 //   CHURN_BYTES_PER_SEC  per-request garbage that lives ~1 s (long enough to be promoted to the
 //                        old generation): what makes V8 thrash in GC as the heap fills (default 0)
 //   EXPORT_HEAP_LIMIT    "1": export nodejs_heap_size_limit_bytes (the collector the README gives)
+//   CACHE_MAX_ENTRIES    bound the cache (oldest entry evicted first): a healthy app whose heap
+//                        saws under GC instead of growing (default 0: unbounded, the leak)
 'use strict';
 const http = require('http');
 const v8 = require('v8');
@@ -23,10 +25,20 @@ if (process.env.EXPORT_HEAP_LIMIT === '1') {
   });
 }
 
-// --- an in-process cache with Micrometer-style counters ---
-const gets = new client.Counter({ name: 'cache_gets_total', help: 'Cache lookups.', labelNames: ['cache', 'result'] });
-const size = new client.Gauge({ name: 'cache_size', help: 'Cache entries.', labelNames: ['cache'] });
+// --- an in-process cache, exposed the way the README asks of a Node app: four series per cache,
+// labelled `cache`, that cache-exporter maps to cache_hits_total, cache_misses_total,
+// cache_evictions_total and cache_items{store="app"} ---
+const labelNames = ['cache'];
+const hits = new client.Counter({ name: 'cache_hits_total', help: 'Cache lookups that found the key.', labelNames });
+const misses = new client.Counter({ name: 'cache_misses_total', help: 'Cache lookups that missed.', labelNames });
+const evictions = new client.Counter({ name: 'cache_evictions_total', help: 'Entries evicted.', labelNames });
+const entryCount = new client.Gauge({ name: 'cache_entries', help: 'Entries in the cache.', labelNames });
 const cache = new Map();
+const maxEntries = Number(process.env.CACHE_MAX_ENTRIES || 0);
+const name = { cache: 'sessions' };
+hits.inc(name, 0);
+misses.inc(name, 0);
+evictions.inc(name, 0);
 let next = 0;
 
 const rate = Number(process.env.GROW_BYTES_PER_SEC || 1024 * 1024);
@@ -48,12 +60,16 @@ setInterval(() => {
     // slower than asked): ~4 KiB of old-generation memory once it survives scavenges.
     cache.set(`session:${next}`, new Array(entryBytes / 8).fill(next));
     next++;
+    if (maxEntries > 0 && cache.size > maxEntries) { // a Map iterates in insertion order: oldest first
+      cache.delete(cache.keys().next().value);
+      evictions.inc(name);
+    }
   }
   for (let i = 0; i < 5; i++) {
     const key = `session:${Math.floor(Math.random() * next * 1.2)}`;
-    gets.inc({ cache: 'sessions', result: cache.has(key) ? 'hit' : 'miss' });
+    if (cache.has(key)) hits.inc(name); else misses.inc(name);
   }
-  size.set({ cache: 'sessions' }, cache.size);
+  entryCount.set(name, cache.size);
 }, tickMs);
 
 http.createServer(async (req, res) => {
