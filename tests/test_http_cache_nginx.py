@@ -326,7 +326,15 @@ def test_a_one_minute_cache_of_a_503_pages_and_caching_only_200_stays_silent(tmp
                           scrape_interval=rules_module.duration(15 * SCALE))
         try:
             prom.wait_ready()
-            wait_until(lambda: cached_up.requests and good_up.requests, timeout=15, message="the first probes")
+            # increase() needs a sample before the rise: Prometheus must hold the counter at 0 first (on a
+            # busy machine its first scrape can come after the first probes).
+            wait_until(lambda: prom.result('http_cache_stale_errors_after_recovery_total{target="cached"} == 0'),
+                       timeout=30, interval=0.5, message="Prometheus to hold the counter at 0")
+            # Recover right after nginx stored a fresh 503 (a fetch of the plain path, not a bypass probe),
+            # so the stale error lasts nearly the whole TTL whenever the wait above ended.
+            fetched = cached_up.requests.count("/v1/quotes")
+            wait_until(lambda: cached_up.requests.count("/v1/quotes") > fetched and good_up.requests,
+                       timeout=4 * ttl, interval=0.05, message="a fresh 503 stored")
             cached_up.healthy = good_up.healthy = True  # the 503 is stored; from now on it is stale
             recovered = time.monotonic()
             url = f"{cached.url}/v1/quotes"
