@@ -1237,7 +1237,8 @@ def default_config(listen: str = DEFAULT_LISTEN, self_scrape: bool = True) -> Co
          "runtime": "python",
          # Its own process has no heap limit of its own, and the operator did not choose this target.
          "acknowledge": [{"check": "app_heap_limit_unknown",
-                          "reason": "the exporter's own process (built-in default); give it memory_limit to watch it"}]},
+                          "reason": "the exporter's own process (built-in default); "
+                                    "give it memory_limit to watch it"}]},
     ]}
     if not self_scrape:  # behind a web config (TLS, basic auth) a plain self-scrape would only fail
         document["targets"] = document["targets"][:2]
