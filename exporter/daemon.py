@@ -38,16 +38,12 @@ class Daemon:
         self.server = make_server(listen, Endpoints(
             metrics=lambda compress: self.exposition.body_parts(compress=compress),
             targets=self.targets_status, ready=self.scheduler.ready, reload=self.reload,
-            lifecycle=lifecycle, web=web, on_auth_failure=self._auth_failed))
+            lifecycle=lifecycle, web=web))
         self.exposition.watch_http(self.server, web)
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._reload_lock = threading.Lock()
         self._mark_reload(ok=True)
-
-    def _auth_failed(self) -> None:
-        if self.web is not None:
-            self.web.auth_failures += 1
 
     @property
     def address(self) -> tuple[str, int]:

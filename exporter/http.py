@@ -19,7 +19,6 @@ from exporter.webconfig import WebConfigFile
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_BODY = 64 * 1024
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes stay open under basic auth
 
 _LANDING = """<!doctype html>
@@ -81,7 +80,6 @@ class Endpoints:
     reload: Callable[[], tuple[bool, str]]
     lifecycle: bool = False
     web: WebConfigFile | None = None
-    on_auth_failure: Callable[[], None] = lambda: None
     routes: dict[str, dict[str, Callable[[Request], Response]]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -96,19 +94,18 @@ class Endpoints:
 
     def __call__(self, request: Request) -> Response:
         web = self.web.current() if self.web else None
-        response = self._route(request, web)
+        response = self._route(request)
         if web is not None:
             response.headers.extend(web.headers)
         return response
 
-    def _route(self, request: Request, web: object) -> Response:
+    def _route(self, request: Request) -> Response:
         methods = self.routes.get(request.path)
         if methods is None:
             return _text(404, f"not found: {request.path[:200]}\n")
         if self.web is not None and request.path not in OPEN_PATHS:
             verdict = self.web.authenticate(request.headers.get("authorization"))
             if verdict is False:
-                self.on_auth_failure()
                 return _text(401, "unauthorized\n", [("WWW-Authenticate", 'Basic realm="cache-exporter"')])
         handler = methods.get("GET" if request.method == "HEAD" else request.method)
         if handler is None:
@@ -157,6 +154,5 @@ def _json(status: int, payload: object) -> Response:
 def make_server(listen: str | list[str], endpoints: Endpoints, limits: Limits | None = None) -> Server:
     """Bind every listen address (OSError if one cannot be bound) and serve ``endpoints`` on them."""
     addresses = [parse_listen(a) for a in ([listen] if isinstance(listen, str) else listen)]
-    limits = limits or Limits(max_body=MAX_REQUEST_BODY)
     web = endpoints.web
-    return Server(addresses, endpoints, limits, tls=web.tls_context if web is not None else None)
+    return Server(addresses, endpoints, limits or Limits(), tls=web.tls_context if web is not None else None)

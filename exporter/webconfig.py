@@ -261,7 +261,15 @@ class WebConfigFile:
         return self.current().tls
 
     def authenticate(self, authorization: str | None) -> bool | None:
-        """None when no users are configured (open), else whether the Basic credentials match."""
+        """None when no users are configured (open), else whether the Basic credentials match;
+        every mismatch counts in ``auth_failures``."""
+        verdict = self._verify(authorization)
+        if verdict is False:
+            with self._lock:
+                self.auth_failures += 1
+        return verdict
+
+    def _verify(self, authorization: str | None) -> bool | None:
         users = self.current().users
         if not users:
             return None
