@@ -105,18 +105,21 @@ def _listen(sock: socket.socket, address: tuple[str, int], backlog: int) -> sock
 
 
 class _Conn:
-    __slots__ = ("sock", "transport", "busy")
+    __slots__ = ("task", "transport", "busy")
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
+    def __init__(self, task: asyncio.Task[None] | None) -> None:
+        self.task = task
         self.transport: asyncio.BaseTransport | None = None  # once the TLS handshake (if any) is done
         self.busy = False  # a request is being handled or its response written: never evicted
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()  # type: ignore[attr-defined]
-        else:
-            self.sock.close()
+        elif self.task is not None:
+            # Still inside connect_accepted_socket: asyncio owns the socket and has callbacks queued on
+            # its fd, so closing the socket here would hand them a dead (or reused) descriptor.
+            # Cancelling makes asyncio close its transport, which turns those callbacks into no-ops.
+            self.task.cancel()
 
 
 class _Refused(Exception):
@@ -220,7 +223,7 @@ class Server:
             task.add_done_callback(self._tasks.discard)
 
     async def _connection(self, sock: socket.socket) -> None:
-        conn = _Conn(sock)
+        conn = _Conn(asyncio.current_task())
         if len(self._conns) >= self.limits.max_connections:
             victim = next((c for c in self._conns if not c.busy), None)
             if victim is None:
@@ -263,7 +266,9 @@ class Server:
             if writer is not None:
                 writer.close()
             else:
-                conn.abort()
+                # After callbacks asyncio may already have queued for this fd (see _Conn.abort);
+                # closing a socket object twice is harmless.
+                loop.call_soon(sock.close)
 
     async def _serve(self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      peer: str, tls: bool) -> None:

@@ -15,6 +15,7 @@ import base64
 import gzip
 import http.client
 import json
+import logging
 import re
 import shutil
 import signal
@@ -33,6 +34,7 @@ from conftest import REPO, fast_global, free_port, need, redis_target, wait_unti
 from promlab import PROMETHEUS, Prometheus
 
 from exporter.http import accepts_gzip, parse_listen
+from exporter.httpserver import Limits, Response, Server
 
 PASSWORD = "s3cret-scrape"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()  # cost 4: the tests check, not guard
@@ -366,6 +368,36 @@ def test_slow_clients_cost_no_threads_and_do_not_lock_out_a_scrape(redis_server,
         for s in socks:
             s.close()
     assert "Traceback" not in ep.log()
+
+
+def test_evicting_a_connection_still_being_set_up_is_clean(caplog):
+    """A burst far over the connection cap evicts connections asyncio is still setting up: that must
+    never hand asyncio a closed descriptor (an error in the loop, or worse, a reused fd)."""
+    srv = Server([("127.0.0.1", 0)], lambda req: Response(200, [b"ok\n"], []),
+                 Limits(max_connections=2, head_timeout=5))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    socks = []
+    caplog.set_level(logging.DEBUG, logger="exporter.httpserver")
+    try:
+        for _ in range(300):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET / HTTP/1.1\r\n")
+            socks.append(s)
+        deadline = time.monotonic() + 10
+        while srv.evicted < 290 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        for s in socks:
+            s.close()
+        srv.shutdown()
+        srv.server_close()
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert srv.evicted >= 290, srv.evicted
+    assert not errors, [r.getMessage()[:300] for r in errors]
 
 
 # --- the web config ---------------------------------------------------------------------------
