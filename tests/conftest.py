@@ -34,6 +34,32 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Fixtures that start a server or a binary: a test using one (directly or through another fixture)
+# is marked ``servers`` and left out of ``make test-fast``. Tests that start a binary themselves
+# carry the mark by hand (module ``pytestmark`` or a decorator). ``lab`` is the fault suites' daemon
+# polling a dozen scripted fake servers in real time: seconds of waiting, not a unit test.
+SERVER_FIXTURES = frozenset({"redis_factory", "memcached_factory", "exporter_factory", "tls_files", "lab"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
+
+
+@pytest.fixture(autouse=True)
+def _unmarked_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keeps the ``servers`` mark honest: a test without it that starts a process fails, so
+    ``make test-fast`` stays pure Python (no root, no installed servers) and fast."""
+    if request.node.get_closest_marker("servers") is not None:
+        return
+
+    def refuse(self: subprocess.Popen, args: object, *rest: object, **kwargs: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a process ({args!r}) without the "
+                             "`servers` mark: mark it, or keep it pure Python")
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
 def need(condition: bool, why: str) -> None:
     """Skip locally, fail in CI: a CI run must never go green by skipping."""
     if not condition:

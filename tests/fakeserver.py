@@ -179,6 +179,19 @@ class Session:
             self.conn.close()
 
 
+def _client_still_connected(s: Session) -> bool:
+    """Whether the client of ``s`` has neither closed nor reset it: a peek that never blocks and never
+    changes the socket's mode, so it is safe beside the session's own thread."""
+    if s.closed:
+        return False
+    try:
+        return s.conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
 class FakeServer:
     """A threaded TCP server on 127.0.0.1 (``port`` 0: any free port) running one Session per connection.
 
@@ -228,7 +241,11 @@ class FakeServer:
             with self.lock:
                 self.connections += 1
                 self.active += 1
-                self.max_active = max(self.max_active, self.active)
+                # Counted from the kernel's view at this accept, not from the session threads' (which
+                # on a busy machine notice a client's close late): a connection whose client has
+                # already closed it is not open any more.
+                others = sum(1 for other in self._sessions if _client_still_connected(other))
+                self.max_active = max(self.max_active, others + 1)
                 session = self.session_class(self, conn)
                 self._sessions.append(session)
                 t = threading.Thread(target=self._serve, args=(session,), name=f"{self.name}-conn", daemon=True)
@@ -246,6 +263,11 @@ class FakeServer:
             s.close()
             with self.lock:
                 self.active -= 1
+
+    def clients_connected(self) -> int:
+        """Connections whose client has neither closed nor reset them, as the kernel sees it now."""
+        with self.lock:
+            return sum(1 for s in self._sessions if _client_still_connected(s))
 
     def _handle(self, s: Session) -> None:
         raise NotImplementedError

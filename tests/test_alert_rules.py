@@ -59,6 +59,7 @@ def seconds(text: str) -> float:
 
 # --- (a) promtool check rules -----------------------------------------------------------------
 
+@pytest.mark.servers
 def test_rules_pass_promtool_check_with_all_lints():
     result = promtool("check", "rules", "--lint=all", "--lint-fatal", str(RULES_FILE.relative_to(REPO)))
     output = result.stdout + result.stderr
@@ -82,6 +83,7 @@ def test_alert_tests_exist_and_every_yaml_file_is_used():
             f"{path.name} is neither a promtool test file nor a rule file a test loads"
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
 def test_promtool_unit_tests_pass(path: Path):
     result = promtool("test", "rules", str(path.relative_to(REPO)))
@@ -254,6 +256,7 @@ def test_build_scales_every_time_constant():
     assert all(s["for"] == "30s" for r, s in pairs if r.get("for") == "30m")
 
 
+@pytest.mark.servers
 def test_scaled_rules_pass_promtool_check(tmp_path: Path):
     path = tmp_path / "scaled.rules.yml"
     path.write_text(build_rules.render(scale=1 / 60))

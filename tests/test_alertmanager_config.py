@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from conftest import REPO, free_port, need, wait_until
 
+pytestmark = pytest.mark.servers  # every test here starts a server or a binary
+
 EXAMPLE = REPO / "alerts" / "alertmanager.example.yml"
 AMTOOL = shutil.which("amtool")
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")

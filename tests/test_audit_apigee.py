@@ -160,6 +160,7 @@ def test_unreadable_bundles_are_config_errors(tmp_path: Path, make: str) -> None
 
 # --- the CLI -------------------------------------------------------------------------------
 
+@pytest.mark.servers
 def test_cli_audit_apigee_bundle_exit_codes(tmp_path: Path) -> None:
     run = cli("--apigee-bundle", str(BUNDLE))
     assert run.returncode == 1, run.stdout + run.stderr

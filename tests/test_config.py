@@ -703,6 +703,7 @@ def cli(*args: str, env: dict[str, str] | None = None, unset: tuple[str, ...] = 
                           capture_output=True, text=True, timeout=30)
 
 
+@pytest.mark.servers
 def test_cli_check_config_ok(tmp_path):
     path = write(tmp_path, doc(target(name="a"), target(name="b", url="unix:///r.sock")), "good.yml")
     res = cli("check-config", str(path))
@@ -712,6 +713,7 @@ def test_cli_check_config_ok(tmp_path):
     assert res.stderr == ""
 
 
+@pytest.mark.servers
 def test_cli_check_config_bad(tmp_path):
     path = write(tmp_path, doc(target(url="http://db:6379"), interval="1s", timeout="5s"), "bad.yml")
     res = cli("check-config", str(path))
@@ -723,6 +725,7 @@ def test_cli_check_config_bad(tmp_path):
     ]
 
 
+@pytest.mark.servers
 def test_cli_check_config_missing_file(tmp_path):
     path = tmp_path / "nope.yml"
     res = cli("check-config", str(path))
@@ -730,6 +733,7 @@ def test_cli_check_config_missing_file(tmp_path):
     assert res.stderr == f"{path}: cannot read config file: No such file or directory\n"
 
 
+@pytest.mark.servers
 def test_cli_run_with_bad_config_exits_2(tmp_path):
     path = write(tmp_path, doc(target(labels={"job": "x"})), "bad.yml")
     res = cli("run", "--config", str(path), "--listen", f"127.0.0.1:{_free_port()}")
@@ -737,6 +741,7 @@ def test_cli_run_with_bad_config_exits_2(tmp_path):
     assert f"{path}: targets[0].labels.job: 'job' is set by Prometheus" in res.stderr
 
 
+@pytest.mark.servers
 def test_cli_default_command_is_run(tmp_path):
     path = write(tmp_path, "targets: []\n", "bad.yml")
     res = cli("--config", str(path), "--listen", f"127.0.0.1:{_free_port()}")
@@ -744,6 +749,7 @@ def test_cli_default_command_is_run(tmp_path):
     assert f"{path}: targets: must list at least one target" in res.stderr
 
 
+@pytest.mark.servers
 def test_cli_version():
     res = cli("--version")
     assert res.returncode == 0
@@ -751,6 +757,7 @@ def test_cli_version():
     assert __version__ == "0.1.0"
 
 
+@pytest.mark.servers
 def test_cli_check_config_warns_about_unset_password_env(tmp_path):
     path = write(tmp_path, doc(target(username="exporter", password_env=UNSET_VAR)), "warn.yml")
     res = cli("check-config", str(path), unset=(UNSET_VAR,))
@@ -760,6 +767,7 @@ def test_cli_check_config_warns_about_unset_password_env(tmp_path):
                           'is not set; the target will report reason="config" until it is\n')
 
 
+@pytest.mark.servers
 def test_cli_never_prints_the_secret(tmp_path):
     secret = "Sup3r-" + uuid.uuid4().hex
     env = {"CE_TEST_SECRET_PW": secret}

@@ -346,6 +346,7 @@ CLI_CASES = {
 }
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("case", CLI_CASES)
 def test_cli_check_config_exits_2_without_traceback(tmp_path, case):
     text, expected = CLI_CASES[case]
@@ -609,6 +610,7 @@ def check(text: str) -> LoadResult | None:
 stats = {"accepted": 0, "refused": 0, "accepted with aliases": 0}
 
 
+@pytest.mark.servers
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
 @given(data=st.data(), generated=DOCUMENTS, rate=st.sampled_from([0, 1, 3, 12]), global_last=st.booleans())

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import REPO, need
 
@@ -83,6 +84,7 @@ def test_dockerignore_keeps_the_context_small() -> None:
     assert {".venv", ".git", ".cache", "tests"} <= ignored
 
 
+@pytest.mark.servers
 def test_install_step_works_in_a_clean_venv_from_the_copied_files(tmp_path: Path) -> None:
     """Replay the build stage: COPY exactly what it copies, RUN its install with the venv moved."""
     build, _ = stages()
@@ -150,6 +152,7 @@ def test_stack_has_every_service_and_every_mounted_file_exists() -> None:
             assert (STACK / host).exists(), f"{name} mounts {host}, which does not exist"
 
 
+@pytest.mark.servers
 def test_stack_exporter_config_is_valid() -> None:
     result = subprocess.run([sys.executable, "-m", "exporter", "check-config", str(STACK / "cache-exporter.yml")],
                             capture_output=True, text=True, cwd=REPO, timeout=60)
@@ -157,6 +160,7 @@ def test_stack_exporter_config_is_valid() -> None:
     assert "3 targets" in result.stdout
 
 
+@pytest.mark.servers
 def test_stack_prometheus_config_and_rules_are_valid(tmp_path: Path) -> None:
     need(shutil.which("promtool") is not None, "promtool (Debian package prometheus)")
     config = yaml.safe_load((STACK / "prometheus.yml").read_text())
@@ -170,6 +174,7 @@ def test_stack_prometheus_config_and_rules_are_valid(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.servers
 def test_stack_alertmanager_config_is_valid() -> None:
     need(shutil.which("amtool") is not None, "amtool (Debian package prometheus-alertmanager)")
     host = compose()["services"]["alertmanager"]["volumes"][0].split(":")[0]

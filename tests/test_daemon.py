@@ -213,6 +213,7 @@ def test_promtool_check_metrics_is_clean(redis_factory, exporter_factory, stall)
     assert body.count(b"# TYPE cache_up gauge") == 1  # each family once, all targets under it
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("listen,code,message", [
     ("nonsense", 2, "expected [HOST]:PORT"),
     ("127.0.0.1:99999", 2, "expected [HOST]:PORT"),
@@ -223,6 +224,7 @@ def test_bad_listen_address(listen, code, message):
     assert result.returncode == code and message in result.stderr
 
 
+@pytest.mark.servers
 def test_port_in_use(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

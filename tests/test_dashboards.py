@@ -231,6 +231,7 @@ def test_committed_json_equals_a_fresh_build():
     assert build.rendered() == files
 
 
+@pytest.mark.servers
 def test_build_check_mode(tmp_path, capsys):
     build = _build()
 
@@ -781,6 +782,7 @@ def test_panel_queries_substitutes_variables():
 
 # --- (c) promtool parses every expression ----------------------------------------------------------------
 
+@pytest.mark.servers
 def test_promtool_parses_every_expression(tmp_path):
     promtool = shutil.which("promtool")
     need(promtool is not None, "promtool not installed (Debian package prometheus)")

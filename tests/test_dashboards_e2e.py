@@ -386,6 +386,7 @@ def shows_data(data: dict) -> bool:
     return any(v[1] != "NaN" for v in values)
 
 
+@pytest.mark.servers
 def test_every_panel_query_returns_data(env: Env) -> None:
     prom = env.prom
     files = dashboard_files()
@@ -432,6 +433,7 @@ def test_every_panel_query_returns_data(env: Env) -> None:
         for (uid, title, expr), error in sorted(failures.items())) + late
 
 
+@pytest.mark.servers
 def test_every_metric_name_used_exists(env: Env) -> None:
     used = wanted_names()
     assert used, "no metric names found in the rules"

@@ -13,6 +13,8 @@ from conftest import REPO, need
 
 from exporter.demo import ORIGIN_FAILS_FOR, nginx_binary
 
+pytestmark = pytest.mark.servers  # every test here starts a server or a binary
+
 
 def children_of(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)

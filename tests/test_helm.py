@@ -126,12 +126,14 @@ def ci(name: str) -> Path:
 
 # --- the binary, the chart's metadata, lint ---------------------------------------------------------
 
+@pytest.mark.servers
 def test_helm_is_a_real_v4() -> None:
     need_helm()
     out = subprocess.run([str(HELM), "version", "--short"], capture_output=True, text=True, env=HELM_ENV)
     assert out.returncode == 0 and out.stdout.startswith("v4."), out.stdout + out.stderr
 
 
+@pytest.mark.servers
 def test_chart_metadata() -> None:
     import exporter
 
@@ -145,6 +147,7 @@ def test_chart_metadata() -> None:
     assert "kubeVersion" in err or "incompatible" in err, err
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("values", VALUE_SETS, ids=VALUE_IDS)
 def test_lint_strict(values: Path | None) -> None:
     proc = run_helm("lint", "--strict", *_value_args(values, ()))
@@ -153,6 +156,7 @@ def test_lint_strict(values: Path | None) -> None:
     assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout, proc.stdout
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("setting, complaint", [
     ("replicaCount=true", "/replicaCount"),
     ("service.port=abc", "/service/port"),
@@ -170,6 +174,7 @@ def test_schema_violation_fails_lint(setting: str, complaint: str) -> None:
 
 # --- rendering and the Kubernetes schemas ---------------------------------------------------------
 
+@pytest.mark.servers
 @pytest.mark.parametrize("values", VALUE_SETS, ids=VALUE_IDS)
 def test_rendered_objects_are_valid_kubernetes(values: Path | None) -> None:
     kv = kubernetes_validate()
@@ -191,6 +196,7 @@ def test_rendered_objects_are_valid_kubernetes(values: Path | None) -> None:
     assert validated >= 4
 
 
+@pytest.mark.servers
 def test_valid_at_the_oldest_supported_kubernetes() -> None:
     """kubeVersion says >=1.25: everything the chart can render exists in 1.25's API."""
     kv = kubernetes_validate()
@@ -201,6 +207,7 @@ def test_valid_at_the_oldest_supported_kubernetes() -> None:
         kv.validate(doc, "1.25.0", strict=True)
 
 
+@pytest.mark.servers
 def test_the_validator_rejects_what_it_should() -> None:
     """Strict validation is really on: an unknown field and a wrong type fail."""
     kv = kubernetes_validate()
@@ -216,6 +223,7 @@ def test_the_validator_rejects_what_it_should() -> None:
         kv.validate(bad, KUBE_VERSION, strict=True)
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("values", VALUE_SETS, ids=VALUE_IDS)
 def test_standard_labels_on_every_object(values: Path | None) -> None:
     for doc in render(values):
@@ -266,6 +274,7 @@ def pod_filesystem(docs: list[dict], root: Path) -> Path:
     return root / config_arg.removeprefix("--config.file=").lstrip("/")
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("values", VALUE_SETS, ids=VALUE_IDS)
 def test_rendered_config_passes_check_config(values: Path | None, tmp_path: Path) -> None:
     """The ConfigMap's config.yml, with the files the pod mounts in place, passes
@@ -290,6 +299,7 @@ def test_rendered_config_passes_check_config(values: Path | None, tmp_path: Path
     assert yaml.safe_load(config_map(docs)["data"]["config.yml"]) == merge(default, given)
 
 
+@pytest.mark.servers
 def test_a_missing_mount_shows_in_check_config(tmp_path: Path) -> None:
     """The check above has teeth: drop the secrets volume and check-config complains."""
     docs = render(ci("secrets"))
@@ -303,6 +313,7 @@ def test_a_missing_mount_shows_in_check_config(tmp_path: Path) -> None:
 
 # --- the pod ----------------------------------------------------------------------------------
 
+@pytest.mark.servers
 def test_restricted_security_context() -> None:
     docs = render()
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
@@ -322,6 +333,7 @@ def test_restricted_security_context() -> None:
     assert "resources" not in container(docs), "no resources by default"
 
 
+@pytest.mark.servers
 def test_service_account() -> None:
     sa = one(render(None, "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:x"), "ServiceAccount")
     assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:x"}
@@ -332,6 +344,7 @@ def test_service_account() -> None:
     assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "shared"
 
 
+@pytest.mark.servers
 def test_probes_ports_and_args() -> None:
     docs = render()
     c = container(docs)
@@ -358,6 +371,7 @@ def test_probes_ports_and_args() -> None:
     assert c["livenessProbe"]["periodSeconds"] == 60 and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
+@pytest.mark.servers
 def test_forecast_state_directory_is_wired_by_default() -> None:
     """The forecast history survives a container restart: --state.dir on a mounted volume
     (emptyDir by default, any volume source when set), and neither without state.enabled."""
@@ -375,6 +389,7 @@ def test_forecast_state_directory_is_wired_by_default() -> None:
     assert all(m["name"] != "state" for m in container(off)["volumeMounts"])
 
 
+@pytest.mark.servers
 def test_config_checksum_rolls_the_pod_when_config_changes() -> None:
     def checksum(*sets: str) -> str | None:
         meta = one(render(None, *sets), "Deployment")["spec"]["template"]["metadata"]
@@ -393,6 +408,7 @@ def test_config_checksum_rolls_the_pod_when_config_changes() -> None:
     assert annotations == {"checksum/config": base, "team": "web"}
 
 
+@pytest.mark.servers
 def test_secrets_are_mounted_as_files_by_reference() -> None:
     docs = render(ci("secrets"))
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
@@ -420,6 +436,7 @@ def test_secrets_are_mounted_as_files_by_reference() -> None:
     assert "secrets" not in {v["name"] for v in default_pod["volumes"]}
 
 
+@pytest.mark.servers
 def test_tls_secrets_are_mounted_read_only() -> None:
     docs = render(ci("tls"))
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
@@ -434,6 +451,7 @@ def test_tls_secrets_are_mounted_read_only() -> None:
     assert config["targets"][0]["tls"]["cert_file"] == f"{TLS_DIR}/redis/tls.crt"
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("setting, message", [
     ("password_file=/etc/cache-exporter/secrets/nope",
      'config.targets[0].password_file /etc/cache-exporter/secrets/nope: no entry named "nope" in secrets'),
@@ -445,6 +463,7 @@ def test_dangling_secret_references_fail_the_render(setting: str, message: str) 
     assert message in template_error(*[a for t in target for a in ("--set", t)])
 
 
+@pytest.mark.servers
 def test_pdb_and_network_policy() -> None:
     kinds = {d["kind"] for d in render()}
     assert not kinds & {"PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "PrometheusRule"}
@@ -477,6 +496,7 @@ def test_pdb_and_network_policy() -> None:
     assert ports == [6379, 11211, 80, 8443, 9999]
 
 
+@pytest.mark.servers
 def test_service_monitor() -> None:
     sm = one(render(ci("monitoring")), "ServiceMonitor")
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
@@ -532,6 +552,7 @@ def test_web_config_mutual_tls_and_basic_auth(tmp_path: Path, tls_files) -> None
     assert endpoint["basicAuth"] == values["serviceMonitor"]["basicAuth"]
 
 
+@pytest.mark.servers
 def test_web_tls_without_client_auth_defaults() -> None:
     docs = render(None, "web.tls.enabled=true", "web.tls.existingSecret=web-cert", "serviceMonitor.enabled=true")
     c = container(docs)
@@ -546,6 +567,7 @@ def test_web_tls_without_client_auth_defaults() -> None:
                                          "key_file": "/etc/cache-exporter/web-tls/tls.key", "min_version": "TLS12"}}
 
 
+@pytest.mark.servers
 def test_web_config_from_a_secret() -> None:
     """The whole web config (basic-auth hashes included) from an existing Secret, nothing of it in the ConfigMap."""
     docs = render(None, "web.configSecret.name=exporter-web", "web.configSecret.key=web.yml",
@@ -560,6 +582,7 @@ def test_web_config_from_a_secret() -> None:
     assert c["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("sets,message", [
     (("web.tls.enabled=true",), "set web.tls.existingSecret"),
     (("web.configSecret.name=x",), "needs both name and key"),
@@ -590,11 +613,13 @@ def test_chart_copies_are_identical_to_their_sources() -> None:
     assert copies == sources
 
 
+@pytest.mark.servers
 def test_prometheus_rule_without_changes_is_the_rules_file() -> None:
     rule = one(render(None, "prometheusRule.enabled=true"), "PrometheusRule")
     assert rule["spec"]["groups"] == source_groups()
 
 
+@pytest.mark.servers
 def test_prometheus_rule_disable_override_and_labels() -> None:
     docs = render(ci("monitoring"))
     rule = one(docs, "PrometheusRule")
@@ -621,6 +646,7 @@ def test_prometheus_rule_disable_override_and_labels() -> None:
         assert r["expr"] == orig["expr"] and r.get("for") == orig.get("for")
 
 
+@pytest.mark.servers
 def test_prometheus_rule_per_severity_disable_and_keep_firing_for() -> None:
     groups = one(render_values({"prometheusRule": {
         "enabled": True,
@@ -632,6 +658,7 @@ def test_prometheus_rule_per_severity_disable_and_keep_firing_for() -> None:
     assert down["keep_firing_for"] == "10m" and down["for"] == "5m"
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("key", ["disabled.CacheMemoryFull", "overrides.CacheTargetDown/warning.for"])
 def test_prometheus_rule_unknown_alert_names_fail(key: str) -> None:
     value = "true" if key.startswith("disabled") else "1m"
@@ -639,6 +666,7 @@ def test_prometheus_rule_unknown_alert_names_fail(key: str) -> None:
     assert "no such alert" in err and "CacheTargetDown/critical" in err, err
 
 
+@pytest.mark.servers
 def test_prometheus_templates_in_annotations_come_through_verbatim() -> None:
     """The rules file is parsed (fromYaml/toYaml), never passed through tpl: Helm does not
     evaluate the Prometheus templates in the annotations."""
@@ -653,6 +681,7 @@ def test_prometheus_templates_in_annotations_come_through_verbatim() -> None:
     assert "{{ $labels.target }}" in text and "{{ $value | humanizeDuration }}" in text
 
 
+@pytest.mark.servers
 def test_rendered_rules_pass_promtool(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     need(promtool is not None, "promtool (Debian package prometheus)")
@@ -669,6 +698,7 @@ def dashboard_maps(docs: list[dict]) -> list[dict]:
     return [d for d in docs if d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"]["labels"]]
 
 
+@pytest.mark.servers
 def test_dashboard_configmaps_hold_every_dashboard() -> None:
     docs = render(ci("monitoring"))
     maps = dashboard_maps(docs)
@@ -705,6 +735,7 @@ def chart_with_fixture_dashboards(tmp_path_factory: pytest.TempPathFactory) -> P
     return chart
 
 
+@pytest.mark.servers
 def test_dashboard_configmap_template(chart_with_fixture_dashboards: Path) -> None:
     chart = chart_with_fixture_dashboards
     docs = render(None, "dashboards.enabled=true", "dashboards.namespace=grafana", chart=chart)
@@ -735,6 +766,7 @@ def test_dashboard_configmap_template(chart_with_fixture_dashboards: Path) -> No
 
 # --- NOTES, values documentation, schema ------------------------------------------------------
 
+@pytest.mark.servers
 def test_notes_say_how_to_reach_it_and_what_it_polls() -> None:
     proc = run_helm("install", "--dry-run=client", "--namespace", "monitoring", "--generate-name",
                     "-f", str(ci("monitoring")), "--set", "replicaCount=2")

@@ -70,6 +70,7 @@ def proxy_any(tmp_path: Path):
         yield pair
 
 
+@pytest.mark.servers
 def test_cached_503_then_stale_error_after_recovery(proxy_any) -> None:
     nginx, upstream = proxy_any
     with probe_source(f"{nginx.url}/api/users", bypass={"query_param": "cache_bust"}) as source:
@@ -105,6 +106,7 @@ def test_cached_503_then_stale_error_after_recovery(proxy_any) -> None:
         assert probe(source)["http_cache_response_status_code"] == 503
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("bypass", ["header", "origin_url"])
 def test_other_bypasses_confirm_the_stale_error(proxy_any, bypass: str) -> None:
     nginx, upstream = proxy_any
@@ -120,6 +122,7 @@ def test_other_bypasses_confirm_the_stale_error(proxy_any, bypass: str) -> None:
         assert seen["http_cache_stale_error_after_recovery"] == 1
 
 
+@pytest.mark.servers
 def test_caching_only_200_reports_no_cached_error(tmp_path: Path) -> None:
     with caching_proxy(tmp_path / "nginx", CACHE_200) as (nginx, upstream):
         with probe_source(f"{nginx.url}/api/items", bypass={"query_param": "cb"}) as source:
@@ -140,6 +143,7 @@ def test_caching_only_200_reports_no_cached_error(tmp_path: Path) -> None:
             assert cached["http_cache_errors_from_cache_total"] == 0
 
 
+@pytest.mark.servers
 def test_without_always_the_header_is_missing_on_errors_and_the_bypass_still_tells(tmp_path: Path) -> None:
     """`add_header` without `always` skips 5xx responses: no header says "cached", the bypass does."""
     with caching_proxy(tmp_path / "nginx", CACHE_ANY, always=False) as (nginx, upstream):
@@ -157,6 +161,7 @@ def test_without_always_the_header_is_missing_on_errors_and_the_bypass_still_tel
             assert detection(seen) == "bypass"
 
 
+@pytest.mark.servers
 def test_redirect_loop_is_a_counted_failure(proxy_any) -> None:
     nginx, _ = proxy_any
     with probe_source([f"{nginx.url}/loop", f"{nginx.url}/ok"], max_redirects=5) as source:
@@ -197,6 +202,7 @@ def test_daemon_exports_the_verdicts_and_promtool_accepts_them(proxy_any, export
 
 # --- short TTLs: the stale error is counted, a microcache's is not --------------------------------
 
+@pytest.mark.servers
 def test_a_short_ttl_stale_error_is_counted(tmp_path: Path) -> None:
     """A 5 s negative cache (the issue's 1 min at 1/12): the one probe that sees the stale error
     counts it, after looking again STALE_CONFIRM_DELAY later."""
@@ -217,6 +223,7 @@ def test_a_short_ttl_stale_error_is_counted(tmp_path: Path) -> None:
             assert after["http_cache_stale_errors_after_recovery_total"] == 1
 
 
+@pytest.mark.servers
 def test_a_microcache_stale_error_is_not_counted(tmp_path: Path) -> None:
     """``proxy_cache_valid any 1s``: the probe right after the recovery may get the cached 503 and a
     good bypass; the second look, STALE_CONFIRM_DELAY later, gets the origin's 200."""
@@ -239,6 +246,7 @@ def test_a_microcache_stale_error_is_not_counted(tmp_path: Path) -> None:
 
 # --- no cache header, no bypass: "cannot tell", or the repeated Date ------------------------------
 
+@pytest.mark.servers
 def test_no_header_and_no_bypass_is_cannot_tell_not_zero(tmp_path: Path) -> None:
     with caching_proxy(tmp_path / "nginx", CACHE_ANY, always=False) as (nginx, upstream):
         with probe_source(f"{nginx.url}/api/fine") as source:
@@ -256,6 +264,7 @@ def test_no_header_and_no_bypass_is_cannot_tell_not_zero(tmp_path: Path) -> None
                 assert detection(seen) == "unknown"
 
 
+@pytest.mark.servers
 def test_the_origin_date_repeated_across_probes_tells_a_stored_copy(tmp_path: Path) -> None:
     """A cache that keeps the origin's Date (nginx with ``proxy_pass_header Date``, as CDNs do) and
     adds no cache header: the same Date 2 s later is a stored response."""
@@ -365,6 +374,7 @@ def test_a_one_minute_cache_of_a_503_pages_and_caching_only_200_stays_silent(tmp
             prom.stop()
 
 
+@pytest.mark.servers
 def test_the_second_look_waits_once_per_round_for_every_stale_url(proxy_any) -> None:
     nginx, upstream = proxy_any
     urls = [f"{nginx.url}/api/many/{i}" for i in range(4)]

@@ -437,6 +437,7 @@ def test_non_numeric_values_are_counted_and_dropped(lab: Lab) -> None:
 
 # --- 3-11: each fault is reported with its own reason -----------------------------------------
 
+@pytest.mark.servers
 @pytest.mark.parametrize("target", list(EXPECTED), ids=[f"{t}->{r}" for t, r in EXPECTED.items()])
 def test_fault_is_reported_with_reason(lab: Lab, target: str) -> None:
     reason = EXPECTED[target]
@@ -463,6 +464,7 @@ def test_fakes_really_played_their_faults(lab: Lab) -> None:
     assert 0 < lab.fakes["truncated"].max_sent < len(GOOD["stats"])
 
 
+@pytest.mark.servers
 def test_never_ending_reply_is_cut_at_the_timeout(lab: Lab) -> None:
     fake = lab.fakes["trickle"]
     assert_polls_cut_at_timeout(lab.ep, "trickle")
@@ -474,6 +476,7 @@ def test_endless_fast_reply_is_cut_at_max_reply_size(lab: Lab) -> None:
     assert_reply_cut_at_max_size(lab.ep, lab.fakes["firehose"], "firehose", "memcached")
 
 
+@pytest.mark.servers
 def test_stalled_target_never_overlaps_itself(lab: Lab) -> None:
     fake = lab.fakes["stall"]
     assert_never_overlaps(lab.ep, fake, "stall")
@@ -483,6 +486,7 @@ def test_stalled_target_never_overlaps_itself(lab: Lab) -> None:
 
 # --- 13: ASCII authentication ------------------------------------------------------------
 
+@pytest.mark.servers
 def test_auth_is_sent_only_when_the_server_asks(lab: Lab) -> None:
     ep = lab.ep
     m = wait_for_polls(ep, "auth-ok", 4)

@@ -282,6 +282,7 @@ FAKES: dict[str, tuple[Callable[[Session, int], None] | None, bytes, str | None]
 }
 
 
+@pytest.mark.servers
 def test_malformed_binary_replies_are_counted_failures(tmp_path):
     fakes = {name: FakeSaslMemcached(stat, mechanisms, name=name) for name, (stat, mechanisms, _) in FAKES.items()}
     ep = None

@@ -110,6 +110,7 @@ def api_server(cache_valid: str) -> str:
 
 # --- what is flagged --------------------------------------------------------------------------
 
+@pytest.mark.servers
 def test_any_is_critical_and_the_message_says_where(tmp_path):
     conf = genuine(tmp_path, api_server("proxy_cache_valid any 1m;"))
     findings = check_nginx_config(str(conf))
@@ -121,6 +122,7 @@ def test_any_is_critical_and_the_message_says_where(tmp_path):
     assert "60 s" in message and "502/504" in message
 
 
+@pytest.mark.servers
 def test_200_302_and_404_is_only_info(tmp_path):
     conf = genuine(tmp_path, api_server("proxy_cache_valid 200 302 10m;\n        proxy_cache_valid 404 1m;"))
     findings = check_nginx_config(str(conf))
@@ -128,11 +130,13 @@ def test_200_302_and_404_is_only_info(tmp_path):
     assert f"{conf}:{line_of(conf, 'proxy_cache_valid 404 1m')}: `proxy_cache_valid 404 1m`" in findings[0].message
 
 
+@pytest.mark.servers
 def test_time_alone_caches_200_301_302_only(tmp_path):
     conf = genuine(tmp_path, api_server("proxy_cache_valid 10m;"))
     assert check_nginx_config(str(conf)) == []
 
 
+@pytest.mark.servers
 def test_short_error_caching_is_a_warning(tmp_path):
     conf = genuine(tmp_path, api_server("proxy_cache_valid 200 1m;\n        proxy_cache_valid 502 504 5s;"))
     findings = check_nginx_config(str(conf))
@@ -140,6 +144,7 @@ def test_short_error_caching_is_a_warning(tmp_path):
     assert "502 504 responses for up to 5 s" in findings[0].message
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("cache_valid,expected", [
     ("proxy_cache_valid 503 10s;", WARNING),  # exactly the microcaching limit
     ("proxy_cache_valid 503 11s;", CRITICAL),
@@ -155,6 +160,7 @@ def test_first_matching_entry_decides(tmp_path, cache_valid, expected):
     assert errors == ([expected] if expected else [])
 
 
+@pytest.mark.servers
 def test_proxy_cache_off_in_the_location(tmp_path):
     conf = genuine(tmp_path, f"""
     server {{
@@ -170,6 +176,7 @@ def test_proxy_cache_off_in_the_location(tmp_path):
     assert "location /cached/" in findings[0].message and "/live/" not in findings[0].message
 
 
+@pytest.mark.servers
 def test_inner_cache_valid_replaces_the_outer_list(tmp_path):
     """An inner block's proxy_cache_valid replaces the inherited ones entirely (nginx array merge);
     findings are per location that proxies with the cache on."""
@@ -193,6 +200,7 @@ def test_inner_cache_valid_replaces_the_outer_list(tmp_path):
                         "server api.example.com, location /a/ > /a/c/"]
 
 
+@pytest.mark.servers
 def test_cache_enabled_only_in_one_location(tmp_path):
     conf = genuine(tmp_path, f"""
     proxy_cache_valid any 1m;
@@ -209,6 +217,7 @@ def test_cache_enabled_only_in_one_location(tmp_path):
     assert all("server a.example.com b.example.com" in f.message for f in findings)
 
 
+@pytest.mark.servers
 def test_fastcgi_cache_valid_any(tmp_path):
     conf = genuine(tmp_path, """
     server {
@@ -227,6 +236,7 @@ def test_fastcgi_cache_valid_any(tmp_path):
     assert "location ~ \\.php$" in findings[0].message and "fastcgi_cache f at" in findings[0].message
 
 
+@pytest.mark.servers
 def test_comments_and_quoted_strings(tmp_path):
     conf = genuine(tmp_path, f"""
     server {{
@@ -254,6 +264,7 @@ def test_comments_and_quoted_strings(tmp_path):
     assert "`proxy_cache_valid \"any\" '1m'`" in findings[0].message
 
 
+@pytest.mark.servers
 def test_includes_with_glob_relative_to_the_main_file(tmp_path):
     write(tmp_path / "conf.d" / "a-api.conf", f"""
         server {{
@@ -283,6 +294,7 @@ def test_includes_with_glob_relative_to_the_main_file(tmp_path):
     assert summary(check_nginx_config(rel)) == [(CHECK_ERRORS, CRITICAL)]
 
 
+@pytest.mark.servers
 def test_fragment_files_assume_the_including_context(tmp_path):
     """A sites-enabled file or snippet checked on its own: proxy_cache it does not set is assumed on."""
     site = write(tmp_path / "sites" / "api.conf", f"""
@@ -319,6 +331,7 @@ def test_fragment_files_assume_the_including_context(tmp_path):
     assert check_nginx_config(str(off)) == []
 
 
+@pytest.mark.servers
 def test_uwsgi_and_scgi(tmp_path):
     conf = genuine(tmp_path, f"""
     uwsgi_cache_path {tmp_path}/ucache keys_zone=u:1m;
@@ -370,6 +383,7 @@ SYNTAX_CASES = {
 }
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("name", SYNTAX_CASES)
 def test_syntax_errors_match_nginx(tmp_path, name):
     conf = tmp_path / "nginx.conf"
@@ -377,6 +391,7 @@ def test_syntax_errors_match_nginx(tmp_path, name):
     assert our_error(conf) == nginx_error(conf)
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("length", [4094, 4095, 4096, 4097])
 @pytest.mark.parametrize("kind", ["comment", "word", "quoted"])
 def test_the_4k_token_buffer_matches_nginx(tmp_path, kind, length):
@@ -395,6 +410,7 @@ def test_the_4k_token_buffer_matches_nginx(tmp_path, kind, length):
         assert our_error(conf) == nginx_error(conf)
 
 
+@pytest.mark.servers
 def test_quotes_escapes_and_variables_tokenize_like_nginx(tmp_path):
     text = "set $a \"x\\\"y\" ; set $b 'it\\'s';\nif ($a = \"b\") { return 200 ${a}{b}; }\nx a}b \\; c;"
     assert [(w, k) for w, k, _ in tokenize(text)] == [
@@ -413,6 +429,7 @@ def test_quotes_escapes_and_variables_tokenize_like_nginx(tmp_path):
     assert check_nginx_config(str(conf)) == []
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("directive,message", [
     ("proxy_cache_valid any 500ms;", 'invalid time value "500ms" in "proxy_cache_valid"'),
     ("proxy_cache_valid 5xx 1m;", 'invalid status "5xx" in "proxy_cache_valid"'),
@@ -429,6 +446,7 @@ def test_invalid_cache_directives_are_config_errors(tmp_path, directive, message
 
 # --- broken and hostile inputs ----------------------------------------------------------------
 
+@pytest.mark.servers
 def test_include_cycle_is_an_error_not_a_recursion(tmp_path):
     write(tmp_path / "a.conf", "include b.conf;\n")
     write(tmp_path / "b.conf", "\ninclude a.conf;\n")
@@ -438,6 +456,7 @@ def test_include_cycle_is_an_error_not_a_recursion(tmp_path):
     assert line == 2 and message == f"include cycle: {tmp_path}/a.conf -> {tmp_path}/b.conf -> {tmp_path}/a.conf"
 
 
+@pytest.mark.servers
 def test_missing_include_is_an_error_but_an_empty_glob_is_not(tmp_path):
     conf = main_conf(tmp_path, "include missing.conf;")
     message, line = our_error(conf)
@@ -447,6 +466,7 @@ def test_missing_include_is_an_error_but_an_empty_glob_is_not(tmp_path):
     assert check_nginx_config(str(genuine(tmp_path, "include missing/*.conf;"))) == []
 
 
+@pytest.mark.servers
 def test_error_in_an_included_file_names_that_file(tmp_path):
     inc = write(tmp_path / "conf.d" / "bad.conf", "server {\n    listen 8080;\n")
     conf = main_conf(tmp_path, "include conf.d/*.conf;")
@@ -461,6 +481,7 @@ def test_missing_main_file(tmp_path):
     assert info.value.line is None
 
 
+@pytest.mark.servers
 def test_ten_megabyte_file_is_refused_quickly(tmp_path):
     """nginx would read it; the checker bounds its work at 4 MiB per file."""
     padding = "# padding to make a huge but valid config\n" * (10 * 2**20 // 42 + 1)
@@ -477,6 +498,7 @@ def test_ten_megabyte_file_is_refused_quickly(tmp_path):
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.servers
 def test_include_depth_and_file_count_are_bounded(tmp_path):
     """Bounds of the checker, not of nginx: nginx accepts these configs."""
     for i in range(MAX_INCLUDE_DEPTH + 1):
@@ -572,6 +594,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=60)
 
 
+@pytest.mark.servers
 def test_cli_audit_nginx_config(tmp_path):
     critical = genuine(tmp_path / "critical", api_server("proxy_cache_valid any 1m;"))
     warning = genuine(tmp_path / "warning", api_server("proxy_cache_valid 502 5s;"))
@@ -594,6 +617,7 @@ def test_cli_audit_nginx_config(tmp_path):
     assert cli("--nginx-config", str(warning)).returncode == 1
 
 
+@pytest.mark.servers
 def test_cli_unparseable_nginx_config_exits_2(tmp_path):
     good = genuine(tmp_path / "good", api_server("proxy_cache_valid 10m;"))
     bad = write(tmp_path / "bad.conf", "http {\n")
@@ -608,6 +632,7 @@ def test_cli_unparseable_nginx_config_exits_2(tmp_path):
     assert (report.type, report.address, report.reason) == ("nginx", str(bad), "config")
 
 
+@pytest.mark.servers
 def test_cli_with_config_audits_targets_and_nginx(tmp_path):
     from conftest import free_port
 
