@@ -279,3 +279,27 @@ def test_password_that_is_ordinary_text_keeps_json_and_names_intact(redis_factor
     # Everything but the operator's own name and labels ("null-ish" stays) is scrubbed.
     values = [{k: v for k, v in t.items() if k not in ("name", "labels")} for t in data.values()]
     assert not [s for s in _strings(values) if as_word.search(s)]
+
+
+def test_targets_from_flags_without_a_config_file(redis_factory, memcached_factory, exporter_factory, tmp_path):
+    """`run --redis.addr ... --redis.password-file ... --memcached.address ...`: both polled, the
+    password used and never shown; SIGHUP keeps them (there is no file to re-read) and says so."""
+    redis_server = redis_factory(password=SECRET)
+    memcached = memcached_factory()
+    pw = tmp_path / "redis-password"
+    pw.write_text(SECRET + "\n")
+    ep = exporter_factory(None, args=["--redis.addr", f"redis://127.0.0.1:{redis_server.port}",
+                                      "--redis.password-file", str(pw),
+                                      "--memcached.address", f"127.0.0.1:{memcached.port}"])
+    redis_name, memcached_name = f"127.0.0.1:{redis_server.port}", f"127.0.0.1:{memcached.port}"
+    m = ep.metrics()  # ready: every target polled once
+    assert m.value("cache_up", target=redis_name, store="redis") == 1
+    assert m.value("cache_up", target=memcached_name, store="memcached") == 1
+    assert {t["name"] for t in ep.targets()} == {redis_name, memcached_name}  # no self-scrape, no defaults
+    ep.signal(signal.SIGHUP)
+    wait_until(lambda: "nothing to reload, keeping them" in ep.log(), timeout=10, message="the reload's log line")
+    # Not a new poll: the default interval (15 s) would cost this test 15 s.
+    assert {t["name"]: t["up"] for t in ep.targets()} == {redis_name: True, memcached_name: True}
+    assert "with 2 targets from command-line flags" in ep.log()
+    for blob in (ep.get("/targets")[1].decode(), ep.metrics().text, ep.log()):
+        assert SECRET not in blob
