@@ -81,7 +81,21 @@ def test_endpoints(redis_server, exporter_factory):
     assert t["memory"]["limit_source"] == "system" and t["details"]["version"]
 
 
-def test_gzip_body_matches_plain(redis_server, exporter_factory):
+STORE_FAMILY = re.compile(r"(cache_(?!exporter_)|redis_|memcached_|app_|http_cache_)")
+
+
+def _family_groups(text: str) -> list[int]:
+    """Each family's group in scrape order: 0 a store's, 1 the exporter's own, 2 the process's."""
+    groups = []
+    for name in re.findall(r"^# TYPE (\S+) ", text, re.MULTILINE):
+        group = 0 if STORE_FAMILY.match(name) else 1 if name.startswith("cache_exporter_") else \
+            2 if name.startswith(("process_", "python_")) else None
+        assert group is not None, f"{name}: a family of no known group"
+        groups.append(group)
+    return groups
+
+
+def test_gzip_body_matches_plain_and_both_list_the_stores_first(redis_server, exporter_factory):
     ep = exporter_factory({"global": {"interval": "30s", "timeout": "2s"},
                            "targets": [redis_target("r", redis_server)]})
     status, zipped, headers = ep.get("/metrics", headers={"Accept-Encoding": "gzip"})
@@ -91,6 +105,11 @@ def test_gzip_body_matches_plain(redis_server, exporter_factory):
     # Polls are 30 s apart, so the per-target part is identical; process stats may differ.
     target_lines = lambda text: [ln for ln in text.splitlines() if 'target="r"' in ln]  # noqa: E731
     assert target_lines(unzipped) == target_lines(plain) and len(target_lines(plain)) > 100
+    # A reader sees the caches first, the exporter's own next, the Python process's last.
+    for text in (plain, unzipped):
+        assert text.startswith("# HELP cache_up ")
+        groups = _family_groups(text)
+        assert groups == sorted(groups) and set(groups) == {0, 1, 2}
 
 
 def test_readyz_waits_for_first_round(redis_server, stall, exporter_factory):
