@@ -82,7 +82,8 @@ def find(name: str) -> MetricSpec | None:
 
 
 def families() -> list[MetricSpec]:
-    """All declared families in declaration order (which is also exposition order)."""
+    """All declared families in declaration order (exposition order too, except that the
+    exporter's own cache_exporter_* families come after the stores': exposition.exposition_order)."""
     return list(_families.values())
 
 

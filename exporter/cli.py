@@ -74,6 +74,25 @@ def _parser() -> argparse.ArgumentParser:
                      help="keep the forecast history in DIR/forecast-state.json across restarts "
                           "(written every minute and at shutdown); without it, a restart starts the "
                           "forecasts afresh")
+    quick = run.add_argument_group(
+        "targets without a config file",
+        "a single store (or a few) from flags, named after their addresses; not together with --config.file")
+    quick.add_argument("--redis.addr", dest="redis_addr", action="append", default=[], metavar="URL",
+                       help="poll this Redis/Valkey, repeatable: redis://HOST:PORT[/DB], rediss://..., "
+                            "unix:///PATH.sock, or HOST:PORT (as redis_exporter's flag)")
+    quick.add_argument("--redis.user", dest="redis_user", metavar="NAME",
+                       help="ACL user for the --redis.addr targets (needs a password)")
+    quick.add_argument("--redis.password-file", dest="redis_password_file", metavar="FILE",
+                       help="file holding the password of the --redis.addr targets (re-read at each connection); "
+                            "without it, the REDIS_PASSWORD environment variable if set")
+    # Declared only to refuse it: left undeclared, argparse would read `--redis.password x` as an
+    # abbreviation of --redis.password-file, or print the password in its error.
+    quick.add_argument("--redis.password", dest="redis_password", metavar="PASSWORD",
+                       help="refused: a password on the command line is visible to every user (ps); "
+                            "use --redis.password-file or REDIS_PASSWORD")
+    quick.add_argument("--memcached.address", dest="memcached_address", action="append", default=[],
+                       metavar="HOST:PORT", help="poll this memcached, repeatable: HOST:PORT, [V6]:PORT or a "
+                                                 "unix socket path (as memcached_exporter's flag)")
     run.add_argument("--log.level", "--log-level", dest="log_level", default="info",
                      choices=["debug", "info", "warning", "error"])
     run.add_argument("--log.format", "--log-format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
@@ -182,7 +201,7 @@ def limit_malloc_arenas() -> None:
 def _run(args: argparse.Namespace) -> int:
     limit_malloc_arenas()  # before any thread exists
     setup_logging(args.log_level, args.log_format)
-    from exporter.config import ConfigError, LoadResult, default_config, load_config
+    from exporter.config import ConfigError, LoadResult, default_config, flags_config, load_config
     from exporter.daemon import Daemon
     from exporter.http import parse_listen
     from exporter.webconfig import WebConfigFile
@@ -195,9 +214,26 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"cache-exporter: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.redis_password is not None:
+        print("cache-exporter: --redis.password is refused (a password on the command line is visible in ps); "
+              "use --redis.password-file FILE or the REDIS_PASSWORD environment variable", file=sys.stderr)
+        return EXIT_CONFIG
+    from_flags = bool(args.redis_addr or args.memcached_address)
+    if not args.redis_addr and (args.redis_user or args.redis_password_file):
+        print("cache-exporter: --redis.user and --redis.password-file go with --redis.addr", file=sys.stderr)
+        return EXIT_CONFIG
+    if from_flags and args.config:
+        print("cache-exporter: --redis.addr/--memcached.address and --config.file both name targets; "
+              "use one: add these targets to the config file, or drop --config.file", file=sys.stderr)
+        return EXIT_CONFIG
     try:
-        loaded = load_config(args.config) if args.config else \
-            LoadResult(default_config(listen[0], self_scrape=not args.web_config))
+        if args.config:
+            loaded = load_config(args.config)
+        elif from_flags:
+            loaded = flags_config(args.redis_addr, args.memcached_address, args.redis_password_file,
+                                  args.redis_user)
+        else:
+            loaded = LoadResult(default_config(listen[0], self_scrape=not args.web_config))
         web = WebConfigFile(args.web_config) if args.web_config else None
     except ConfigError as exc:
         print(exc, file=sys.stderr)

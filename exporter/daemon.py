@@ -97,7 +97,10 @@ class Daemon:
         """Re-read the config file; on any error keep the running config and say why."""
         with self._reload_lock:
             if self.config_path is None:
-                return True, f"running the {BUILTIN}; nothing to reload"
+                # The built-in default or targets from flags: there is no file to re-read.
+                what = f"the {BUILTIN}" if self.config.source == BUILTIN else f"the targets from {self.config.source}"
+                log.info("reload requested: running %s; nothing to reload, keeping them", what)
+                return True, f"running {what}; nothing to reload"
             try:
                 loaded = load_config(self.config_path)
             except Exception as exc:

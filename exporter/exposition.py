@@ -4,11 +4,15 @@ A scrape never contacts a target and never formats a number: each poll renders i
 samples into per-family text chunks (``render_chunks``), and a scrape joins the chunks
 family by family behind one HELP/TYPE header (``Exposition.body``). The joined body and its
 gzip form are cached until the store changes. The exporter's process-wide metrics (build
-info, config reload status, process stats) come from a prometheus_client registry and are
+info, config reload status, process stats) come from prometheus_client registries and are
 rendered per scrape; they are few.
 
+Order: what someone reading a scrape came for first -- the stores' families (cache_*,
+redis_*, memcached_*, app_*, http_cache_*) -- then the exporter's own (cache_exporter_*, per
+target and process-wide), then the Python process's (process_*, python_*) last.
+
 Gzip uses multi-member streams (RFC 1952 2.2): the small registry part is compressed per
-scrape and prepended to the cached compressed store part. Go's and Python's gzip readers
+scrape and appended to the cached compressed store part. Go's and Python's gzip readers
 both read multi-member streams as one.
 """
 
@@ -87,6 +91,15 @@ def batches(parts: list[bytes], count: int = BATCH_CHUNKS) -> list[bytes]:
     return [b"".join(parts[i:i + count]) for i in range(0, len(parts), count)]
 
 
+OWN_PREFIX = "cache_exporter_"
+
+
+def exposition_order(specs: list[catalog.MetricSpec]) -> list[catalog.MetricSpec]:
+    """The stores' families in declaration order, then the exporter's own per-target ones."""
+    return [s for s in specs if not s.name.startswith(OWN_PREFIX)] + \
+        [s for s in specs if s.name.startswith(OWN_PREFIX)]
+
+
 def _header(spec: catalog.MetricSpec) -> bytes:
     return f"# HELP {spec.name} {_escape_help(spec.help)}\n# TYPE {spec.name} {spec.type}\n".encode()
 
@@ -142,10 +155,12 @@ class Exposition:
 
     def __init__(self, store: SnapshotStore) -> None:
         self.store = store
-        self.registry = CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
+        self.registry = CollectorRegistry(auto_describe=True)  # the exporter's own: cache_exporter_*
+        # Apart, so that the process's families render after everything else.
+        self.process_registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.process_registry)
+        PlatformCollector(registry=self.process_registry)
+        GCCollector(registry=self.process_registry)
         build = Gauge("cache_exporter_build_info", "Constant 1; labels: version and Python version.",
                       ["version", "python_version"], registry=self.registry)
         build.labels(__version__, platform.python_version()).set(1)
@@ -182,7 +197,7 @@ class Exposition:
             if generation != self._cache_generation:
                 generation, by_family = self.store.family_chunks()
                 parts: list[bytes] = []
-                for spec in catalog.families():
+                for spec in exposition_order(catalog.families()):
                     chunks = by_family.get(spec.name)
                     if chunks:
                         header = self._headers.get(spec.name)
@@ -205,12 +220,12 @@ class Exposition:
             return self._cache_parts
 
     def body_parts(self, compress: bool = False) -> list[bytes]:
-        """The whole body as chunks: process-wide part first, then the stored targets."""
+        """The whole body as chunks: the stored targets, then the process-wide part."""
         started = time.perf_counter()
-        head = generate_latest(self.registry)
+        tail = generate_latest(self.registry) + generate_latest(self.process_registry)
         if compress:
-            head = gzip.compress(head, compresslevel=1, mtime=0)
-        parts = [head, *self._store_part(compress)]
+            tail = gzip.compress(tail, compresslevel=1, mtime=0)
+        parts = [*self._store_part(compress), tail]
         self.render_time.observe(time.perf_counter() - started)
         return parts
 

@@ -23,10 +23,12 @@ import yaml
 from exporter import __version__, audit, secrets
 from exporter.config import (
     BUILTIN,
+    FLAGS,
     ConfigError,
     LoadResult,
     build_config,
     default_config,
+    flags_config,
     load_config,
     parse_config,
 )
@@ -1164,3 +1166,60 @@ def test_prefix_view_settings():
     assert "targets[1].prefixes.max_bytes: unknown key" in text  # redis's is keys
     assert "targets[1].prefixes.interval: must not be shorter than the target's interval" in text
     assert "targets[1].prefixes.max_time: must be shorter than the target's timeout" in text
+
+
+# --- targets from --redis.addr / --memcached.address ---------------------------------------
+
+SECRET = "flag-secret-4f1c9"
+
+def test_flags_build_the_targets_a_file_would():
+    loaded = flags_config(["redis://10.0.0.5:6379/2", "valkey.internal:6380"], ["[::1]:11211", "/run/mc.sock"],
+                          redis_password_file="/run/secrets/redis", redis_user="exporter", environ={})
+    same_in_a_file = build_config({"targets": [
+        {"name": "10.0.0.5:6379/2", "type": "redis", "url": "redis://10.0.0.5:6379/2",
+         "username": "exporter", "password_file": "/run/secrets/redis"},
+        {"name": "valkey.internal:6380", "type": "redis", "url": "redis://valkey.internal:6380",
+         "username": "exporter", "password_file": "/run/secrets/redis"},
+        {"name": "[::1]:11211", "type": "memcached", "address": "[::1]:11211"},
+        {"name": "/run/mc.sock", "type": "memcached", "address": "/run/mc.sock"},
+    ]}, FLAGS)
+    assert loaded.config == same_in_a_file.config
+    # Warned once, under the flag's name, though it applies to both Redis targets.
+    assert loaded.warnings == [f"{FLAGS}: --redis.password-file: /run/secrets/redis is not readable; "
+                               'the target will report reason="config" until it is']
+    # redis_exporter's REDIS_PASSWORD, unless the file flag is given.
+    assert flags_config(["h:1"], [], environ={"REDIS_PASSWORD": "x"}).config.targets[0].credentials.password_env \
+        == "REDIS_PASSWORD"
+    assert flags_config(["h:1"], [], "/pw", environ={"REDIS_PASSWORD": "x"}).config.targets[0].credentials \
+        .password_env is None
+
+
+@pytest.mark.parametrize("redis,memcached,user,line", [
+    (["http://h:1"], [], None, "--redis.addr: scheme 'http' is not supported; use redis://, rediss:// or unix://"),
+    ([f"redis://u:{SECRET}@h:1"], [], None, "--redis.addr: credentials in the URL are not allowed; "
+                                            "use --redis.user and --redis.password-file (or REDIS_PASSWORD)"),
+    (["h:1", f"redis://h:{SECRET}"], [], None,
+     "--redis.addr #2: not a valid URL; the port must be a number from 1 to 65535"),
+    ([], ["h:1", "h h"], None, "--memcached.address #2: expected host:port (e.g. 10.0.0.7:11211, [::1]:11211) "
+                               "or a unix socket path"),
+    (["h:1", "redis://h:1"], [], None, "--redis.addr #2: duplicate target name 'h:1' (also --redis.addr #1)"),
+    (["h:1", "h:2"], [], "bob", "--redis.user: needs --redis.password-file (or REDIS_PASSWORD)"),
+])
+def test_flags_refused_name_the_flag_never_the_value(redis, memcached, user, line):
+    with pytest.raises(ConfigError) as err:
+        flags_config(redis, memcached, redis_user=user, environ={})
+    assert str(err.value) == f"{FLAGS}: {line}"  # one line: a problem shared by several flags is said once
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--redis.addr", f"redis://:{SECRET}@127.0.0.1:6379"], "--redis.addr: credentials in the URL are not allowed"),
+    (["--redis.password", SECRET], "--redis.password is refused"),
+    ([f"--redis.password={SECRET}", "--redis.addr", "h:1"], "--redis.password is refused"),
+    (["--redis.addr", "h:1", "--config.file", "x.yml"], "both name targets; use one"),
+    (["--memcached.address", "h:1", "--redis.password-file", "/pw"], "go with --redis.addr"),
+])
+def test_cli_bad_target_flags_exit_2(args, message):
+    res = cli("run", "--listen", f"127.0.0.1:{_free_port()}", *args)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert SECRET not in res.stderr + res.stdout

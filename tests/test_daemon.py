@@ -81,7 +81,21 @@ def test_endpoints(redis_server, exporter_factory):
     assert t["memory"]["limit_source"] == "system" and t["details"]["version"]
 
 
-def test_gzip_body_matches_plain(redis_server, exporter_factory):
+STORE_FAMILY = re.compile(r"(cache_(?!exporter_)|redis_|memcached_|app_|http_cache_)")
+
+
+def _family_groups(text: str) -> list[int]:
+    """Each family's group in scrape order: 0 a store's, 1 the exporter's own, 2 the process's."""
+    groups = []
+    for name in re.findall(r"^# TYPE (\S+) ", text, re.MULTILINE):
+        group = 0 if STORE_FAMILY.match(name) else 1 if name.startswith("cache_exporter_") else \
+            2 if name.startswith(("process_", "python_")) else None
+        assert group is not None, f"{name}: a family of no known group"
+        groups.append(group)
+    return groups
+
+
+def test_gzip_body_matches_plain_and_both_list_the_stores_first(redis_server, exporter_factory):
     ep = exporter_factory({"global": {"interval": "30s", "timeout": "2s"},
                            "targets": [redis_target("r", redis_server)]})
     status, zipped, headers = ep.get("/metrics", headers={"Accept-Encoding": "gzip"})
@@ -91,6 +105,11 @@ def test_gzip_body_matches_plain(redis_server, exporter_factory):
     # Polls are 30 s apart, so the per-target part is identical; process stats may differ.
     target_lines = lambda text: [ln for ln in text.splitlines() if 'target="r"' in ln]  # noqa: E731
     assert target_lines(unzipped) == target_lines(plain) and len(target_lines(plain)) > 100
+    # A reader sees the caches first, the exporter's own next, the Python process's last.
+    for text in (plain, unzipped):
+        assert text.startswith("# HELP cache_up ")
+        groups = _family_groups(text)
+        assert groups == sorted(groups) and set(groups) == {0, 1, 2}
 
 
 def test_readyz_waits_for_first_round(redis_server, stall, exporter_factory):
@@ -281,3 +300,27 @@ def test_password_that_is_ordinary_text_keeps_json_and_names_intact(redis_factor
     # Everything but the operator's own name and labels ("null-ish" stays) is scrubbed.
     values = [{k: v for k, v in t.items() if k not in ("name", "labels")} for t in data.values()]
     assert not [s for s in _strings(values) if as_word.search(s)]
+
+
+def test_targets_from_flags_without_a_config_file(redis_factory, memcached_factory, exporter_factory, tmp_path):
+    """`run --redis.addr ... --redis.password-file ... --memcached.address ...`: both polled, the
+    password used and never shown; SIGHUP keeps them (there is no file to re-read) and says so."""
+    redis_server = redis_factory(password=SECRET)
+    memcached = memcached_factory()
+    pw = tmp_path / "redis-password"
+    pw.write_text(SECRET + "\n")
+    ep = exporter_factory(None, args=["--redis.addr", f"redis://127.0.0.1:{redis_server.port}",
+                                      "--redis.password-file", str(pw),
+                                      "--memcached.address", f"127.0.0.1:{memcached.port}"])
+    redis_name, memcached_name = f"127.0.0.1:{redis_server.port}", f"127.0.0.1:{memcached.port}"
+    m = ep.metrics()  # ready: every target polled once
+    assert m.value("cache_up", target=redis_name, store="redis") == 1
+    assert m.value("cache_up", target=memcached_name, store="memcached") == 1
+    assert {t["name"] for t in ep.targets()} == {redis_name, memcached_name}  # no self-scrape, no defaults
+    ep.signal(signal.SIGHUP)
+    wait_until(lambda: "nothing to reload, keeping them" in ep.log(), timeout=10, message="the reload's log line")
+    # Not a new poll: the default interval (15 s) would cost this test 15 s.
+    assert {t["name"]: t["up"] for t in ep.targets()} == {redis_name: True, memcached_name: True}
+    assert "with 2 targets from command-line flags" in ep.log()
+    for blob in (ep.get("/targets")[1].decode(), ep.metrics().text, ep.log()):
+        assert SECRET not in blob
