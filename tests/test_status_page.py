@@ -13,7 +13,9 @@ import os
 import shutil
 import struct
 import subprocess
+import threading
 import time
+import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -22,6 +24,8 @@ import yaml
 from conftest import REPO, fast_global, free_port, need, redis_target
 
 from exporter import statuspage
+from exporter.http import Endpoints, make_server
+from exporter.secrets import remember
 
 PASSWORD = "s3cret-status"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()  # cost 4: the test checks, not guards
@@ -162,6 +166,28 @@ def test_formatting_edges():
     assert statuspage.refresh_seconds([]) == statuspage.REFRESH_DEFAULT
     assert statuspage.refresh_seconds([{"interval_seconds": 600}, {"interval_seconds": 15.2}]) == 16
     assert statuspage.refresh_seconds([{"interval_seconds": 3600}]) == statuspage.REFRESH_MAX
+
+
+def test_a_secret_in_a_stored_error_is_redacted_on_the_page():
+    """The page shows the /targets records after the same redaction: a password a server echoed in
+    its error never reaches the HTML, escaped or not; the operator's own names stay readable."""
+    secret = "pw&<Zk41-status-page>"
+    remember(secret)
+    payload = [{"name": "cache-a", "type": "redis", "address": "10.0.0.5:6379", "up": False,
+                "interval_seconds": 15, "last_poll_time": time.time(),
+                "last_error": {"reason": "auth", "message": f"server said: WRONGPASS {secret}"}}]
+    server = make_server("127.0.0.1:0", Endpoints(metrics=lambda _: [], targets=lambda: payload,
+                                                  ready=lambda: True, reload=lambda: (True, "")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/", timeout=10) as resp:
+            text = resp.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert secret not in text and html.escape(secret) not in text and "Zk41" not in text
+    cells, _, _ = Page(text).row("cache-a")
+    assert cells["status"] == "down\nauth: server said: WRONGPASS <redacted>"
 
 
 # --- the live exporter over plain HTTP ---------------------------------------------------------
