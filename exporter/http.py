@@ -1,4 +1,4 @@
-"""The HTTP endpoints: /metrics, /healthz, /readyz, /targets, /-/reload and a landing page.
+"""The HTTP endpoints: /metrics, /healthz, /readyz, /targets, /-/reload and the status page at /.
 
 They see the daemon only through the four callables of ``Endpoints``; the server underneath is
 ``exporter.httpserver``, and authentication, TLS and extra headers come from ``exporter.webconfig``.
@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from exporter import __version__
+from exporter import __version__, statuspage
 from exporter.exposition import CONTENT_TYPE
 from exporter.httpserver import Limits, Request, Response, Server
 from exporter.secrets import redact, redact_values
@@ -20,20 +20,6 @@ from exporter.webconfig import WebConfigFile
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes stay open under basic auth
-
-_LANDING = """<!doctype html>
-<html><head><meta charset="utf-8"><title>cache-exporter</title></head>
-<body><h1>cache-exporter {version}</h1>
-<p>Warns before a cache runs out of memory.</p>
-<ul>
-<li><a href="metrics">/metrics</a> &mdash; Prometheus metrics (from stored polls; a scrape never contacts a target)</li>
-<li><a href="targets">/targets</a> &mdash; status of every target (JSON)</li>
-<li><a href="healthz">/healthz</a> &mdash; liveness</li>
-<li><a href="readyz">/readyz</a> &mdash; readiness (first poll round done)</li>
-<li>POST /-/reload &mdash; re-read the config (with --web.enable-lifecycle; SIGHUP always works)</li>
-</ul></body></html>
-"""
-
 
 def parse_listen(listen: str) -> tuple[str, int]:
     """``:9611`` (every address, IPv6 and IPv4) / ``0.0.0.0:9611`` / ``[::1]:9611`` / ``localhost:0``
@@ -84,7 +70,7 @@ class Endpoints:
 
     def __post_init__(self) -> None:
         self.routes = {
-            "/": {"GET": self._landing},
+            "/": {"GET": self._status_page},
             "/metrics": {"GET": self._metrics},
             "/healthz": {"GET": lambda _: _text(200, "ok\n")},
             "/readyz": {"GET": self._readyz},
@@ -116,9 +102,11 @@ class Endpoints:
             log.exception("error serving %s", request.path)
             return _text(500, "internal error\n")
 
-    def _landing(self, _: Request) -> Response:
-        return Response(200, [_LANDING.format(version=__version__).encode()],
-                        [("Content-Type", "text/html; charset=utf-8")])
+    def _status_page(self, _: Request) -> Response:
+        # The /targets records, redacted the same way: the page shows nothing /targets would not.
+        page = statuspage.render(redact_values(self.targets()), __version__)  # type: ignore[arg-type]
+        return Response(200, [page.encode("utf-8")],
+                        [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")])
 
     def _metrics(self, request: Request) -> Response:
         gzip_ok = accepts_gzip(request.headers.get("accept-encoding", ""))
