@@ -355,6 +355,16 @@ class AlertWatch:
         return changes
 
 
+    def summary(self) -> str:
+        """The firing alerts by target: ``sessions CacheWritesRejected (critical); filling ...``."""
+        by_target: dict[str, dict[str, list[str]]] = {}
+        for rule, target in self.firing:
+            by_target.setdefault(target, {}).setdefault(rule.name, []).append(rule.severity)
+        return "; ".join(f"{target} " + ", ".join(f"{name} ({'+'.join(severities)})"
+                                                 for name, severities in alerts.items())
+                         for target, alerts in by_target.items())
+
+
 def _countdown(seconds: float) -> str:
     seconds = max(0, round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
@@ -494,11 +504,14 @@ class _Countdown:
         self.last: float | None = None  # the predicted full time of the latest countdown before full
         self.told_full = False
 
-    def at(self, moment: float) -> str:
-        """A monotonic time as the demo's wall clock and time since its start."""
-        wall = time.time() - (time.monotonic() - moment)
+    def at(self, moment: float, wall: bool = True) -> str:
+        """A monotonic time as the time since the demo's start, after the wall clock time."""
         elapsed = max(0, round(moment - self.start))
-        return f"{time.strftime('%H:%M:%S', time.localtime(wall))} (+{elapsed // 60:02d}:{elapsed % 60:02d})"
+        since = f"+{elapsed // 60:02d}:{elapsed % 60:02d}"
+        if not wall:
+            return since
+        clock = time.strftime("%H:%M:%S", time.localtime(time.time() - (time.monotonic() - moment)))
+        return f"{clock} ({since})"
 
     def update(self, now: float, values: dict[tuple[str, str], float]) -> list[str]:
         """Lines to print now: the first countdown, and the store running out."""
@@ -516,8 +529,8 @@ class _Countdown:
                 out.append(f"{self.at(full)} {FILLING} is full (Redis answers -OOM) before any countdown was given")
             else:
                 out.append(f"{self.at(full)} {FILLING} is full: Redis answers -OOM to its writes. Full at "
-                           f"{self.at(full)}, predicted {self.at(self.last or full)} (the first countdown, at "
-                           f"{self.at(self.first[0])}, said {self.at(self.first[1])})")
+                           f"{self.at(full, False)}, predicted {self.at(self.last or full, False)} (the first "
+                           f"countdown, at {self.at(self.first[0], False)}, said {self.at(self.first[1], False)})")
         return out
 
     def line(self, values: dict[tuple[str, str], float]) -> str:
@@ -656,8 +669,7 @@ def run_demo(duration: float, listen: str) -> int:
                 if edge:
                     lines.append(_probe_line(values))
                 lines.append("  " + story.line(values))
-                firing = [f"{target} {rule.name}/{rule.severity}" for rule, target in watch.firing]
-                lines.append(f"  alerts firing: {', '.join(firing) or 'none'}")
+                lines.append(f"  alerts firing: {watch.summary() or 'none'}")
             if lines:
                 print("\n".join(lines), flush=True)
             wake = now + EVALUATION_INTERVAL
