@@ -183,6 +183,8 @@ def _load(ports: dict[str, int], stop: threading.Event) -> None:
                 client.get(f"{name}:missing:{i}")  # ...and some misses
             except redis.exceptions.ResponseError:
                 pass  # OOM on 'sessions' once full: exactly what the demo shows
+            except redis.exceptions.TimeoutError:
+                pass  # a busy machine: carry on
             except redis.exceptions.ConnectionError:
                 return
         if i % 50 == 0:
@@ -222,6 +224,8 @@ class Filler:
                     i += 1
                     pipe.set(f"{FILLING}:{i}", self.VALUE)
                 replies = pipe.execute(raise_on_error=False)
+            except redis.exceptions.TimeoutError:
+                continue  # a busy machine; the next tick catches up with the line
             except redis.exceptions.ConnectionError:
                 return
             if self.full_at is None and any(isinstance(r, redis.exceptions.OutOfMemoryError) for r in replies):
