@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DURATION ?= 20
+DURATION ?= 180
 
 # command:debian-package pairs; a package is installed only when its command is missing.
 DEMO_SYSTEM := redis-server:redis-server memcached:memcached nginx:nginx

@@ -17,6 +17,8 @@ from exporter.targets import DEFAULT_LISTEN
 
 EXIT_CONFIG = 2
 SUBCOMMANDS = ("run", "check-config", "audit", "demo")
+# `make demo` passes DURATION (the Makefile's default must be this): the filling store runs out ~2 min in.
+DEMO_DURATION = 180.0
 
 
 class _LogfmtFormatter(logging.Formatter):
@@ -118,8 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--format", choices=["text", "json"], default="text")
 
     demo = sub.add_parser("demo", help="start throwaway redis-servers, load them, run the exporter")
-    demo.add_argument("--duration", type=float, default=20.0,
-                      help="seconds to run before cleaning up; 0 runs until Ctrl-C (default 20)")
+    demo.add_argument("--duration", type=float, default=DEMO_DURATION,
+                      help="seconds to run before cleaning up, long enough by default to see the filling store "
+                           f"run out; 0 runs until Ctrl-C (default {DEMO_DURATION:g}, as the Makefile's DURATION)")
     demo.add_argument("--listen", default="127.0.0.1:9611", metavar="[HOST]:PORT")
     return p
 

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
-from conftest import REPO, need
+from conftest import REPO, load_script, need, wait_until
 
-from exporter.demo import ORIGIN_FAILS_FOR, nginx_binary
+from exporter import catalog
+from exporter.cli import DEMO_DURATION
+from exporter.demo import (
+    EXHAUSTION,
+    FILL_SECONDS,
+    FILLING,
+    ORIGIN_FAILS_FOR,
+    REJECTIONS,
+    SPEED,
+    AlertWatch,
+    nginx_binary,
+    rules_at,
+)
+
+build_rules = load_script(REPO / "alerts" / "build_rules.py")
 
 pytestmark = pytest.mark.servers  # every test here starts a server or a binary
 
@@ -69,3 +86,85 @@ def test_demo_refuses_a_bad_listen_address(listen: str) -> None:
     assert result.returncode == 2, result.stderr
     assert "expected [HOST]:PORT" in result.stderr and "Traceback" not in result.stderr
     assert "throwaway servers" not in result.stdout
+
+
+COUNTDOWN_LINE = re.compile(rf"{FILLING} +countdown to full: (?:\d+m)?\d+s, full at ")
+ALERT_LINE = re.compile(rf'ALERT firing +{EXHAUSTION}\{{target="{FILLING}", severity="(\w+)"\}}: full in ')
+
+
+def test_demo_counts_down_and_alerts_within_a_minute() -> None:
+    """The headline within 60 s of the start: the filling store's countdown and the alert that fires."""
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo", "--duration", "0"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    try:
+        seen = lambda pattern: next((m for line in list(lines) if (m := pattern.search(line))), None)  # noqa: E731
+        wait_until(lambda: seen(COUNTDOWN_LINE) and seen(ALERT_LINE), timeout=60 - (time.monotonic() - started),
+                   interval=0.2, message="the countdown and the alert line")
+        severities = {r["labels"]["severity"] for g in build_rules.build()["groups"] for r in g["rules"]
+                      if r["alert"] == EXHAUSTION}
+        assert seen(ALERT_LINE).group(1) in severities
+        head = "".join(lines[:5])
+        assert "Runs until Ctrl-C" in head and "Status page: http://" in head and f"{SPEED}x speed" in head
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        reader.join(5)
+        assert "The demo has ended" in lines[-1] and "no longer answer" in lines[-1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_demo_reads_the_thresholds_of_the_shipped_rules() -> None:
+    """At scale 1 the demo's reading of the built rules is alerts/build_rules.py's own constants."""
+    rules = {(r.name, r.severity): r for r in rules_at(build_rules, 1.0)}
+    time_ = build_rules.TIME
+    for severity in ("critical", "warning", "info"):
+        rule = rules[(EXHAUSTION, severity)]
+        assert rule.horizon == time_[f"predict_{severity}_horizon"]
+        assert rule.hold == time_[f"predict_{severity}_for"]
+        assert rule.evidence == build_rules.PREDICT_EVIDENCE[severity]
+    assert rules[(EXHAUSTION, "info")].beyond == time_["predict_warning_horizon"]
+    assert rules[(REJECTIONS, "critical")].window == time_["rejections_window"]
+    assert rules[(REJECTIONS, "critical")].hold == time_["rejections_for"]
+    scaled = {(r.name, r.severity): r for r in rules_at(build_rules, 1 / SPEED)}
+    assert scaled[(EXHAUSTION, "warning")].horizon == pytest.approx(time_["predict_warning_horizon"] / SPEED)
+
+
+def test_demo_alerts_hold_for_their_for_then_resolve() -> None:
+    rules = [r for r in rules_at(build_rules, 1 / SPEED) if r.name == EXHAUSTION]
+    watch = AlertWatch(rules)
+    warning = next(r for r in rules if r.severity == "warning")
+    critical = next(r for r in rules if r.severity == "critical")
+
+    def values(until_full: float, basis: float, evicts: float = 0) -> dict[tuple[str, str], float]:
+        return {(catalog.CACHE_MEMORY_UNTIL_FULL, "s"): until_full, (catalog.CACHE_MEMORY_FORECAST_BASIS, "s"): basis,
+                (catalog.CACHE_EVICTS_WHEN_FULL, "s"): evicts}
+
+    left = warning.horizon / 2  # within the warning horizon, beyond the critical one
+    assert left > critical.horizon
+    assert [(c[0], c[1].severity) for c in watch.evaluate(0.0, values(left, left), ["s"])] == [("pending", "warning")]
+    assert watch.evaluate(warning.hold / 2, values(left, left), ["s"]) == []
+    assert [(c[0], c[1].severity) for c in watch.evaluate(warning.hold, values(left, left), ["s"])] == \
+        [("firing", "warning")]
+    # Critical wants the countdown within the growth seen (evidence 1): not with half of it seen.
+    short = critical.horizon / 2
+    changes = watch.evaluate(warning.hold + 1, values(short, short / 2), ["s"])
+    assert [(c[0], c[1].severity) for c in changes] == []
+    changes = watch.evaluate(warning.hold + 2, values(short, short), ["s"])
+    assert [(c[0], c[1].severity) for c in changes] == [("pending", "critical")]
+    # A store that evicts when full never runs out: the rules' ``unless`` drops it.
+    changes = watch.evaluate(warning.hold + 3, values(short, short, evicts=1), ["s"])
+    assert sorted(c[0] for c in changes) == ["resolved"]  # the firing warning; the pending critical just ends
+    assert watch.evaluate(warning.hold + 4, values(math.inf, 0), ["s"]) == []
+
+
+def test_make_demo_and_the_cli_agree_on_a_duration_that_shows_the_store_running_out() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    default = re.search(r"^DURATION \?= (\S+)$", makefile, re.M)
+    assert default is not None and float(default.group(1)) == DEMO_DURATION
+    assert DEMO_DURATION >= FILL_SECONDS + 30
