@@ -97,7 +97,7 @@ def label_names() -> set[str]:
 
 _IN_PROCESS = " For an app target's in-process caches, label cache names the cache."
 
-# Unified families (design.md, "Metric contract"): dashboards and alerts use these for
+# Unified families (docs/architecture.md, "The metric contract"): dashboards and alerts use these for
 # every store. Declared here because no single source owns them.
 CACHE_UP = gauge("cache_up", "1 if the last poll of the target succeeded, else 0.", ("store",), UNIFIED)
 CACHE_INFO = gauge(
@@ -212,8 +212,8 @@ CACHE_CONFIG_FINDING_ACKNOWLEDGED = gauge(
 POLLS = counter("cache_exporter_polls_total", "Polls attempted for the target.", (), EXPORTER)
 POLL_ERRORS = counter(
     "cache_exporter_poll_errors_total",
-    "Failed polls by reason (refused, dns, timeout, tls, tls_required, auth, reset, protocol, too_large, config, "
-    "error).",
+    "Failed polls by reason (refused, unreachable, dns, timeout, tls, tls_required, auth, http, reset, protocol, "
+    "too_large, config, redirect, sasl_required, error).",
     ("reason",),
     EXPORTER,
 )
