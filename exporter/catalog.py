@@ -2,7 +2,7 @@
 
 Sources declare their families here when imported; exposition looks up HELP/TYPE here; the
 config validator refuses static labels that would collide with a family's own labels; the
-README's metrics reference is checked against it. One table, many readers.
+metrics reference (docs/metrics.md) is generated from it. One table, many readers.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class MetricSpec:
     type: str
     help: str
     labels: tuple[str, ...] = ()
-    group: str = ""  # README section: "unified", "redis", "exporter", ...
+    group: str = ""  # docs/metrics.md section: "unified", "redis", "exporter", ...
     optional_labels: tuple[str, ...] = ()  # present on some series only (e.g. cache, for in-process caches)
 
     @property
