@@ -90,7 +90,7 @@ dashboards: $(VENV)/.stamp-dashboards
 	$(PY) dashboards/build.py
 	$(PY) helm/sync.py
 
-# Everything generated from a single source: the rules file, the README tables, the chart's copies.
+# Everything generated from a single source: the rules file, the tables in docs/metrics.md and docs/audit.md, the chart's copies.
 docs: $(VENV)/.stamp-base
 	$(PY) alerts/build_rules.py
 	$(PY) -m exporter.docs

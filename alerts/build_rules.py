@@ -5,7 +5,7 @@ differ). The end-to-end test builds the same rules at a small scale, so a 30 min
 becomes seconds without a forked copy of the rules. Run ``python alerts/build_rules.py`` (or
 ``make docs``) after editing.
 
-Conventions (design.md): CamelCase names with a Cache/Redis/Memcached/App prefix; ``severity`` in
+Conventions (docs/alerts.md): CamelCase names with a Cache/Redis/Memcached/App prefix; ``severity`` in
 critical|warning|info; annotations summary, description, runbook_url ->
 docs/runbooks.md#<lowercase-alertname>. Rules use the unified ``cache_*`` families, so they
 cover Redis, Memcached and app heaps alike, plus store-specific rules for store-specific

@@ -464,7 +464,7 @@ def overview(names: list[str]) -> dict:
     g.row("Exporter")
     g.add(timeseries_panel(
         "Poll errors by reason", "Failed polls per second by reason (refused, timeout, auth, protocol, ...; "
-        "see the README's Failure reasons).", "ops",
+        "see Failure reasons in docs/metrics.md).", "ops",
         [Q(f"sum by ({BY}, reason) ({rate('cache_exporter_poll_errors_total')})", "{{target}} {{reason}}")]),
         w=8, h=8)
     g.add(timeseries_panel(

@@ -245,7 +245,7 @@ def _memcached_limit_above_hard_limit(f: Facts) -> Result:
 # How to give each runtime a heap limit the exporter can read; the detected runtime picks the hint.
 APP_LIMIT_HINTS = {
     "nodejs": ("prom-client does not export V8's limit: add the nodejs_heap_size_limit_bytes gauge "
-               "(README, \"If you run a Node.js service\") or set heap_limit to --max-old-space-size"),
+               "(docs/app-targets.md) or set heap_limit to --max-old-space-size"),
     "nodejs-otel": ("OpenTelemetry's runtime-node exports no heap limit: set heap_limit to "
                     "--max-old-space-size"),
     "jvm": "start the JVM with -Xmx (jvm_memory_max_bytes is -1 without it) or set heap_limit",

@@ -2,7 +2,7 @@
 
 Sources declare their families here when imported; exposition looks up HELP/TYPE here; the
 config validator refuses static labels that would collide with a family's own labels; the
-README's metrics reference is checked against it. One table, many readers.
+metrics reference (docs/metrics.md) is generated from it. One table, many readers.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class MetricSpec:
     type: str
     help: str
     labels: tuple[str, ...] = ()
-    group: str = ""  # README section: "unified", "redis", "exporter", ...
+    group: str = ""  # docs/metrics.md section: "unified", "redis", "exporter", ...
     optional_labels: tuple[str, ...] = ()  # present on some series only (e.g. cache, for in-process caches)
 
     @property
@@ -98,7 +98,7 @@ def label_names() -> set[str]:
 
 _IN_PROCESS = " For an app target's in-process caches, label cache names the cache."
 
-# Unified families (design.md, "Metric contract"): dashboards and alerts use these for
+# Unified families (docs/architecture.md, "The metric contract"): dashboards and alerts use these for
 # every store. Declared here because no single source owns them.
 CACHE_UP = gauge("cache_up", "1 if the last poll of the target succeeded, else 0.", ("store",), UNIFIED)
 CACHE_INFO = gauge(
@@ -213,8 +213,8 @@ CACHE_CONFIG_FINDING_ACKNOWLEDGED = gauge(
 POLLS = counter("cache_exporter_polls_total", "Polls attempted for the target.", (), EXPORTER)
 POLL_ERRORS = counter(
     "cache_exporter_poll_errors_total",
-    "Failed polls by reason (refused, dns, timeout, tls, tls_required, auth, reset, protocol, too_large, config, "
-    "error).",
+    "Failed polls by reason (refused, unreachable, dns, timeout, tls, tls_required, auth, http, reset, protocol, "
+    "too_large, config, redirect, sasl_required, error).",
     ("reason",),
     EXPORTER,
 )

@@ -1225,7 +1225,7 @@ _KINDS: dict[str, _Kind] = {
 
 
 def default_config(listen: str = DEFAULT_LISTEN, self_scrape: bool = True) -> Config:
-    """What runs without --config: the local stores and the exporter's own process (design.md)."""
+    """What runs without --config: the local stores and the exporter's own process (docs/configuration.md)."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
     # The address the exporter can reach itself on: loopback when it listens everywhere.

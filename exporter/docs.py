@@ -1,7 +1,13 @@
-"""Render the README's metrics reference from the catalog, so the docs cannot drift."""
+"""Render the generated parts of the docs, so they cannot drift from the code.
+
+docs/metrics.md holds the metrics reference (from the catalog and the exporter's own registry);
+docs/audit.md holds the table of audit checks (from ``exporter.audit.CHECKS``). Each lives between
+a begin and an end marker; ``python -m exporter.docs`` (``make docs``) rewrites only those blocks.
+"""
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import exporter.sources  # noqa: F401  (declares every source's families)
@@ -35,20 +41,24 @@ def metrics_reference() -> str:
            "Every per-target series also carries `target` (the target's `name`) and the static labels "
            "from `global.labels` and the target's `labels`.", ""]
     for group, title in _GROUPS:
-        out += [f"#### {title}", "", "| metric | type | labels | meaning |", "|---|---|---|---|"]
+        out += [f"## {title}", "", "| metric | type | labels | meaning |", "|---|---|---|---|"]
         out += [_row(s.name, s.type, s.labels, s.help, s.optional_labels)
                 for s in catalog.families() if s.group == group]
         out.append("")
-    out += ["#### Exporter self-metrics, process-wide", "", "| metric | type | labels | meaning |",
+    out += ["## Exporter self-metrics, process-wide", "", "| metric | type | labels | meaning |",
             "|---|---|---|---|"]
     exposition = Exposition(SnapshotStore())
-    # The HTTP families, with a web config: documented as a running daemon exports them.
+    # The HTTP families with a web config, and the state-file families with --state.dir: documented
+    # as a daemon running with both exports them.
     exposition.watch_http(SimpleNamespace(connections=0, evicted=0, refused=0),
                           SimpleNamespace(auth_failures=0, reload_failures=0))
+    exposition.watch_state(SimpleNamespace(last_save=0.0, failures=0), lambda: 0)  # type: ignore[arg-type]
     for family in exposition.registry.collect():
         if family.name.startswith("cache_exporter_"):
             labels = sorted({k for s in family.samples for k in s.labels if k != "quantile"})
-            out.append(_row(family.name, family.type, labels, family.documentation))
+            # prometheus_client strips a counter's _total from the family name; the series has it.
+            name = family.name + ("_total" if family.type == "counter" else "")
+            out.append(_row(name, family.type, labels, family.documentation))
     out += ["", "Plus the standard `process_*` and `python_*` families of prometheus_client.", "", END]
     return "\n".join(out)
 
@@ -68,17 +78,31 @@ def _replace(text: str, begin: str, end: str, block: str) -> str:
     return text[:start] + block + text[stop:]
 
 
-def update_readme(path: str = "README.md") -> bool:
-    """Replace the generated blocks in ``path``; returns True if the file changed."""
+# Which generated block lives in which file, relative to the repository root.
+METRICS_FILE = "docs/metrics.md"
+AUDIT_FILE = "docs/audit.md"
+
+
+def _update(path: str, begin: str, end: str, block: str) -> bool:
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
-    new = _replace(text, BEGIN, END, metrics_reference())
-    new = _replace(new, CHECKS_BEGIN, CHECKS_END, audit_checks())
+    new = _replace(text, begin, end, block)
     if new != text:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(new)
     return new != text
 
 
+def update_docs(root: str = ".") -> list[str]:
+    """Rewrite the generated blocks under ``root``; returns the files that changed."""
+    changed = []
+    for name, begin, end, block in ((METRICS_FILE, BEGIN, END, metrics_reference()),
+                                    (AUDIT_FILE, CHECKS_BEGIN, CHECKS_END, audit_checks())):
+        if _update(os.path.join(root, name), begin, end, block):
+            changed.append(name)
+    return changed
+
+
 if __name__ == "__main__":
-    print("README.md updated" if update_readme() else "README.md already up to date")
+    changed = update_docs()
+    print(f"updated: {', '.join(changed)}" if changed else "generated docs already up to date")

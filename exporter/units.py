@@ -4,7 +4,7 @@ Sizes accept IEC (``KiB``, ``MiB``, ``GiB``, ``TiB``), Kubernetes (``Ki``, ``Mi`
 ``Ti``) and SI (``KB``/``K``, ``MB``/``M``, ``GB``/``G``, ``TB``/``T``) suffixes, because
 users paste limits from all three worlds (``redis.conf`` says ``2gb``, a pod spec says
 ``2Gi``). Redis itself treats ``gb`` as 1024**3; we follow the unit as written so that
-``2GB`` means 2e9 and ``2GiB`` means 2*1024**3, and say so in the README.
+``2GB`` means 2e9 and ``2GiB`` means 2*1024**3, and say so in docs/configuration.md.
 """
 
 from __future__ import annotations

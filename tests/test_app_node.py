@@ -222,7 +222,7 @@ def test_heap_limit_from_config_audit_without_one_and_the_cache_convention(node_
         used = m.value("cache_memory_used_bytes", target="node")
         total = m.value("app_heap_total_used_bytes", target="node")
         assert 0 < used < total  # old generation only: the young generation is not what runs out
-        # The README's convention: cache_hits_total, cache_misses_total, cache_evictions_total and
+        # The convention of docs/app-targets.md: cache_hits_total, cache_misses_total, cache_evictions_total and
         # cache_entries, labelled by cache, mapped to the unified families with store="app".
         wait_until(lambda: (ep.metrics().value("cache_evictions_total", target="node", cache="sessions") or 0) > 0,
                    timeout=10, message="evictions")

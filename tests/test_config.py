@@ -287,7 +287,7 @@ def test_default_config():
     assert len(config.targets) == 3
     t, mc, own = config.targets
     assert isinstance(own, AppTarget) and own.runtime == "python"
-    assert own.address == "http://127.0.0.1:9611/metrics"  # the exporter's own process (design.md)
+    assert own.address == "http://127.0.0.1:9611/metrics"  # the exporter's own process (docs/configuration.md)
     assert default_config("127.0.0.1:19999").targets[2].port == 19999
     assert default_config("[::1]:19999").targets[2].address == "http://[::1]:19999/metrics"
     assert default_config(":19999").targets[2].address == "http://127.0.0.1:19999/metrics"

@@ -183,7 +183,7 @@ def test_sighup_reload_and_sigterm(redis_factory, exporter_factory):
 
 
 def test_builtin_default_config_polls_localhost_6379(exporter_factory, tmp_path):
-    """No --config: the built-in default polls redis://localhost:6379 (design.md)."""
+    """No --config: the built-in default polls redis://localhost:6379 (docs/configuration.md)."""
     server = None
     try:
         import redis

@@ -1,4 +1,5 @@
-"""The docs stay true: quick start, generated metrics reference, config keys, compatibility table."""
+"""The docs stay true: quick start, generated metrics reference and audit table, config keys,
+compatibility tables, failure reasons, and every relative link and #anchor in README.md and docs/."""
 
 from __future__ import annotations
 
@@ -6,12 +7,18 @@ import re
 
 import pytest
 from conftest import REPO
+from test_alert_rules import runbook_sections
 
 import exporter.config as config_module
-from exporter import catalog
-from exporter.docs import metrics_reference
+from exporter import catalog, errors
+from exporter.docs import AUDIT_FILE, METRICS_FILE, metrics_reference
 
 README = (REPO / "README.md").read_text()
+DOCS = REPO / "docs"
+METRICS = (REPO / METRICS_FILE).read_text()
+AUDIT = (REPO / AUDIT_FILE).read_text()
+CONFIGURATION = (DOCS / "configuration.md").read_text()
+COMPATIBILITY = (DOCS / "compatibility.md").read_text()
 # Families redis_exporter 1.45 (Debian bookworm) exposes against Redis 7.0.
 REDIS_EXPORTER_FAMILIES = REPO / "tests" / "fixtures" / "redis_exporter_1.45_families.txt"
 
@@ -24,9 +31,9 @@ def test_readme_opens_with_two_command_quick_start():
 
 
 def test_metrics_reference_is_generated_and_current():
-    assert metrics_reference() in README, "README metrics reference is stale: run `make docs`"
+    assert metrics_reference() in METRICS, f"{METRICS_FILE} is stale: run `make docs`"
     for spec in catalog.families():
-        assert f"`{spec.name}`" in README
+        assert f"`{spec.name}`" in METRICS
 
 
 def test_every_config_key_is_documented():
@@ -37,7 +44,7 @@ def test_every_config_key_is_documented():
         keys |= {f"targets[].{k}" for k in kind.keys}
     keys |= {f"targets[].tls.{k}" for k in ("ca_file", "cert_file", "key_file", "server_name",
                                              "insecure_skip_verify")}
-    table = README.split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
+    table = CONFIGURATION.split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
     missing = [k for k in sorted(keys) if f"`{k}`" not in table]
     assert not missing, missing
 
@@ -49,7 +56,7 @@ def test_every_config_key_is_documented():
 def test_peer_families_are_emitted_or_explained(peer, fixture, prefix):
     theirs = [ln.strip() for ln in fixture.read_text().splitlines() if ln.startswith(prefix)]
     ours = {s.name for s in catalog.families()}
-    differences = README.split(f"## Differences from {peer}", 1)[1].split("\n## ", 1)[0]
+    differences = COMPATIBILITY.split(f"## Differences from {peer}", 1)[1].split("\n## ", 1)[0]
     for name in theirs:
         if name in ours:
             continue
@@ -77,5 +84,88 @@ def test_audit_checks_table_is_generated_and_current():
     from exporter.audit import CHECKS
     from exporter.docs import audit_checks
 
-    assert audit_checks() in README, "README audit checks are stale: run `make docs`"
-    assert all(f"`{c.name}`" in README for c in CHECKS)
+    assert audit_checks() in AUDIT, f"{AUDIT_FILE} is stale: run `make docs`"
+    assert all(f"`{c.name}`" in AUDIT for c in CHECKS)
+
+
+def test_every_alert_is_in_the_alerts_table():
+    import yaml
+
+    rules = yaml.safe_load((REPO / "alerts" / "cache-exporter.rules.yml").read_text())
+    names = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    table = set(re.findall(r"^\| `([A-Za-z]+)` \|", (DOCS / "alerts.md").read_text(), re.M))
+    assert names == table
+
+
+def test_every_failure_reason_is_documented():
+    table = METRICS.split("## Failure reasons", 1)[1]
+    documented = re.findall(r"^\| `([a-z_]+)` \|", table, re.M)
+    assert sorted(documented) == sorted(errors.REASONS)
+
+
+# [text](target), outside code spans; images too. Reference-style links are not used in these docs.
+_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def _links(markdown: str) -> list[str]:
+    """Link targets outside fenced code blocks and inline code."""
+    out, fence = [], None
+    for line in markdown.splitlines():
+        if m := re.match(r"^\s{0,3}(`{3,}|~{3,})", line):
+            fence = m.group(1)[0] if fence is None else (None if m.group(1)[0] == fence else fence)
+            continue
+        if fence is None:
+            out += _LINK.findall(re.sub(r"`[^`]*`", "", line))
+    return out
+
+
+def broken_links(path, repo=REPO) -> list[str]:
+    """Relative links in ``path`` whose file (inside ``repo``) or #anchor does not exist."""
+    problems = []
+    for target in _links(path.read_text()):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:: not checked offline
+            continue
+        file_part, _, anchor = target.partition("#")
+        dest = (path.parent / file_part).resolve() if file_part else path
+        if repo.resolve() not in dest.parents and dest != repo.resolve():
+            problems.append(f"{target}: outside the repository")
+        elif not dest.exists():
+            problems.append(f"{target}: no such file")
+        elif anchor and (dest.suffix != ".md" or anchor not in runbook_sections(dest.read_text())):
+            problems.append(f"{target}: no heading with that anchor")
+    return problems
+
+
+def test_broken_links_are_found(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# A\n## Two words\n")
+    page = tmp_path / "README.md"
+    page.write_text("[ok](docs/a.md#two-words) [self](#b) `[code](nowhere.md)`\n## B\n"
+                    "[gone](docs/b.md) [anchor](docs/a.md#three) [out](../x.md) [web](https://example.com/#z)\n"
+                    "```\n[fenced](nowhere.md)\n```\n")
+    assert broken_links(page, tmp_path) == ["docs/b.md: no such file", "docs/a.md#three: no heading with that anchor",
+                                            "../x.md: outside the repository"]
+
+
+@pytest.mark.parametrize("name", ["README.md", "helm/cache-exporter/README.md", "dashboards/README.md",
+                                  "benchmarks/README.md"] + sorted(f"docs/{p.name}" for p in DOCS.glob("*.md")))
+def test_relative_links_and_anchors_resolve(name):
+    assert broken_links(REPO / name) == []
+
+
+def test_docs_index_lists_every_page():
+    index = (DOCS / "README.md").read_text()
+    linked = {t.partition("#")[0] for t in _links(index)}
+    missing = sorted(p.name for p in DOCS.glob("*.md") if p.name != "README.md" and p.name not in linked)
+    assert not missing, f"docs/README.md does not link {missing}"
+
+
+def test_no_reference_to_files_outside_the_repository():
+    # A design document that lived beside the repository once was cited from code and tests.
+    tracked = [p for d in ("exporter", "tests", "alerts", "dashboards", "helm", "tools", "benchmarks", "docs")
+               for p in (REPO / d).rglob("*") if p.suffix in (".py", ".md", ".yaml", ".yml")
+               and "node_modules" not in p.parts]
+    offenders = [str(p.relative_to(REPO)) for p in tracked + [REPO / "README.md"]
+                 if re.search(r"design\.md|\.\./shared", p.read_text(errors="replace"))
+                 and p.name != "test_docs.py"]
+    assert not offenders, offenders

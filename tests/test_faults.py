@@ -338,7 +338,7 @@ def test_secrets_never_leak(lab: Lab) -> None:
 
 
 def test_redis5_without_hello_is_polled(lab: Lab) -> None:
-    """README: "works with Redis 5". Redis 5 answers HELLO with an error and only speaks RESP2."""
+    """docs/how-it-works.md: "works with Redis 5". Redis 5 answers HELLO with an error and only speaks RESP2."""
     fake = lab.fakes["redis5"]
     m = lab.ep.wait_polls("redis5", 2)
     assert fake.auth_passwords == [SECRET] * len(fake.auth_passwords) and fake.auth_passwords

@@ -201,7 +201,7 @@ class CacheMetric:
 
 CACHE_METRICS: list[CacheMetric] = [
     # The convention for apps without a metrics library of their own (Node.js: a Map, lru-cache,
-    # Keyv): prom-client counters and a gauge, labelled by cache (README, "If you run a Node.js
+    # Keyv): prom-client counters and a gauge, labelled by cache (docs/recipes.md, "a Node.js
     # service"; tests/apps/node_heap_app/app.js).
     CacheMetric("cache_hits_total", catalog.CACHE_HITS, "cache"),
     CacheMetric("cache_misses_total", catalog.CACHE_MISSES, "cache"),

@@ -15,7 +15,7 @@ the data limit it declares, evicts as it declares, and has no host, fork or OOM-
 INFO fields map to metrics through ``INFO_FIELDS`` (field -> metric, with the Redis version
 that introduced the field); composite lines (``db0:``, ``cmdstat_*``, ``errorstat_*``,
 ``slaveN:``) through ``COMPOSITE_LINES``. Names follow oliver006/redis_exporter except where
-its names break Prometheus conventions (see README, "Differences from redis_exporter").
+its names break Prometheus conventions (see docs/compatibility.md).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 //   GROW_BYTES_PER_SEC   steady growth of the cache (default 1 MiB/s)
 //   CHURN_BYTES_PER_SEC  per-request garbage that lives ~1 s (long enough to be promoted to the
 //                        old generation): what makes V8 thrash in GC as the heap fills (default 0)
-//   EXPORT_HEAP_LIMIT    "1": export nodejs_heap_size_limit_bytes (the collector the README gives)
+//   EXPORT_HEAP_LIMIT    "1": export nodejs_heap_size_limit_bytes (the collector docs/app-targets.md gives)
 //   CACHE_MAX_ENTRIES    bound the cache (oldest entry evicted first): a healthy app whose heap
 //                        saws under GC instead of growing (default 0: unbounded, the leak)
 'use strict';
@@ -16,7 +16,7 @@ const client = require('prom-client');
 
 client.collectDefaultMetrics();
 
-// --- the README's recipe: export V8's heap limit, which prom-client does not (yet) ---
+// --- the recipe of docs/app-targets.md: export V8's heap limit, which prom-client does not (yet) ---
 if (process.env.EXPORT_HEAP_LIMIT === '1') {
   new client.Gauge({
     name: 'nodejs_heap_size_limit_bytes',
@@ -25,7 +25,7 @@ if (process.env.EXPORT_HEAP_LIMIT === '1') {
   });
 }
 
-// --- an in-process cache, exposed the way the README asks of a Node app: four series per cache,
+// --- an in-process cache, exposed the way docs/app-targets.md asks of a Node app: four series per cache,
 // labelled `cache`, that cache-exporter maps to cache_hits_total, cache_misses_total,
 // cache_evictions_total and cache_items{store="app"} ---
 const labelNames = ['cache'];
