@@ -1211,6 +1211,7 @@ def test_flags_refused_name_the_flag_never_the_value(redis, memcached, user, lin
     assert str(err.value) == f"{FLAGS}: {line}"  # one line: a problem shared by several flags is said once
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("args,message", [
     (["--redis.addr", f"redis://:{SECRET}@127.0.0.1:6379"], "--redis.addr: credentials in the URL are not allowed"),
     (["--redis.password", SECRET], "--redis.password is refused"),

@@ -610,7 +610,6 @@ def check(text: str) -> LoadResult | None:
 stats = {"accepted": 0, "refused": 0, "accepted with aliases": 0}
 
 
-@pytest.mark.servers
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
 @given(data=st.data(), generated=DOCUMENTS, rate=st.sampled_from([0, 1, 3, 12]), global_last=st.booleans())
