@@ -518,9 +518,9 @@ def test_large_body_is_filtered_fast_and_gives_the_same_heap():
     assert len(big) > 10 * 2**20
     target = app_target()
     expected = map_body(small, target)
-    t0 = time.perf_counter()
+    t0 = time.thread_time()  # CPU of this thread: a busy machine must not fail it
     doc = map_body(big, target)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.thread_time() - t0
     assert elapsed < 1.0, f"{elapsed:.2f}s for a {len(big) / 2**20:.0f} MiB body"
     assert doc.runtime == expected.runtime == "nodejs"
     assert doc.heap == expected.heap
@@ -732,10 +732,10 @@ def bomb() -> bytes:
 def test_gzip_bomb_is_refused_quickly_with_bounded_memory(bomb):
     tracemalloc.start()
     try:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         with pytest.raises(OSError, match="larger than"):
             bounded_gunzip(bomb, 16 * MiB)
-        elapsed = time.perf_counter() - t0
+        elapsed = time.thread_time() - t0
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
