@@ -79,7 +79,7 @@ def test_cluster_seeds_asked_in_order_and_errors(redis_cluster: list[int],
     with pytest.raises(DiscoveryError, match=f"^127.0.0.1:{plain.port}: not a cluster node$"):
         cluster(f"redis://{addr(plain.port)}")
     with pytest.raises(DiscoveryError, match="scheme 'http' is not supported"):
-        cluster("http://user:hunter2@127.0.0.1:1")
+        cluster("http://127.0.0.1:1")
 
 
 def test_cluster_failover_is_followed(redis_cluster: list[int]) -> None:
@@ -124,6 +124,8 @@ def test_sentinel_primary_and_replica(redis_sentinel: SentinelSetup,
     assert roles(found) == {addr(s.primary_port): (s.master_name, "primary"),
                             addr(s.replica_port): (s.master_name, "replica")}
     assert all(f.key == f.address for f in found)
+    # the data nodes' password, sent to a sentinel with none configured: asked again without
+    assert roles(sentinel(addr(s.sentinel_port), name=s.master_name, password="data-node-secret")) == roles(found)
     with pytest.raises(DiscoveryError, match="monitors no master named 'nosuch'"):
         sentinel(addr(s.sentinel_port), name="nosuch")
     with pytest.raises(DiscoveryError, match="not a sentinel"):
@@ -269,10 +271,14 @@ def test_password_never_in_a_message(fake: Callable[..., FakeRedis]) -> None:
     server = fake({("AUTH",): f"-WRONGPASS invalid password {secret}\r\n".encode()})
     for call in (cluster, sentinel):
         with pytest.raises(DiscoveryError) as err:
-            call(f"redis://:{secret}@{addr(server.port)}", password=secret)
+            call(f"redis://{addr(server.port)}", password=secret)
         assert secret not in str(err.value) and "***" in str(err.value)
-    with pytest.raises(DiscoveryError) as err:
-        cluster(f"redis://:{secret}@127.0.0.1:notaport", password=secret)
+    for url in (f"redis://:{secret}@{addr(server.port)}", f"redis://:{secret}@127.0.0.1:notaport"):
+        with pytest.raises(DiscoveryError, match="credentials in a seed URL are not allowed") as err:
+            cluster(url)
+        assert secret not in str(err.value)
+    with pytest.raises(DiscoveryError, match="invalid port") as err:
+        cluster(f"redis://127.0.0.1:{secret}")
     assert secret not in str(err.value)
 
 

@@ -59,6 +59,8 @@ def parse_seed(url: str, tls: TLSConfig | None, default_port: int = DEFAULT_PORT
     """``redis://``, ``rediss://``, ``valkey(s)://`` or a bare ``host:port``. The URL is never
     echoed: its user part may hold a password."""
     text = url.strip()
+    if "@" in text:  # as for a target's url: secrets come from password_env/password_file only
+        raise DiscoveryError("credentials in a seed URL are not allowed; use username and password_env/password_file")
     if "://" in text:
         scheme, _, rest = text.partition("://")
         scheme = {"valkey": "redis", "valkeys": "rediss"}.get(scheme.lower(), scheme.lower())
@@ -103,7 +105,7 @@ def describe(exc: BaseException, password: str | None) -> str:
     return text[:MESSAGE_LIMIT]
 
 
-def _no_password_set(exc: redis.exceptions.ResponseError) -> bool:
+def _no_password_set(exc: redis.exceptions.RedisError) -> bool:
     # Redis 6+ refuses AUTH when no password is configured; Redis < 6 says "no password is set".
     text = str(exc).lower()
     return "without any password configured" in text or "no password is set" in text
@@ -135,7 +137,7 @@ def connect(seed: Seed, *, username: str | None, password: str | None, tls: TLSC
     try:
         try:
             conn = attempt(username, password)
-        except redis.exceptions.ResponseError as exc:
+        except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError) as exc:
             if not (password and _no_password_set(exc)):
                 raise
             conn = attempt(None, None)
