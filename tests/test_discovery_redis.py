@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import RedisServer, SentinelSetup, free_port, start_redis_cluster, wait_until
+from conftest import RedisServer, SentinelSetup, TLSFiles, free_port, start_redis_cluster, wait_until
 from fakeserver import FakeServer, Session
 
 from exporter.discovery.base import DiscoveryError, Found
 from exporter.discovery.redis_cluster import _from_nodes
 from exporter.discovery.redis_cluster import discover as cluster_discover
 from exporter.discovery.redis_sentinel import discover as sentinel_discover
+from exporter.targets import TLSConfig
 
 SLOT_RANGES = {"0-5460", "5461-10922", "10923-16383"}
 TIMEOUT = 2.0
@@ -66,7 +67,7 @@ def test_cluster_every_node_from_one_seed(redis_cluster: list[int]) -> None:
         text = conn.read_response().decode()
     finally:
         conn.disconnect()
-    assert roles(_from_nodes(text)) == by_addr
+    assert roles(_from_nodes(text, "127.0.0.1")) == by_addr
 
 
 def test_cluster_seeds_asked_in_order_and_errors(redis_cluster: list[int],
@@ -233,6 +234,9 @@ def test_cluster_nodes_fallback_and_exclusions(fake: Callable[..., FakeRedis]) -
         "10.0.0.6:7000": ("10923-16383", "replica"),
     }
     assert [c[:2] for c in server.commands if c[0] == "CLUSTER"] == [["CLUSTER", "SHARDS"], ["CLUSTER", "NODES"]]
+    # a lone node does not know its own ip: the seed's host stands for it (only for "myself")
+    lone = "x1 :7001@17001 myself,master - 0 0 1 connected 0-16383\ny1 :7002@17002 slave x1 0 0 1 connected\n"
+    assert roles(_from_nodes(lone, "seed.example")) == {"seed.example:7001": ("0-16383", "primary")}
 
 
 @pytest.mark.parametrize("reply", [
@@ -307,3 +311,17 @@ def test_sentinel_malformed_reply(fake: Callable[..., FakeRedis], master: bytes,
     server = fake({("SENTINEL", "MASTER"): master, ("SENTINEL", "REPLICAS"): replicas})
     with pytest.raises(DiscoveryError, match="malformed SENTINEL reply"):
         sentinel(addr(server.port), name="x")
+
+
+def test_cluster_over_tls(redis_factory: Callable[..., RedisServer], tls_files: TLSFiles) -> None:
+    # A one-node cluster serving every slot: enough to exercise the TLS handshake and the TLS port.
+    node = redis_factory(tls=tls_files, args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                              "--cluster-port", str(free_port()), "--tls-cluster", "yes"])
+    assert node.client().execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+    tls = TLSConfig(ca_file=tls_files.ca, cert_file=tls_files.client_cert, key_file=tls_files.client_key)
+    found = cluster_discover([f"rediss://{addr(node.port)}"], username=None, password=None, tls=tls, timeout=TIMEOUT)
+    # the node has met no other, so it reports an empty ip: the seed's host stands for it
+    assert roles(found) == {addr(node.port): ("0-16383", "primary")}
+    with pytest.raises(DiscoveryError, match=f"^127.0.0.1:{node.port}: .*certificate verify failed"):
+        cluster_discover([f"rediss://{addr(node.port)}"], username=None, password=None,
+                         tls=TLSConfig(ca_file=tls_files.other_ca), timeout=TIMEOUT)

@@ -226,6 +226,7 @@ def discover(seed_urls: list[str], *, username: str | None, password: str | None
             try:
                 reply = command(conn, seed, password, "CLUSTER", "SHARDS")
                 how = "CLUSTER SHARDS"
+                my_id = _my_id(conn, seed, password) if _has_unknown_address(reply) else None
             except redis.exceptions.ResponseError as exc:
                 if _not_cluster(exc):
                     raise DiscoveryError(f"{seed}: not a cluster node") from None
@@ -238,7 +239,8 @@ def discover(seed_urls: list[str], *, username: str | None, password: str | None
                         raise DiscoveryError(f"{seed}: not a cluster node") from None
                     raise DiscoveryError(f"{seed}: CLUSTER NODES: {describe(exc2, password)}") from None
         try:
-            nodes = _from_shards(reply, seed.tls) if how == "CLUSTER SHARDS" else _from_nodes(text(reply))
+            nodes = (_from_shards(reply, seed, my_id) if how == "CLUSTER SHARDS"
+                     else _from_nodes(text(reply), seed.host))
         except (Malformed, ValueError, TypeError, IndexError) as exc:
             raise DiscoveryError(f"{seed}: malformed {how} reply: {describe(exc, password)}") from None
         if not nodes:
@@ -264,7 +266,27 @@ def _dedupe(found: list[Found]) -> list[Found]:
     return sorted(seen.values(), key=lambda f: (dict(f.labels)["shard"], dict(f.labels)["role"], f.key))
 
 
-def _from_shards(reply: object, use_tls: bool) -> list[Found]:
+def _has_unknown_address(reply: object) -> bool:
+    # Cheap look for a node with an empty ip: a node that has never met another does not know its own.
+    # A malformed reply answers False here and is reported by the parser.
+    try:
+        return any(not text(pairs(node).get("ip", "?")) for shard in reply  # type: ignore[attr-defined]
+                   for node in pairs(shard).get("nodes", ()))
+    except (Malformed, TypeError, AttributeError):
+        return False
+
+
+def _my_id(conn: redis.Connection, seed: Seed, password: str | None) -> str | None:
+    try:
+        return text(command(conn, seed, password, "CLUSTER", "MYID"))
+    except (redis.exceptions.ResponseError, Malformed):
+        return None
+
+
+def _from_shards(reply: object, seed: Seed, my_id: str | None) -> list[Found]:
+    """``my_id``: the seed's own node id, whose empty ip (a node alone, that never met another) is
+    the seed's host."""
+    use_tls = seed.tls
     if not isinstance(reply, list):
         raise Malformed("expected a list of shards")
     out: list[Found] = []
@@ -290,6 +312,8 @@ def _from_shards(reply: object, use_tls: bool) -> list[Found]:
                 continue
             host = next((h for h in (text(m.get(k, "")) for k in ("endpoint", "ip", "hostname"))
                          if h and h != "?"), None)
+            if host is None and my_id is not None and text(m.get("id", "")) == my_id:
+                host = seed.host
             ports = ("tls-port", "port") if use_tls else ("port", "tls-port")
             port = next((port_number(m[k]) for k in ports if k in m and port_number(m[k])), None)
             if host is None or port is None:
@@ -299,9 +323,10 @@ def _from_shards(reply: object, use_tls: bool) -> list[Found]:
     return _dedupe(out)
 
 
-def _from_nodes(reply: str) -> list[Found]:
+def _from_nodes(reply: str, seed_host: str) -> list[Found]:
     """``CLUSTER NODES``: ``<id> <ip:port@cport[,hostname]> <flags> <primary id> <ping> <pong>
-    <epoch> <link> <slot>...``, one node per line."""
+    <epoch> <link> <slot>...``, one node per line. The seed (``myself``) with an empty ip, a node
+    that never met another, is at ``seed_host``."""
     rows = []
     for line in reply.splitlines():
         if not line.strip():
@@ -315,6 +340,8 @@ def _from_nodes(reply: str) -> list[Found]:
         if not sep:
             raise Malformed("a node address has no port")
         host = host.strip("[]")
+        if not host and "myself" in flags:
+            host = seed_host
         ranges = []
         for s in fields[8:]:
             if s.startswith("["):
