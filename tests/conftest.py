@@ -545,8 +545,8 @@ def fast_global(**extra: object) -> dict:
 def start_redis_cluster(workdir: Path, primaries: int = 3, replicas: int = 1,
                         password: str | None = None) -> list[RedisServer]:
     """A real Redis Cluster on loopback (``redis-cli --cluster create``), returned once every node
-    sees every primary with its slots and every replica attached. The caller kills the servers
-    (also on failure: the list is filled as they start, see ``redis_cluster``)."""
+    sees every primary with its slots and every replica attached. The caller kills the servers; if
+    the cluster does not come up, the ones started are killed here."""
     binary = BINARIES["redis7"]
     need(binary is not None and shutil.which("redis-cli") is not None, "redis-server/redis-cli not installed")
     args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"]
@@ -556,6 +556,16 @@ def start_redis_cluster(workdir: Path, primaries: int = 3, replicas: int = 1,
     servers = [RedisServer(binary=binary, workdir=workdir / f"node-{i}",  # type: ignore[arg-type]
                            args=[*args, "--cluster-port", str(free_port())], password=password)
                for i in range(primaries * (1 + replicas))]
+    try:
+        _create_cluster(servers, primaries, replicas, password)
+    except BaseException:
+        for s in servers:
+            s.kill()
+        raise
+    return servers
+
+
+def _create_cluster(servers: list[RedisServer], primaries: int, replicas: int, password: str | None) -> None:
     for s in servers:
         s.start()
     auth = ["-a", password, "--no-auth-warning"] if password else []
@@ -578,7 +588,6 @@ def start_redis_cluster(workdir: Path, primaries: int = 3, replicas: int = 1,
         return all(s.client().info("replication")["master_link_status"] == "up"
                    for s in servers if s.client().info("replication")["role"] == "slave")
     wait_until(settled, timeout=30, message="the cluster to settle")
-    return servers
 
 
 def _cluster_nodes_text(client: redis.Redis) -> str:

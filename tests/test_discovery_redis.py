@@ -3,6 +3,7 @@ and a replica, failovers on both), and against a fake server sending malformed r
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -268,6 +269,14 @@ def test_not_resp_is_a_discovery_error(fake: Callable[..., FakeRedis], garbage: 
         cluster(addr(server.port))
     with pytest.raises(DiscoveryError, match=f"^127.0.0.1:{server.port}: "):
         sentinel(addr(server.port))
+
+
+def test_a_silent_server_times_out(fake: Callable[..., FakeRedis]) -> None:
+    server = fake({("CLUSTER",): lambda s: s.pause(30)})
+    started = time.monotonic()
+    with pytest.raises(DiscoveryError, match=f"^127.0.0.1:{server.port}: CLUSTER SHARDS: .*[Tt]imeout"):
+        cluster_discover([addr(server.port)], username=None, password=None, tls=None, timeout=0.3)
+    assert time.monotonic() - started < 5
 
 
 def test_password_never_in_a_message(fake: Callable[..., FakeRedis]) -> None:
