@@ -107,6 +107,14 @@ def test_cluster_with_password(tmp_path: Path) -> None:
         found = cluster(f"redis://{addr(servers[0].port)}", password=secret)
         assert Counter(dict(f.labels)["role"] for f in found) == {"primary": 3, "replica": 3}
         assert {dict(f.labels)["shard"] for f in found} == SLOT_RANGES
+        # An ACL user denied CLUSTER SHARDS: the seed answers CLUSTER NODES instead, with the same result.
+        seed = servers[0].client()
+        seed.execute_command("ACL", "SETUSER", "disco", "on", ">disco-pw", "-@all", "+cluster|nodes")
+        via_nodes = cluster_discover([addr(servers[0].port)], username="disco", password="disco-pw", tls=None,
+                                     timeout=TIMEOUT)
+        assert via_nodes == found
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            redis.Redis(port=servers[0].port, username="disco", password="disco-pw").execute_command("CLUSTER SHARDS")
         for attempt in (None, "wrong-" + secret):
             with pytest.raises(DiscoveryError) as err:
                 cluster(addr(servers[0].port), password=attempt)
