@@ -222,11 +222,11 @@ def discover(seed_urls: list[str], *, username: str | None, password: str | None
     """Every usable primary and replica of the cluster the seeds belong to (see the module doc)."""
 
     def ask(seed: Seed) -> list[Found]:
+        my_id = None
         with connect(seed, username=username, password=password, tls=tls, timeout=timeout) as conn:
             try:
                 reply = command(conn, seed, password, "CLUSTER", "SHARDS")
                 how = "CLUSTER SHARDS"
-                my_id = _my_id(conn, seed, password) if _has_unknown_address(reply) else None
             except redis.exceptions.ResponseError as exc:
                 if _not_cluster(exc):
                     raise DiscoveryError(f"{seed}: not a cluster node") from None
@@ -238,6 +238,9 @@ def discover(seed_urls: list[str], *, username: str | None, password: str | None
                     if _not_cluster(exc2):
                         raise DiscoveryError(f"{seed}: not a cluster node") from None
                     raise DiscoveryError(f"{seed}: CLUSTER NODES: {describe(exc2, password)}") from None
+            else:
+                if _has_unknown_address(reply):
+                    my_id = _my_id(conn, seed, password)
         try:
             nodes = (_from_shards(reply, seed, my_id) if how == "CLUSTER SHARDS"
                      else _from_nodes(text(reply), seed.host))
