@@ -38,7 +38,8 @@ REPO = Path(__file__).resolve().parent.parent
 # is marked ``servers`` and left out of ``make test-fast``. Tests that start a binary themselves
 # carry the mark by hand (module ``pytestmark`` or a decorator). ``lab`` is the fault suites' daemon
 # polling a dozen scripted fake servers in real time: seconds of waiting, not a unit test.
-SERVER_FIXTURES = frozenset({"redis_factory", "memcached_factory", "exporter_factory", "tls_files", "lab"})
+SERVER_FIXTURES = frozenset({"redis_factory", "memcached_factory", "exporter_factory", "tls_files", "lab",
+                             "redis_cluster", "redis_sentinel"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -537,3 +538,134 @@ def fast_global(**extra: object) -> dict:
     g: dict[str, object] = {"interval": "0.5s", "timeout": "0.4s"}
     g.update(extra)
     return g
+
+
+# --- Redis Cluster and Sentinel (discovery) ---------------------------------------------------
+
+def start_redis_cluster(workdir: Path, primaries: int = 3, replicas: int = 1,
+                        password: str | None = None) -> list[RedisServer]:
+    """A real Redis Cluster on loopback (``redis-cli --cluster create``), returned once every node
+    sees every primary with its slots and every replica attached. The caller kills the servers; if
+    the cluster does not come up, the ones started are killed here."""
+    binary = BINARIES["redis7"]
+    need(binary is not None and shutil.which("redis-cli") is not None, "redis-server/redis-cli not installed")
+    # No diskless-sync delay: Redis 7 otherwise holds every replica's first sync back 5 s.
+    args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+            "--repl-diskless-sync-delay", "0"]
+    if password:
+        args += ["--masterauth", password]
+    # The bus port is explicit: the default (port + 10000) overflows for ephemeral ports above 55535.
+    servers = [RedisServer(binary=binary, workdir=workdir / f"node-{i}",  # type: ignore[arg-type]
+                           args=[*args, "--cluster-port", str(free_port())], password=password)
+               for i in range(primaries * (1 + replicas))]
+    try:
+        _create_cluster(servers, primaries, replicas, password)
+    except BaseException:
+        for s in servers:
+            s.kill()
+        raise
+    return servers
+
+
+def _create_cluster(servers: list[RedisServer], primaries: int, replicas: int, password: str | None) -> None:
+    for s in servers:
+        s.start()
+    auth = ["-a", password, "--no-auth-warning"] if password else []
+    subprocess.run(["redis-cli", *auth, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in servers),
+                    "--cluster-replicas", str(replicas), "--cluster-yes"],
+                   check=True, capture_output=True, timeout=60)
+
+    def settled() -> bool:
+        for s in servers:
+            c = s.client()
+            if c.cluster("info")["cluster_state"] != "ok":
+                return False
+            lines = [line.split() for line in _cluster_nodes_text(c).splitlines()]
+            flags = [set(f[2].split(",")) for f in lines]
+            counts = (sum("master" in f for f in flags), sum("slave" in f for f in flags))
+            if counts != (primaries, primaries * replicas):
+                return False
+            if any(f[7] != "connected" for f in lines):
+                return False
+        return all(s.client().info("replication")["master_link_status"] == "up"
+                   for s in servers if s.client().info("replication")["role"] == "slave")
+    wait_until(settled, timeout=30, message="the cluster to settle")
+
+
+def _cluster_nodes_text(client: redis.Redis) -> str:
+    conn = client.connection_pool.get_connection()
+    try:
+        conn.send_command("CLUSTER", "NODES")
+        reply = conn.read_response()
+    finally:
+        client.connection_pool.release(conn)
+    return reply.decode() if isinstance(reply, bytes) else reply
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
+    """The ports of a real 3-primary, 3-replica Redis Cluster on loopback (no password). Shared by a
+    module: a test that fails over must not assume which port is a primary."""
+    servers: list[RedisServer] = []
+    try:
+        servers = start_redis_cluster(tmp_path_factory.mktemp("cluster"))
+        yield [s.port for s in servers]
+    finally:
+        for s in servers:
+            s.kill()
+
+
+@dataclass
+class SentinelSetup:
+    sentinel_port: int
+    primary_port: int
+    replica_port: int
+    master_name: str
+
+    def __iter__(self) -> Iterator:  # unpacks as (sentinel port, primary port, replica port, master name)
+        return iter((self.sentinel_port, self.primary_port, self.replica_port, self.master_name))
+
+
+@pytest.fixture(scope="module")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
+    """A primary, its replica (``replicaof``) and one real Sentinel (``redis-server --sentinel``)
+    monitoring them as ``mymaster`` with quorum 1 and short timeouts, returned once the sentinel
+    knows the replica (a ``SENTINEL FAILOVER`` can then promote it). The ports are those at
+    start: after a failover in the module the roles are swapped."""
+    binary = BINARIES["redis7"]
+    need(binary is not None, "redis-server not installed")
+    d = tmp_path_factory.mktemp("sentinel")
+    name = "mymaster"
+    servers: list[RedisServer] = []
+    sentinel: subprocess.Popen | None = None
+    try:
+        primary = RedisServer(binary=binary, workdir=d / "primary",  # type: ignore[arg-type]
+                              args=["--repl-diskless-sync-delay", "0"])  # sync the replica at once, not in 5 s
+        servers.append(primary.start())
+        replica = RedisServer(binary=binary, workdir=d / "replica",  # type: ignore[arg-type]
+                              args=["--replicaof", "127.0.0.1", str(primary.port)])
+        servers.append(replica.start())
+        wait_until(lambda: replica.info("replication")["master_link_status"] == "up", timeout=20,
+                   message="the replica to sync")
+        port = free_port()
+        conf = d / "sentinel.conf"  # the sentinel rewrites its config: it must be its own, writable
+        conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {d}\nlogfile {d / 'sentinel.log'}\n"
+                        f"sentinel monitor {name} 127.0.0.1 {primary.port} 1\n"
+                        f"sentinel down-after-milliseconds {name} 1000\n"
+                        f"sentinel failover-timeout {name} 5000\n")
+        sentinel = subprocess.Popen([binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL,  # type: ignore[list-item]
+                                    stderr=subprocess.DEVNULL)
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5, decode_responses=True, protocol=2)
+
+        def knows_replica() -> bool:
+            if sentinel.poll() is not None:
+                raise RuntimeError(f"sentinel exited: {(d / 'sentinel.log').read_text(errors='replace')[-2000:]}")
+            found = client.execute_command("SENTINEL", "REPLICAS", name)
+            return any(dict(zip(r[::2], r[1::2], strict=True)).get("flags") == "slave" for r in found)
+        wait_until(knows_replica, timeout=30, message="the sentinel to know the replica")
+        yield SentinelSetup(port, primary.port, replica.port, name)
+    finally:
+        if sentinel is not None:
+            stop_process(sentinel, signal.SIGKILL)
+        for s in servers:
+            s.kill()
