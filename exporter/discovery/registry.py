@@ -88,7 +88,10 @@ def _elasticache(module: Any, template: Any, memo: dict[str, Any]) -> list[Found
     from exporter.netio import client_tls_context
 
     probe = template.probe
-    tls = client_tls_context(probe.tls) if probe.tls is not None else None
+    try:
+        tls = client_tls_context(probe.tls) if probe.tls is not None else None
+    except (OSError, ValueError) as exc:
+        raise DiscoveryError(f"cannot load TLS files: {exc}") from None
     found: list[Found] = module.discover(probe.host, probe.port, template.timeout, tls,
                                          probe.tls.server_name if probe.tls is not None else None)
     return found
