@@ -58,7 +58,7 @@ class Daemon:
     def start(self) -> None:
         """Start polling and serving without blocking (tests and the demo use this)."""
         with self._targets_lock:
-            self.scheduler.start(self.config.targets)
+            self.scheduler.start(self.all_targets())
         # After the scheduler: a template's first list is applied like any later one.
         self.discovery.start()
         threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
@@ -157,7 +157,8 @@ class Daemon:
         self.exposition.reload_ok.set(1 if ok else 0)
         if ok:
             self.exposition.reload_time.set(time.time())
-            self._count_targets()
+            with self._targets_lock:
+                self._count_targets()
 
     def targets_status(self) -> list[dict[str, Any]]:
         """The /targets body: configuration and last outcome per target, never a secret."""
