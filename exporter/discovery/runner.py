@@ -120,7 +120,8 @@ class DiscoveryRunner:
             found = registry.refresh(template, state.memo)
             if found is None:
                 return  # nothing changed (file_sd: no file touched)
-            targets = _expand(template, found)
+            # The same nodes give the same targets: validating 1000 nodes costs ~0.15 s of CPU.
+            targets = state.targets if found == state.found else _expand(template, found)
         except Exception as exc:
             message = str(exc) if isinstance(exc, DiscoveryError) else f"internal error {type(exc).__name__}"
             if not isinstance(exc, DiscoveryError):
