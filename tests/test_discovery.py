@@ -202,9 +202,11 @@ def test_file_sd_targets_come_and_go(exporter_factory, redis_factory, tmp_path):
     assert ep.metrics().value("cache_exporter_polls_total", target=first) >= polls_before
 
     sd.write_text(f"- targets: ['127.0.0.1:{a.port}']\n  labels: {{team: a}}\n")
-    wait_until(lambda: _names(ep, "fleet") == {first}, message="the removed target gone from /targets")
-    m = ep.metrics()  # gone from the store with the refresh that removed it, not after some expiry
-    assert not m.find("cache_up", target=second) and not m.find("cache_exporter_polls_total", target=second)
+
+    def second_gone() -> bool:
+        m = ep.metrics()  # gone from the store with the refresh that removed it, not after some expiry
+        return not m.find("cache_up", target=second) and not m.find("cache_exporter_polls_total", target=second)
+    wait_until(lambda: _names(ep, "fleet") == {first} and second_gone(), message="the removed target gone")
 
     sd.write_text("- targets: [")  # broken: the last good list stays, the error is counted and logged
     wait_until(lambda: ep.metrics().value("cache_exporter_discovery_errors_total", template="fleet",
@@ -213,6 +215,15 @@ def test_file_sd_targets_come_and_go(exporter_factory, redis_factory, tmp_path):
     assert ep.metrics().value("cache_up", target=first) == 1
     assert "discovery fleet (file_sd) failed, keeping the last 1 targets" in ep.log()
     assert ep.metrics().value("cache_exporter_discovery_targets", template="fleet", kind="file_sd") == 1
+
+    # A reload of the same config keeps the template running and its target untouched.
+    polls_before = ep.metrics().value("cache_exporter_polls_total", target=first)
+    ep.signal(signal.SIGHUP)
+    wait_until(lambda: "config reloaded" in ep.log(), message="the reload")
+    wait_until(lambda: ep.metrics().value("cache_exporter_polls_total", target=first) > polls_before,
+               message="the kept target polled on")
+    assert _names(ep, "fleet") == {first}
+    assert "unchanged: 1" in ep.log()
 
 
 # -- DNS against a local dnsmasq -------------------------------------------------------------------
@@ -288,8 +299,8 @@ def test_dns_a_and_srv_discovery(dnsmasq, redis_factory, exporter_factory):
     assert ep.metrics().value("cache_exporter_discovery_targets", template="srv", kind="dns") == 2
 
     ns.reread_hosts("127.0.0.1 fleet.test\n")
-    wait_until(lambda: _names(ep, "a") == {a1}, message="the address dropped from DNS gone")
-    assert not ep.metrics().find("cache_up", target=a2)
+    wait_until(lambda: _names(ep, "a") == {a1} and not ep.metrics().find("cache_up", target=a2),
+               message="the address dropped from DNS gone")
 
     ns.reread_hosts("")  # the name vanishes: NXDOMAIN is an error, the last good list stays
     wait_until(lambda: ep.metrics().value("cache_exporter_discovery_errors_total", template="a", kind="dns"),
@@ -348,8 +359,8 @@ def test_elasticache_discovery_finds_real_memcached_nodes(memcached_factory, exp
         endpoint.nodes, endpoint.version = [m1, m2], 2
         wait_until(lambda: ep.metrics().value("cache_up", target=second) == 1, message="the new node up")
         endpoint.nodes, endpoint.version = [m2], 3
-        wait_until(lambda: _names(ep, "mc") == {f"mc/node0.test:{m2.port}"}, message="the cluster shrunk")
-        assert not ep.metrics().find("cache_up", target=first)
+        wait_until(lambda: _names(ep, "mc") == {f"mc/node0.test:{m2.port}"}
+                   and not ep.metrics().find("cache_up", target=first), message="the cluster shrunk")
     finally:
         endpoint.close()
 
