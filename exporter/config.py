@@ -1419,7 +1419,9 @@ def _discovery_options(c: _Checker, node: dict[str, Any], path: str, kind: str, 
         if probe.scheme == "unix":
             c.error(_join(path, "url"), f"discover: {kind} needs a redis:// or rediss:// seed, not a unix socket")
             return {}
-        seeds = [probe.address]
+        # As written, not probe.address: that has the data port (6379) filled in, and a Sentinel
+        # seed without a port means 26379 to the sentinel kind.
+        seeds = [str(node["url"]).strip()]
         for i, seed in enumerate(_string_list(c, node, "seeds", path) if "seeds" in node else []):
             if "@" in seed:
                 c.error(_join(_join(path, "seeds"), i), "credentials in a seed are not allowed; "

@@ -87,6 +87,10 @@ def test_redis_cluster_and_sentinel_templates(monkeypatch):
     assert cluster.refresh_interval == 30.0 and cluster.probe.tls.insecure_skip_verify
     assert sentinel.options == {"seeds": ("redis://10.0.0.1:26379",), "master_name": "mymaster"}
     assert sentinel.refresh_interval == 10.0
+    # A seed's port is the kind's business (a Sentinel listens on 26379): not filled in with Redis' 6379.
+    (bare,) = config({"name": "s", "type": "redis", "url": "redis://10.0.0.1", "discover": "sentinel",
+                      "master_name": "m"}).templates
+    assert bare.options["seeds"] == ("redis://10.0.0.1",)
     (node,) = expand(cluster, [Found("10.0.0.9:7001", "10.0.0.9:7001", (("shard", "s1"), ("role", "replica")))])
     assert (node.name, node.address) == ("c/10.0.0.9:7001", "rediss://10.0.0.9:7001")
     assert dict(node.labels) == {"shard": "s1", "discovered_role": "replica"} and node.tls == cluster.probe.tls
