@@ -8,7 +8,7 @@ DURATION ?= 180
 
 # command:debian-package pairs; a package is installed only when its command is missing.
 DEMO_SYSTEM := redis-server:redis-server memcached:memcached nginx:nginx
-TEST_SYSTEM := redis-server:redis-server redis-cli:redis-tools memcached:memcached saslpasswd2:sasl2-bin nginx:nginx promtool:prometheus amtool:prometheus-alertmanager openssl:openssl gcc:gcc make:make node:nodejs npm:npm chromium:chromium
+TEST_SYSTEM := redis-server:redis-server redis-cli:redis-tools memcached:memcached saslpasswd2:sasl2-bin nginx:nginx promtool:prometheus amtool:prometheus-alertmanager openssl:openssl dnsmasq:dnsmasq-base gcc:gcc make:make node:nodejs npm:npm chromium:chromium
 
 .PHONY: demo test test-fast lint bench docs clean
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 TARGET_LABEL = "target"
 UNIFIED = "unified"
 EXPORTER = "exporter"
+DISCOVERY = "discovery"  # process-wide, one series per discovery template: no target, no static labels
 
 GAUGE = "gauge"
 COUNTER = "counter"
@@ -91,6 +92,8 @@ def label_names() -> set[str]:
     """Every label name some family uses itself; static labels must not reuse them."""
     names = {TARGET_LABEL}
     for spec in _families.values():
+        if spec.group == DISCOVERY:
+            continue  # these series carry no static labels: nothing to collide with
         names.update(spec.labels)
         names.update(spec.optional_labels)
     return names
@@ -265,3 +268,18 @@ SECTION_ERRORS = counter(
     ("section",),
     EXPORTER,
 )
+
+# Service discovery (exporter.discovery), process-wide: rendered by exposition's registry, not per target.
+DISCOVERY_ERRORS = counter(
+    "cache_exporter_discovery_errors_total",
+    "Refreshes of a discovery template that failed (seed unreachable, broken file_sd file, no DNS answer); "
+    "its last good target list is kept and the log says why.",
+    ("template", "kind"), DISCOVERY)
+DISCOVERY_TARGETS = gauge(
+    "cache_exporter_discovery_targets",
+    "Targets a discovery template currently stands for (its last good list).",
+    ("template", "kind"), DISCOVERY)
+DISCOVERY_LAST_SUCCESS = gauge(
+    "cache_exporter_discovery_last_success_timestamp_seconds",
+    "Unix time of a discovery template's last successful refresh; absent before the first.",
+    ("template", "kind"), DISCOVERY)

@@ -182,7 +182,10 @@ def _check_config(path: str) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     kinds = Counter(t.type for t in loaded.config.targets)
     summary = ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items()))
-    print(f"{path}: OK, {len(loaded.config.targets)} targets ({summary})")
+    templates = loaded.config.templates
+    discovered = (", and " + ", ".join(f"{t.name} ({t.type}, discover: {t.kind})" for t in templates)
+                  + " to discover") if templates else ""
+    print(f"{path}: OK, {len(loaded.config.targets)} targets ({summary}){discovered}")
     return 0
 
 

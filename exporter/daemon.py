@@ -10,12 +10,13 @@ from collections import Counter
 from typing import Any
 
 from exporter.config import BUILTIN, ConfigError, LoadResult, load_config
+from exporter.discovery.runner import DiscoveryRunner
 from exporter.exposition import Exposition
 from exporter.http import Endpoints, make_server
 from exporter.scheduler import Scheduler
 from exporter.state import StateFile, save_interval
 from exporter.store import SnapshotStore
-from exporter.targets import Config
+from exporter.targets import Config, Target
 from exporter.webconfig import WebConfigFile
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,10 @@ class Daemon:
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._reload_lock = threading.Lock()
+        self._targets_lock = threading.Lock()
+        self.discovery = DiscoveryRunner(on_change=self._apply_targets)
+        self.discovery.set_templates(self.config.templates)
+        self.exposition.watch_discovery(self.discovery)
         self._mark_reload(ok=True)
 
     @property
@@ -52,7 +57,10 @@ class Daemon:
 
     def start(self) -> None:
         """Start polling and serving without blocking (tests and the demo use this)."""
-        self.scheduler.start(self.config.targets)
+        with self._targets_lock:
+            self.scheduler.start(self.all_targets())
+        # After the scheduler: a template's first list is applied like any later one.
+        self.discovery.start()
         threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
         if self.state is not None:
             threading.Thread(target=self._save_state_periodically, name="state", daemon=True).start()
@@ -82,6 +90,7 @@ class Daemon:
     def stop(self) -> None:
         log.info("shutting down")
         self._stop.set()
+        self.discovery.stop()
         self.server.shutdown()
         self.server.server_close()
         self.scheduler.shutdown()
@@ -115,21 +124,41 @@ class Daemon:
                 return False, f"config reload failed, keeping the running config:\n{reason}"
             for warning in loaded.warnings:
                 log.warning("%s", warning)
-            changes = self.scheduler.apply(loaded.config.targets)
             self.config = loaded.config
+            self.discovery.set_templates(loaded.config.templates)
+            changes = self._apply_targets()
             self._mark_reload(ok=True)
             summary = ", ".join(f"{k}: {len(v)}" for k, v in changes.items())
             log.info("config reloaded (%s)", summary)
             return True, f"config reloaded ({summary})"
 
+    def all_targets(self) -> tuple[Target, ...]:
+        """The targets written in the config, then every discovery template's last good list."""
+        return self.config.targets + self.discovery.targets()
+
+    def _apply_targets(self) -> dict[str, list[str]]:
+        """Move the scheduler to ``all_targets()``: the one path by which a reload and a discovery
+        refresh change what is polled (unchanged targets keep their connection and history; a
+        removed one's series leave the store at once)."""
+        with self._targets_lock:
+            changes = self.scheduler.apply(self.all_targets())
+            self._count_targets()
+        if any(changes[k] for k in ("added", "removed", "changed")):
+            log.debug("targets applied (%s)", ", ".join(f"{k}: {len(v)}" for k, v in changes.items()))
+        return changes
+
+    def _count_targets(self) -> None:
+        counts = Counter(t.type for t in self.all_targets())
+        self.exposition.targets.clear()
+        for kind, n in counts.items():
+            self.exposition.targets.labels(kind).set(n)
+
     def _mark_reload(self, ok: bool) -> None:
         self.exposition.reload_ok.set(1 if ok else 0)
         if ok:
             self.exposition.reload_time.set(time.time())
-            counts = Counter(t.type for t in self.config.targets)
-            self.exposition.targets.clear()
-            for kind, n in counts.items():
-                self.exposition.targets.labels(kind).set(n)
+            with self._targets_lock:
+                self._count_targets()
 
     def targets_status(self) -> list[dict[str, Any]]:
         """The /targets body: configuration and last outcome per target, never a secret."""
@@ -146,6 +175,7 @@ class Daemon:
                 "interval_seconds": t.interval,
                 "timeout_seconds": t.timeout,
                 "memory_limit_bytes": t.memory_limit,
+                "discovered_by": self.discovery.template_of(name),
                 "up": None if snap is None else snap.ok,
                 "polls": rt.stats.polls,
                 "last_poll_time": None if snap is None else snap.time,

@@ -27,6 +27,7 @@ _GROUPS = [
     ("app", "Application (heap, GC, in-process caches)"),
     ("http_cache", "HTTP response cache probe"),
     ("exporter", "Exporter self-metrics, per target"),
+    ("discovery", "Service discovery, per discovery template (no `target` or static labels)"),
 ]
 
 

@@ -150,6 +150,29 @@ class _HTTPCollector:
                                       value=self.web.reload_failures)
 
 
+class _DiscoveryCollector:
+    """Each discovery template's health, read at scrape time (families declared in the catalog)."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["template", "kind"]
+        errors = CounterMetricFamily(catalog.DISCOVERY_ERRORS.removesuffix("_total"),
+                                     catalog.get(catalog.DISCOVERY_ERRORS).help, labels=labels)
+        targets = GaugeMetricFamily(catalog.DISCOVERY_TARGETS, catalog.get(catalog.DISCOVERY_TARGETS).help,
+                                    labels=labels)
+        success = GaugeMetricFamily(catalog.DISCOVERY_LAST_SUCCESS, catalog.get(catalog.DISCOVERY_LAST_SUCCESS).help,
+                                    labels=labels)
+        for state in self.runner.states():
+            key = [state.template.name, state.template.kind]
+            errors.add_metric(key, state.errors)
+            targets.add_metric(key, len(state.targets))
+            if state.last_success is not None:
+                success.add_metric(key, state.last_success)
+        yield from (errors, targets, success)
+
+
 class Exposition:
     """Builds /metrics bodies from a SnapshotStore plus the process-wide registry."""
 
@@ -181,6 +204,10 @@ class Exposition:
     def watch_http(self, server: Any, web: Any) -> None:
         """Export the HTTP server's connection counts and the web config's failures."""
         self.registry.register(_HTTPCollector(server, web))
+
+    def watch_discovery(self, runner: Any) -> None:
+        """Export each discovery template's errors, target count and last success."""
+        self.registry.register(_DiscoveryCollector(runner))
 
     def watch_state(self, state_file: StateFile, restored: Callable[[], int]) -> None:
         """Export the state file's health: when it was last written, failed writes, targets restored."""

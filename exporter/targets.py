@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_INTERVAL = 15.0
 DEFAULT_TIMEOUT = 5.0
@@ -263,6 +264,28 @@ class GlobalConfig:
     max_label_value_length: int = DEFAULT_MAX_LABEL_VALUE_LENGTH
 
 
+DISCOVERY_KINDS = ("cluster", "sentinel", "file_sd", "dns", "elasticache")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A target with ``discover:``: it stands for one target per node its discovery finds.
+
+    ``settings`` is the target's own mapping from the config file without the discovery keys;
+    every discovered target is that mapping with the node's address, name and labels filled in,
+    validated by the same code as a target written by hand (exporter.config.expand)."""
+
+    name: str
+    type: str
+    kind: str  # one of DISCOVERY_KINDS
+    refresh_interval: float
+    timeout: float
+    options: dict[str, Any] = field(default_factory=dict, hash=False)  # kind-specific, validated
+    settings: dict[str, Any] = field(default_factory=dict, hash=False)
+    global_: GlobalConfig = field(default_factory=lambda: GlobalConfig())
+    probe: Target | None = field(default=None, compare=False)  # settings validated with a placeholder address
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole, validated configuration."""
@@ -270,6 +293,7 @@ class Config:
     global_: GlobalConfig
     targets: tuple[Target, ...]
     source: str  # file path, or "<built-in default>"
+    templates: tuple[Template, ...] = ()
 
     def target(self, name: str) -> Target | None:
         for t in self.targets:

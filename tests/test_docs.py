@@ -47,6 +47,9 @@ def test_every_config_key_is_documented():
     table = CONFIGURATION.split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
     missing = [k for k in sorted(keys) if f"`{k}`" not in table]
     assert not missing, missing
+    discovery = (DOCS / "discovery.md").read_text()
+    missing = [k for k in sorted(config_module.DISCOVERY_KEYS) if f"`targets[].{k}`" not in discovery]
+    assert not missing, missing
 
 
 @pytest.mark.parametrize("peer,fixture,prefix", [
