@@ -133,3 +133,33 @@ def test_three_replicas_cover_every_target_exactly_once(redis_server, memcached_
     wait_until(covered, timeout=20, message="the reloaded targets spread over the three replicas")
     for i, ep in enumerate(shards):
         assert {t["name"] for t in ep.targets()} == {n for n in everything if owner(n, 3) == i}
+
+
+# --- dashboards across shards --------------------------------------------------------------------
+
+def _dashboard_exprs() -> list[str]:
+    import json
+    from pathlib import Path
+
+    def walk(node: object) -> list[str]:
+        if isinstance(node, dict):
+            return [v for k, v in node.items() if k == "expr" and isinstance(v, str)] + \
+                [e for v in node.values() for e in walk(v)]
+        return [e for v in node for e in walk(v)] if isinstance(node, list) else []
+    root = Path(__file__).resolve().parent.parent / "dashboards"
+    return [e for path in sorted(root.glob("*.json")) for e in walk(json.loads(path.read_text()))]
+
+
+def test_dashboards_never_tell_replicas_apart():
+    """Every per-target series comes from exactly one shard, and which one (its `instance`) changes
+    when the shard count does: a query that groups by, matches on or selects `instance` would split
+    a target's graph in two, or lose it."""
+    import re
+
+    exprs = _dashboard_exprs()
+    assert len(exprs) > 50
+    grouping = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+    for expr in exprs:
+        for labels in grouping.findall(expr):
+            assert "instance" not in {label.strip() for label in labels.split(",")}, expr
+        assert not re.search(r"[{,]\s*instance\s*=", expr), expr
