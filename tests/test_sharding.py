@@ -163,3 +163,18 @@ def test_dashboards_never_tell_replicas_apart():
         for labels in grouping.findall(expr):
             assert "instance" not in {label.strip() for label in labels.split(",")}, expr
         assert not re.search(r"[{,]\s*instance\s*=", expr), expr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--shard", "1"], "--shard needs --total-shards M"),
+    (["--shard", "5", "--total-shards", "3"], "--shard must be in 0..2 for --total-shards 3, not 5"),
+    (["--total-shards", "3"], "'not-a-pod' does not end in -<ordinal>"),
+])
+def test_cli_refuses_bad_shard_flags_with_exit_2(argv, message, monkeypatch, capsys):
+    from exporter import cli
+
+    monkeypatch.setenv("POD_NAME", "not-a-pod")
+    monkeypatch.setattr(cli, "limit_malloc_arenas", lambda: None)  # process-wide side effects: not here
+    monkeypatch.setattr(cli, "setup_logging", lambda *a: None)
+    assert cli.main(["run", "--listen", "127.0.0.1:0", *argv]) == cli.EXIT_CONFIG
+    assert message in capsys.readouterr().err
