@@ -100,7 +100,7 @@ def from_flags(shard: str | None, total: int | None, env: Mapping[str, str] | No
 
     Neither flag: one replica polls everything. ``--total-shards M`` alone or with ``--shard
     auto``: the index from ``$POD_NAME``, else the hostname (a StatefulSet pod's hostname is its
-    name). ``--shard N`` needs ``--total-shards``: a replica cannot guess how many others there are.
+    name); with M = 1 it is 0 wherever it runs. ``--shard N`` needs ``--total-shards``: a replica cannot guess how many others there are.
     """
     if shard is None and total is None:
         return Shard()
@@ -109,6 +109,8 @@ def from_flags(shard: str | None, total: int | None, env: Mapping[str, str] | No
     if total < 1:
         raise ValueError(f"--total-shards must be at least 1, not {total}")
     if shard is None or shard == "auto":
+        if total == 1:
+            return Shard()  # one shard: nothing to find out, and no need to run in a pod
         env = env if env is not None else {}
         pod_name = env.get(POD_NAME_ENV) or (hostname if hostname is not None else socket.gethostname())
         index = ordinal_from_pod_name(pod_name)

@@ -53,6 +53,7 @@ def test_shard_owns_exactly_its_targets():
     ("0", 1, {}, Shard(0, 1)),
     (None, 3, {"POD_NAME": "cache-exporter-2"}, Shard(2, 3)),
     ("auto", 4, {"POD_NAME": "my-release-cache-exporter-0"}, Shard(0, 4)),
+    (None, 1, {}, Shard(0, 1)),  # --total-shards 1: not sharded, no pod name needed
 ])
 def test_flags(shard, total, env, expected):
     assert from_flags(shard, total, env, hostname="not-a-pod") == expected
