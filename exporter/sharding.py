@@ -100,7 +100,8 @@ def from_flags(shard: str | None, total: int | None, env: Mapping[str, str] | No
 
     Neither flag: one replica polls everything. ``--total-shards M`` alone or with ``--shard
     auto``: the index from ``$POD_NAME``, else the hostname (a StatefulSet pod's hostname is its
-    name); with M = 1 it is 0 wherever it runs. ``--shard N`` needs ``--total-shards``: a replica cannot guess how many others there are.
+    name); with M = 1 it is 0 wherever it runs. ``--shard N`` needs ``--total-shards``: a replica
+    cannot guess how many others there are.
     """
     if shard is None and total is None:
         return Shard()
