@@ -30,6 +30,9 @@ TIME: dict[str, float] = {
     "absent_for": 10 * 60,
     "exporter_down_for": 5 * 60,
     "exporter_lookback": 3600,  # an instance that exported cache-exporter metrics within this is ours
+    # Replicas disagreeing on --total-shards, or two on one index, for this long: longer than a
+    # StatefulSet takes to roll its pods one by one onto a new --total-shards.
+    "sharding_mismatch_for": 15 * 60,
     # Severity by horizon. The exporter gives a countdown only when it has seen growth for at
     # least half of it (exporter/forecast.py), so the rules need no level guard, and each ``for``
     # only rides out a countdown that flickers: it is short where the horizon is short.
@@ -354,6 +357,15 @@ and ignoring (store) cache_memory_used_bytes{{store="app"}} / ignoring (store) a
               "The configuration audit reports {{ $labels.check }} (warning) on {{ $labels.target }}; run "
               "`cache-exporter audit` for the details."),
     ]
+    # Sharded replicas (docs/sharding.md): a shard seen within the lookback, with the total the running
+    # shards have, that is gone now (one alert per shard; a scale-down changes the total and stays
+    # silent) -- and, for a shard never seen at all (a pod that never started), the job's count.
+    shard = "cache_exporter_shard_info"
+    shard_gone = (f"max without (instance, pod) (max_over_time({shard}[{d['exporter_lookback']}]))\n"
+                  f"  unless on (job, index) {shard}\n"
+                  f"  and on (job, total) group by (job, total) ({shard})")
+    shard_never = (f"count by (job) (group by (job, index) ({shard})) < max by (job) (cache_exporter_total_shards)\n"
+                   f"  unless on (job) ({shard_gone})")
     exporter = [
         alert("CacheTargetDown", "cache_up == 0", "critical", d["down_for"],
               "{{ $labels.target }} cannot be polled",
@@ -368,10 +380,30 @@ and ignoring (store) cache_memory_used_bytes{{store="app"}} / ignoring (store) a
               "cache-exporter {{ $labels.instance }} cannot be scraped",
               "Prometheus has failed to scrape the cache-exporter at {{ $labels.instance }} (job {{ $labels.job }}) "
               f"for {d['exporter_down_for']}: the targets it polls are not being watched."),
-        alert("CacheExporterAbsent", "absent(cache_exporter_build_info)", "critical", d["absent_for"],
-              "cache-exporter is not being scraped",
-              f"Prometheus has had no cache-exporter metrics for {d['absent_for']}: no cache memory is being "
-              "watched and none of the other cache alerts can fire."),
+        alert("CacheExporterAbsent",
+              f"absent(cache_exporter_build_info)\nor ({shard_gone})\nor ({shard_never})",
+              "critical", d["absent_for"],
+              "{{ if $labels.index }}cache-exporter shard {{ $labels.index }} of {{ $labels.total }} is not being "
+              "scraped{{ else if $labels.job }}cache-exporter job {{ $labels.job }} has fewer shards than "
+              "--total-shards{{ else }}cache-exporter is not being scraped{{ end }}",
+              "{{ if $labels.index }}Prometheus has had no metrics from shard {{ $labels.index }} of "
+              "{{ $labels.total }} (job {{ $labels.job }}) for " + d["absent_for"] + " while the other shards "
+              "run: the targets it owns are not being watched."
+              "{{ else if $labels.job }}Only {{ $value }} shards of job {{ $labels.job }} have been scraped for "
+              + d["absent_for"] + ", fewer than their --total-shards: the targets the missing ones own are not "
+              "being watched."
+              f"{{{{ else }}}}Prometheus has had no cache-exporter metrics for {d['absent_for']}: no cache memory "
+              "is being watched and none of the other cache alerts can fire.{{ end }}"),
+        alert("CacheExporterShardingMismatch",
+              "count by (job) (count by (job, total) (cache_exporter_shard_info)) > 1\n"
+              'or count by (job, index) (cache_exporter_shard_info{total!="1"}) > 1',
+              "critical", d["sharding_mismatch_for"],
+              "cache-exporter job {{ $labels.job }}: the shards disagree",
+              "{{ if $labels.index }}{{ $value }} replicas of job {{ $labels.job }} run as shard {{ $labels.index }}: "
+              "its targets are polled {{ $value }} times (duplicate series) and another shard's by none."
+              "{{ else }}The replicas of job {{ $labels.job }} run with {{ $value }} different --total-shards: "
+              "some targets are polled twice, others by none.{{ end }} For "
+              + d["sharding_mismatch_for"] + "; a rollout of a new --total-shards takes minutes, not this long."),
         alert("CacheWatchdog", "vector(1)", "info", None,
               "Alerting pipeline heartbeat",
               "Always firing, so that a dead-man's switch can page when it stops arriving."),

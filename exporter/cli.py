@@ -76,6 +76,15 @@ def _parser() -> argparse.ArgumentParser:
                      help="keep the forecast history in DIR/forecast-state.json across restarts "
                           "(written every minute and at shutdown); without it, a restart starts the "
                           "forecasts afresh")
+    shards = run.add_argument_group(
+        "sharding across replicas",
+        "M replicas read the same targets and each polls the ones a hash of the target's name gives it "
+        "(docs/sharding.md)")
+    shards.add_argument("--shard", metavar="N|auto",
+                        help="this replica's index, 0..M-1; 'auto' (the default with --total-shards) takes it "
+                             "from the trailing -<ordinal> of $POD_NAME, else of the hostname (a StatefulSet pod)")
+    shards.add_argument("--total-shards", dest="total_shards", type=int, metavar="M",
+                        help="how many replicas share the targets (1: no sharding)")
     quick = run.add_argument_group(
         "targets without a config file",
         "a single store (or a few) from flags, named after their addresses; not together with --config.file")
@@ -224,6 +233,13 @@ def _run(args: argparse.Namespace) -> int:
         print("cache-exporter: --redis.password is refused (a password on the command line is visible in ps); "
               "use --redis.password-file FILE or the REDIS_PASSWORD environment variable", file=sys.stderr)
         return EXIT_CONFIG
+    from exporter.sharding import from_flags as shard_from_flags
+
+    try:
+        shard = shard_from_flags(args.shard, args.total_shards, os.environ)
+    except ValueError as exc:
+        print(f"cache-exporter: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     from_flags = bool(args.redis_addr or args.memcached_address)
     if not args.redis_addr and (args.redis_user or args.redis_password_file):
         print("cache-exporter: --redis.user and --redis.password-file go with --redis.addr", file=sys.stderr)
@@ -247,7 +263,8 @@ def _run(args: argparse.Namespace) -> int:
     for warning in loaded.warnings:
         log.warning("%s", warning)
     try:
-        daemon = Daemon(loaded, listen, args.config, args.state_dir, web=web, lifecycle=args.lifecycle)
+        daemon = Daemon(loaded, listen, args.config, args.state_dir, web=web, lifecycle=args.lifecycle,
+                        shard=shard)
     except ValueError as exc:
         print(f"cache-exporter: {exc}", file=sys.stderr)
         return EXIT_CONFIG

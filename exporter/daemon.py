@@ -14,6 +14,7 @@ from exporter.discovery.runner import DiscoveryRunner
 from exporter.exposition import Exposition
 from exporter.http import Endpoints, make_server
 from exporter.scheduler import Scheduler
+from exporter.sharding import Shard
 from exporter.state import StateFile, save_interval
 from exporter.store import SnapshotStore
 from exporter.targets import Config, Target
@@ -26,13 +27,17 @@ class Daemon:
     """One running exporter. ``run()`` blocks until SIGTERM/SIGINT or ``stop()``."""
 
     def __init__(self, loaded: LoadResult, listen: str | list[str], config_path: str | None,
-                 state_dir: str | None = None, web: WebConfigFile | None = None, lifecycle: bool = False) -> None:
+                 state_dir: str | None = None, web: WebConfigFile | None = None, lifecycle: bool = False,
+                 shard: Shard | None = None) -> None:
         self.config: Config = loaded.config
         self.config_path = config_path
         self.store = SnapshotStore()
         self.state = StateFile(state_dir) if state_dir else None
-        self.scheduler = Scheduler(self.store, self.state.load() if self.state else None)
+        self.shard = shard or Shard()
+        self.scheduler = Scheduler(self.store, self.state.load() if self.state else None, self.shard)
         self.exposition = Exposition(self.store)
+        self.exposition.set_shard(self.shard.index, self.shard.total)
+        self.exposition.targets_owned.set_function(lambda: len(self.scheduler.runtimes))
         if self.state is not None:
             self.exposition.watch_state(self.state, lambda: self.scheduler.restored)
         self.web = web
@@ -68,6 +73,9 @@ class Daemon:
         where = ", ".join(f"{scheme}://[{h}]:{p}/" if ":" in h else f"{scheme}://{h}:{p}/"
                           for h, p in self.server.addresses)
         log.info("listening on %s with %d targets from %s", where, len(self.config.targets), self.config.source)
+        if self.shard.sharded:
+            log.info("%s: polling %d of the %d targets", self.shard, len(self.scheduler.runtimes),
+                     self.scheduler.offered)
 
     def run(self) -> int:
         """Start, then serve until a termination signal; returns the process exit code."""
@@ -129,6 +137,8 @@ class Daemon:
             changes = self._apply_targets()
             self._mark_reload(ok=True)
             summary = ", ".join(f"{k}: {len(v)}" for k, v in changes.items())
+            if self.shard.sharded:
+                summary += f"; {self.shard} polls {len(self.scheduler.runtimes)} of {self.scheduler.offered}"
             log.info("config reloaded (%s)", summary)
             return True, f"config reloaded ({summary})"
 

@@ -189,6 +189,19 @@ class Exposition:
         build.labels(__version__, platform.python_version()).set(1)
         self.targets = Gauge("cache_exporter_targets", "Configured targets by type.", ["type"],
                              registry=self.registry)
+        self.targets_owned = Gauge(
+            "cache_exporter_targets_owned",
+            "Targets this replica polls: those of its shard (--shard, --total-shards), all of them when not sharded.",
+            registry=self.registry)
+        self.shard_info = Gauge(
+            "cache_exporter_shard_info",
+            "Constant 1; labels: this replica's shard index and the total number of shards (0 and 1 when not "
+            "sharded).", ["index", "total"], registry=self.registry)
+        self.total_shards = Gauge(
+            "cache_exporter_total_shards",
+            "Replicas sharing the targets (--total-shards; 1 when not sharded): the alert rules compare it "
+            "with the shards seen.", registry=self.registry)
+        self.set_shard(0, 1)
         self.reload_ok = Gauge("cache_exporter_config_last_reload_successful",
                                "1 if the last config (re)load succeeded.", registry=self.registry)
         self.reload_time = Gauge("cache_exporter_config_last_reload_success_timestamp_seconds",
@@ -200,6 +213,11 @@ class Exposition:
         self._cache_parts: list[bytes] = []
         self._cache_gzip: list[bytes] | None = None
         self._headers: dict[str, bytes] = {}
+
+    def set_shard(self, index: int, total: int) -> None:
+        self.shard_info.clear()
+        self.shard_info.labels(str(index), str(total)).set(1)
+        self.total_shards.set(total)
 
     def watch_http(self, server: Any, web: Any) -> None:
         """Export the HTTP server's connection counts and the web config's failures."""

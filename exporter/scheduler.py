@@ -38,6 +38,7 @@ from exporter.errors import PollError
 from exporter.exposition import label_prefix, render_chunks
 from exporter.forecast import Forecaster
 from exporter.pool import ElasticExecutor
+from exporter.sharding import Shard
 from exporter.snapshot import MAX_SERIES, Samples, Snapshot
 from exporter.sources import Reading, Source, source_for
 from exporter.store import SnapshotStore
@@ -222,8 +223,13 @@ class TargetRuntime:
 class Scheduler:
     """Owns the APScheduler instance and one TargetRuntime per configured target."""
 
-    def __init__(self, store: SnapshotStore, saved: dict[str, state.Saved] | None = None) -> None:
+    def __init__(self, store: SnapshotStore, saved: dict[str, state.Saved] | None = None,
+                 shard: Shard | None = None) -> None:
         self.store = store
+        # Every target list is installed through start() or apply(), and both keep only this
+        # replica's targets: a config, a reload and a discovery refresh are filtered alike.
+        self.shard = shard or Shard()
+        self.offered = 0  # targets in the last list installed, before the shard kept its own
         self.runtimes: dict[str, TargetRuntime] = {}
         self._saved = dict(saved or {})  # forecast histories from the state file, taken once by name
         self.restored = 0  # targets whose forecast history came back from the state file
@@ -244,6 +250,8 @@ class Scheduler:
     # -- lifecycle --------------------------------------------------------------------
 
     def start(self, targets: tuple[Target, ...]) -> None:
+        self.offered = len(targets)
+        targets = self.shard.select(targets)
         window = min(FIRST_ROUND_MIN + FIRST_ROUND_PER_TARGET * len(targets),
                      min((t.interval for t in targets), default=0.0))
         with self._lock:
@@ -267,8 +275,11 @@ class Scheduler:
         return self._ready.is_set()
 
     def apply(self, targets: tuple[Target, ...]) -> dict[str, list[str]]:
-        """Move to a new target list: keep unchanged targets untouched, replace the rest."""
-        wanted = {t.name: t for t in targets}
+        """Move to a new target list: keep unchanged targets untouched, replace the rest.
+
+        Targets another shard owns are left out, as if they were not in the list."""
+        self.offered = len(targets)
+        wanted = {t.name: t for t in self.shard.select(targets)}
         changes: dict[str, list[str]] = {"added": [], "removed": [], "changed": [], "unchanged": []}
         with self._lock:
             for name in list(self.runtimes):

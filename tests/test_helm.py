@@ -32,6 +32,7 @@ KUBE_VERSION = "1.30.0"
 SECRETS_DIR = "/etc/cache-exporter/secrets"
 TLS_DIR = "/etc/cache-exporter/tls"
 CORE_KINDS = {"Deployment", "Service", "ConfigMap", "ServiceAccount", "PodDisruptionBudget", "NetworkPolicy"}
+SHARDED = ("sharding.enabled=true", "sharding.replicas=3", "serviceMonitor.enabled=true")
 VALUE_SETS = [None, *CI_VALUES]
 VALUE_IDS = ["defaults", *(p.name.removesuffix("-values.yaml") for p in CI_VALUES)]
 
@@ -764,6 +765,55 @@ def test_dashboard_configmap_template(chart_with_fixture_dashboards: Path) -> No
     assert all("grafana_dashboard" not in cm["metadata"]["labels"] for cm in custom_maps)
 
 
+# --- sharding: a StatefulSet of shards --------------------------------------------------------------
+
+@pytest.mark.servers
+def test_sharding_renders_a_statefulset_of_shards_behind_one_headless_service() -> None:
+    kv = kubernetes_validate()
+    docs = render(None, *SHARDED, "extraEnv[0].name=TZ", "extraEnv[0].value=UTC")
+    assert not [d for d in docs if d["kind"] == "Deployment"]
+    sts = one(docs, "StatefulSet")
+    svc = one(docs, "Service")
+    for doc in (sts, svc):
+        kv.validate(doc, KUBE_VERSION, strict=True)
+    assert sts["spec"]["replicas"] == 3
+    assert sts["spec"]["serviceName"] == svc["metadata"]["name"] == "release-cache-exporter"
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    assert [a for a in c["args"] if "shard" in a] == ["--total-shards=3", "--shard=auto"]
+    # --shard=auto reads the ordinal from POD_NAME (<fullname>-N); the user's env follows it.
+    assert c["env"] == [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {"name": "TZ", "value": "UTC"}]
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
+    # Exactly one ServiceMonitor, selecting the one Service (so every pod once, never twice).
+    sm = one(docs, "ServiceMonitor")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Service"] == ["release-cache-exporter"]
+    lint = run_helm("lint", "--strict", *(a for s in SHARDED for a in ("--set", s)))
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+@pytest.mark.servers
+def test_sharding_off_by_default_and_the_ordinal_becomes_the_shard(tmp_path: Path) -> None:
+    docs = render()
+    assert one(docs, "Deployment")["spec"]["replicas"] == 1 and not [d for d in docs if d["kind"] == "StatefulSet"]
+    c = container(docs)
+    assert "env" not in c and not any("shard" in a for a in c["args"])
+    assert "clusterIP" not in one(docs, "Service")["spec"]
+    # The args a shard pod gets pass the exporter's own flag parsing with its pod name.
+    from exporter.sharding import from_flags
+    args = one(render(None, *SHARDED), "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["args"]
+    flags = dict(a.removeprefix("--").split("=", 1) for a in args if "shard" in a)
+    shards = {from_flags(flags["shard"], int(flags["total-shards"]), {"POD_NAME": f"release-cache-exporter-{n}"})
+              for n in range(3)}
+    assert {(s.index, s.total) for s in shards} == {(0, 3), (1, 3), (2, 3)}
+    assert "/sharding/replicas': minimum" in template_error("--set", "sharding.replicas=0")
+    notes = run_helm("install", "--dry-run=client", "--namespace", "monitoring", "--generate-name", *(
+        a for s in SHARDED for a in ("--set", s)))
+    assert notes.returncode == 0 and "pod N polls only the targets" in notes.stdout, notes.stderr
+
+
 # --- NOTES, values documentation, schema ------------------------------------------------------
 
 @pytest.mark.servers
@@ -794,7 +844,7 @@ def test_every_value_is_documented_in_the_readme_and_the_schema() -> None:
     # The top level and the main objects accept no unknown keys.
     assert schema["additionalProperties"] is False
     for key in ("image", "serviceAccount", "service", "serviceMonitor", "prometheusRule", "dashboards",
-                "podDisruptionBudget", "networkPolicy", "config"):
+                "podDisruptionBudget", "networkPolicy", "config", "sharding"):
         assert schema["properties"][key]["additionalProperties"] is False, key
     assert set(schema["properties"]) == set(values)
 
