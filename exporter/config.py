@@ -1433,7 +1433,8 @@ def _discovery_options(c: _Checker, node: dict[str, Any], path: str, kind: str, 
                 continue
             seeds.append(url)
         options: dict[str, Any] = {"seeds": tuple(dict.fromkeys(seeds))}
-        if kind == "sentinel":
+        if kind == "sentinel" and node.get("master_name") is not None:
+            # Without it, every primary the sentinels monitor (SENTINEL MASTERS).
             options["master_name"] = c.take(node, "master_name", path, _string)
         return options
     if kind == "file_sd":

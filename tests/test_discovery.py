@@ -71,8 +71,13 @@ def test_redis_cluster_and_sentinel_templates(monkeypatch):
         monkeypatch.setitem(registry.KINDS, kind, registry.Kind("exporter.discovery.base", ("redis",), 30))
     assert "targets[0].url: is required: a seed node for discover: cluster" in problems(
         {"name": "c", "type": "redis", "discover": "cluster"})
-    assert "targets[0].master_name: is required" in problems(
-        {"name": "s", "type": "redis", "url": "redis://10.0.0.1:26379", "discover": "sentinel"})
+    # Without master_name: every primary the sentinels monitor; an empty or non-string name is an error.
+    (every,) = config({"name": "s", "type": "redis", "url": "redis://10.0.0.1:26379", "discover": "sentinel"}).templates
+    assert every.options == {"seeds": ("redis://10.0.0.1:26379",)}
+    assert "targets[0].master_name: must not be empty" in problems(
+        {"name": "s", "type": "redis", "url": "redis://10.0.0.1:26379", "discover": "sentinel", "master_name": " "})
+    assert "targets[0].master_name: expected a string" in problems(
+        {"name": "s", "type": "redis", "url": "redis://10.0.0.1:26379", "discover": "sentinel", "master_name": 1})
     assert "targets[0].url: discover: cluster needs a redis:// or rediss:// seed" in problems(
         {"name": "c", "type": "redis", "url": "unix:///r.sock", "discover": "cluster"})
     assert "targets[0].seeds[0]: credentials in a seed are not allowed" in problems(

@@ -27,7 +27,7 @@ def cluster(*seeds: str, password: str | None = None) -> list[Found]:
     return cluster_discover(list(seeds), username=None, password=password, tls=None, timeout=TIMEOUT)
 
 
-def sentinel(*seeds: str, name: str = "mymaster", password: str | None = None) -> list[Found]:
+def sentinel(*seeds: str, name: str | None = "mymaster", password: str | None = None) -> list[Found]:
     return sentinel_discover(list(seeds), master_name=name, username=None, password=password, tls=None,
                              timeout=TIMEOUT)
 
@@ -152,6 +152,28 @@ def test_sentinel_failover_is_followed(redis_sentinel: SentinelSetup) -> None:
     expected = {replica: (s.master_name, "primary"), primary: (s.master_name, "replica")}
     wait_until(lambda: roles(sentinel(addr(s.sentinel_port), name=s.master_name)) == expected, timeout=30,
                message="discovery to show the sentinel failover")
+
+
+def test_sentinel_without_a_name_finds_every_primary_and_its_replicas(
+        redis_sentinel: SentinelSetup, redis_factory: Callable[..., RedisServer]) -> None:
+    s = redis_sentinel
+    # A second primary with its replica, monitored by the same sentinel for this test only.
+    other = redis_factory(args=["--repl-diskless-sync-delay", "0"])
+    other_replica = redis_factory(args=["--replicaof", "127.0.0.1", str(other.port)])
+    wait_until(lambda: other_replica.info("replication")["master_link_status"] == "up", timeout=20,
+               message="the second replica to sync")
+    client = redis.Redis(port=s.sentinel_port, protocol=2, decode_responses=True)
+    assert client.execute_command("SENTINEL", "MONITOR", "other", "127.0.0.1", other.port, 1)
+    try:
+        # mymaster as the named discovery sees it (a failover earlier in the module may have swapped it)
+        expected = roles(sentinel(addr(s.sentinel_port), name=s.master_name))
+        assert sorted(r for _, r in expected.values()) == ["primary", "replica"]
+        expected |= {addr(other.port): ("other", "primary"), addr(other_replica.port): ("other", "replica")}
+        wait_until(lambda: roles(sentinel(addr(s.sentinel_port), name=None)) == expected, timeout=20,
+                   message="both monitored primaries and their replicas")
+        assert all(f.key == f.address for f in sentinel(addr(s.sentinel_port), name=None))
+    finally:
+        client.execute_command("SENTINEL", "REMOVE", "other")
 
 
 # --- malformed replies (a fake server; no process: the fast tier) --------------------------

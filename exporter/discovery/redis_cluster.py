@@ -18,7 +18,9 @@ seed, or a bare ``host:port`` seed with a ``tls`` block, is reached over TLS wit
 
 from __future__ import annotations
 
+import socket
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +37,13 @@ from exporter.targets import TLSConfig
 
 DEFAULT_PORT = 6379
 MESSAGE_LIMIT = 200  # a server's error text is quoted, never at length
+# What one seed's answer may cost. redis-py reads whatever length a reply declares, for as long as
+# each read comes within the timeout: a hostile or broken seed could stream without end. 10 000
+# nodes is ten times Redis Cluster's recommended maximum; their replies take ~12 MiB at most
+# (SENTINEL MASTERS/REPLICAS, ~1.2 KB a node; CLUSTER SHARDS ~0.3 KB).
+MAX_NODES = 10_000
+MAX_REPLY_BYTES = 16 * 2**20
+DEADLINE_TIMEOUTS = 10  # a seed's whole exchange must end within this many timeouts
 
 
 # --- shared with redis_sentinel -------------------------------------------------------------
@@ -79,12 +88,50 @@ def parse_seed(url: str, tls: TLSConfig | None, default_port: int = DEFAULT_PORT
     return Seed(host, port, use_tls)
 
 
+class TooCostly(Exception):
+    """A seed's answer went past MAX_REPLY_BYTES or its deadline (raised from inside redis-py's read,
+    so it is none of the errors redis-py wraps)."""
+
+
+class _Capped:
+    """A socket whose reads stop after ``limit`` bytes in all, or once ``deadline`` (monotonic) has
+    passed: what bounds one seed's answer, whatever length its replies declare."""
+
+    def __init__(self, sock: socket.socket, limit: int, deadline: float) -> None:
+        self._sock, self._left, self._deadline = sock, limit, deadline
+
+    def _spend(self, n: int) -> int:
+        self._left -= n
+        if self._left < 0:
+            raise TooCostly(f"the answer is larger than {MAX_REPLY_BYTES // 2**20} MiB")
+        return n
+
+    def _check_time(self) -> None:
+        if time.monotonic() > self._deadline:
+            raise TooCostly(f"no complete answer within {DEADLINE_TIMEOUTS} timeouts")
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        self._check_time()
+        data: bytes = self._sock.recv(size, *flags)
+        if not flags:  # a MSG_PEEK does not consume
+            self._spend(len(data))
+        return data
+
+    def recv_into(self, buffer: Any, *args: int) -> int:
+        self._check_time()
+        return self._spend(self._sock.recv_into(buffer, *args))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 class _Connection(redis.Connection):
     """redis-py's connection with our own TLS context (the one the poller uses), so discovery and
-    polling trust exactly the same certificates."""
+    polling trust exactly the same certificates; its reads are capped (``_Capped``)."""
 
     tls_context: ssl.SSLContext | None = None
     server_name: str | None = None
+    budget: tuple[int, float] = (MAX_REPLY_BYTES, float("inf"))
 
     def _connect(self):  # type: ignore[no-untyped-def]
         sock = super()._connect()
@@ -94,7 +141,7 @@ class _Connection(redis.Connection):
             except BaseException:
                 sock.close()
                 raise
-        return sock
+        return _Capped(sock, *self.budget)
 
 
 def describe(exc: BaseException, password: str | None) -> str:
@@ -124,6 +171,8 @@ def connect(seed: Seed, *, username: str | None, password: str | None, tls: TLSC
         except (OSError, ValueError) as exc:
             raise DiscoveryError(f"cannot load TLS files: {describe(exc, password)}") from None
 
+    deadline = time.monotonic() + DEADLINE_TIMEOUTS * timeout
+
     def attempt(user: str | None, secret: str | None) -> redis.Connection:
         conn = _Connection(host=seed.host, port=seed.port, username=user, password=secret,
                            socket_timeout=timeout, socket_connect_timeout=timeout,
@@ -131,6 +180,7 @@ def connect(seed: Seed, *, username: str | None, password: str | None, tls: TLSC
                            driver_info=None)
         conn.tls_context = context
         conn.server_name = tls.server_name if tls else None
+        conn.budget = (MAX_REPLY_BYTES, deadline)
         conn.connect()
         return conn
 
@@ -143,7 +193,7 @@ def connect(seed: Seed, *, username: str | None, password: str | None, tls: TLSC
             conn = attempt(None, None)
     except redis.exceptions.AuthenticationError as exc:
         raise DiscoveryError(f"{seed}: authentication failed: {describe(exc, password)}") from None
-    except (redis.exceptions.RedisError, OSError, UnicodeError) as exc:
+    except (redis.exceptions.RedisError, OSError, UnicodeError, TooCostly) as exc:
         raise DiscoveryError(f"{seed}: {describe(exc, password)}") from None
     try:
         yield conn
@@ -162,7 +212,7 @@ def command(conn: redis.Connection, seed: Seed, password: str | None, *args: str
         return conn.read_response()
     except redis.exceptions.ResponseError:
         raise
-    except (redis.exceptions.RedisError, OSError, UnicodeError, ValueError) as exc:
+    except (redis.exceptions.RedisError, OSError, UnicodeError, ValueError, TooCostly) as exc:
         raise DiscoveryError(f"{seed}: {' '.join(args[:2])}: {describe(exc, password)}") from None
 
 
@@ -248,6 +298,8 @@ def discover(seed_urls: list[str], *, username: str | None, password: str | None
             raise DiscoveryError(f"{seed}: malformed {how} reply: {describe(exc, password)}") from None
         if not nodes:
             raise DiscoveryError(f"{seed}: {how} lists no usable node")
+        if len(nodes) > MAX_NODES:
+            raise DiscoveryError(f"{seed}: {how} lists {len(nodes)} nodes, more than {MAX_NODES}")
         return nodes
 
     return ask_in_order(seed_urls, DEFAULT_PORT, tls, "cluster seed", ask)

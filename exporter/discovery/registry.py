@@ -62,7 +62,7 @@ def _redis(module: Any, template: Any, memo: dict[str, Any]) -> list[Found]:
     kwargs: dict[str, Any] = {"username": probe.credentials.username, "password": password,
                               "tls": probe.tls, "timeout": template.timeout}
     if template.kind == "sentinel":
-        kwargs["master_name"] = template.options["master_name"]
+        kwargs["master_name"] = template.options.get("master_name")  # None: every monitored primary
     found: list[Found] = module.discover(list(template.options["seeds"]), **kwargs)
     return found
 
