@@ -53,9 +53,16 @@ def test_a_sentinel_template(request, exporter_factory):
     setup = request.getfixturevalue("redis_sentinel")
     ep = exporter_factory({"global": {"interval": "0.5s", "timeout": "0.4s"}, "targets": [
         {"name": "s", "type": "redis", "url": f"redis://127.0.0.1:{setup.sentinel_port}", "discover": "sentinel",
-         "master_name": setup.master_name, "refresh_interval": "0.3s"}]})
-    wait_until(lambda: len(_by_role(ep, "s")) == 2, timeout=20, message="primary and replica")
+         "master_name": setup.master_name, "refresh_interval": "0.3s"},
+        # no master_name: every primary the sentinel monitors (here the one) and its replicas
+        {"name": "all", "type": "redis", "url": f"redis://127.0.0.1:{setup.sentinel_port}", "discover": "sentinel",
+         "refresh_interval": "0.3s"}]})
+    wait_until(lambda: len(_by_role(ep, "s")) == 2 and len(_by_role(ep, "all")) == 2, timeout=20,
+               message="primary and replica, from both templates")
     roles = _by_role(ep, "s")
     assert sorted(roles.values()) == ["primary", "replica"]
-    (sample,) = ep.metrics().find("cache_exporter_discovery_targets", template="s", kind="sentinel")
-    assert sample[2] == 2
+    assert {n.replace("all/", "s/", 1): r for n, r in _by_role(ep, "all").items()} == roles
+    assert {t["labels"].get("master_name") for t in ep.targets() if t["discovered_by"] == "all"} == {setup.master_name}
+    for template in ("s", "all"):
+        (sample,) = ep.metrics().find("cache_exporter_discovery_targets", template=template, kind="sentinel")
+        assert sample[2] == 2

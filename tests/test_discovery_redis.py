@@ -364,3 +364,89 @@ def test_cluster_over_tls(redis_factory: Callable[..., RedisServer], tls_files: 
     with pytest.raises(DiscoveryError, match=f"^127.0.0.1:{node.port}: .*certificate verify failed"):
         cluster_discover([f"rediss://{addr(node.port)}"], username=None, password=None,
                          tls=TLSConfig(ca_file=tls_files.other_ca), timeout=TIMEOUT)
+
+
+def _master(name: str, ip: str, port: int) -> bytes:
+    return array(bulk("name"), bulk(name), bulk("ip"), bulk(ip), bulk("port"), bulk(str(port)),
+                 bulk("flags"), bulk("master"))
+
+
+def _replica(ip: str, port: int) -> bytes:
+    return array(bulk("name"), bulk(f"{ip}:{port}"), bulk("ip"), bulk(ip), bulk("port"), bulk(str(port)),
+                 bulk("flags"), bulk("slave"))
+
+
+def test_sentinel_masters_each_asked_for_its_replicas(fake: Callable[..., FakeRedis]) -> None:
+    def replicas_of(s: Session) -> None:  # the reply depends on the name asked for
+        name = server.commands[-1][2]
+        s.send({"a": array(_replica("10.0.0.2", 6379)), "b": array(_replica("10.0.1.2", 6379))}[name])
+        server._handle(s)  # a callable reply ends the session: carry on with the next command
+    server = fake({("SENTINEL", "MASTERS"): array(_master("a", "10.0.0.1", 6379), _master("b", "10.0.1.1", 6379)),
+                   ("SENTINEL", "REPLICAS"): replicas_of})
+    assert roles(sentinel(addr(server.port), name=None)) == {
+        "10.0.0.1:6379": ("a", "primary"), "10.0.0.2:6379": ("a", "replica"),
+        "10.0.1.1:6379": ("b", "primary"), "10.0.1.2:6379": ("b", "replica")}
+    assert [c[1:] for c in server.commands if c[0] == "SENTINEL"] == [["MASTERS"], ["REPLICAS", "a"],
+                                                                     ["REPLICAS", "b"]]
+    empty = fake({("SENTINEL", "MASTERS"): array()})
+    with pytest.raises(DiscoveryError, match="the sentinel monitors no master$"):
+        sentinel(addr(empty.port), name=None)
+    nameless = fake({("SENTINEL", "MASTERS"): array(array(bulk("ip"), bulk("10.0.0.1"), bulk("port"), bulk("1")))})
+    with pytest.raises(DiscoveryError, match="malformed SENTINEL reply: a master has no name"):
+        sentinel(addr(nameless.port), name=None)
+
+
+# --- what one seed's answer may cost --------------------------------------------------------
+
+def test_more_than_max_nodes_is_refused(fake: Callable[..., FakeRedis]) -> None:
+    from exporter.discovery import redis_cluster
+
+    n = redis_cluster.MAX_NODES + 1
+    nodes = "".join(f"n{i} 10.{i >> 16}.{(i >> 8) & 255}.{i & 255}:7000@17000 master - 0 0 1 connected\n"
+                    for i in range(n))
+    server = fake({("CLUSTER", "SHARDS"): b"-ERR unknown subcommand\r\n", ("CLUSTER", "NODES"): bulk(nodes)})
+    with pytest.raises(DiscoveryError, match=f"CLUSTER NODES lists {n} nodes, more than 10000$"):
+        cluster(addr(server.port))
+    # exactly the limit is fine
+    server.replies[("CLUSTER", "NODES")] = bulk(nodes.split("\n", 1)[1])
+    assert len(cluster(addr(server.port))) == redis_cluster.MAX_NODES
+    masters = fake({("SENTINEL", "MASTERS"): array(*(_master(f"m{i}", "10.0.0.1", 1 + i % 60000)
+                                                      for i in range(n)))})
+    with pytest.raises(DiscoveryError, match=f"lists {n} masters, more than 10000$"):
+        sentinel(addr(masters.port), name=None)
+    assert [c[1] for c in masters.commands if c[0] == "SENTINEL"] == ["MASTERS"]  # no replica asked for
+
+
+def test_a_reply_larger_than_the_cap_is_cut_off(fake: Callable[..., FakeRedis]) -> None:
+    from exporter.discovery import redis_cluster
+
+    cap = redis_cluster.MAX_REPLY_BYTES
+    chunk = b"x" * 2**20
+
+    def endless_bulk(s: Session) -> None:  # declares 4 GB, then sends up to four times the cap
+        s.send(b"$4000000000\r\n")
+        for _ in range(4 * cap // len(chunk)):
+            s.send(chunk)
+        s.pause(30)
+    server = fake({("CLUSTER",): endless_bulk})
+    started = time.monotonic()
+    with pytest.raises(DiscoveryError, match=f"^127.0.0.1:{server.port}: CLUSTER SHARDS: the answer is larger "
+                                             "than 16 MiB$"):
+        cluster(addr(server.port))
+    assert time.monotonic() - started < 10
+    # Cut off at the cap: what the fake got out is the cap plus what the kernel's buffers held.
+    assert server.max_sent < 2 * cap
+
+
+def test_a_trickling_seed_is_cut_off_at_its_deadline(fake: Callable[..., FakeRedis]) -> None:
+    def trickle(s: Session) -> None:  # every byte well within the timeout, the whole never done
+        s.send(b"$100000\r\n")
+        while True:
+            s.send(b"x")
+            s.pause(0.02)
+    server = fake({("SENTINEL",): trickle})
+    started = time.monotonic()
+    with pytest.raises(DiscoveryError, match="no complete answer within 10 timeouts"):
+        sentinel_discover([addr(server.port)], master_name="m", username=None, password=None, tls=None,
+                          timeout=0.1)
+    assert time.monotonic() - started < 1 + 4  # the deadline (10 x 0.1 s) and slack for a busy machine
