@@ -136,6 +136,57 @@ def test_three_replicas_cover_every_target_exactly_once(redis_server, memcached_
         assert {t["name"] for t in ep.targets()} == {n for n in everything if owner(n, 3) == i}
 
 
+def test_three_replicas_split_discovered_targets_before_and_after_the_file_changes(
+        redis_factory, memcached_factory, exporter_factory, tmp_path):
+    """file_sd templates on three sharded replicas: each discovered target is polled by exactly one,
+    and after the files change (4 added, 2 removed) the union is exactly the new list. One
+    redis-server and one memcached listen on several loopback addresses, so every discovered
+    address (and so every target name) is distinct and real."""
+    import json
+
+    redis = redis_factory(args=["--bind", *(f"127.0.0.{i}" for i in range(1, 11))])
+    memcached = memcached_factory(args=["-l", ",".join(f"127.0.0.{i}" for i in range(2, 7))])
+    sd = tmp_path / "sd"
+    sd.mkdir()
+
+    def write(redis_hosts: range, memcached_hosts: range) -> set[str]:
+        for name, hosts, port in (("redis", redis_hosts, redis.port), ("memcached", memcached_hosts, memcached.port)):
+            (sd / f"{name}.json").write_text(json.dumps([{"targets": [f"127.0.0.{h}:{port}" for h in hosts],
+                                                          "labels": {"fleet": name}}]))
+        return ({f"r/127.0.0.{h}:{redis.port}" for h in redis_hosts}
+                | {f"m/127.0.0.{h}:{memcached.port}" for h in memcached_hosts})
+
+    everything = write(range(1, 9), range(1, 5))  # 8 + 4 = 12
+    config = {"global": fast_global(), "targets": [
+        {"name": "r", "type": "redis", "discover": "file_sd", "files": [str(sd / "redis.json")],
+         "refresh_interval": "0.2s"},
+        {"name": "m", "type": "memcached", "discover": "file_sd", "files": [str(sd / "memcached.json")],
+         "refresh_interval": "0.2s"}]}
+    shards = [exporter_factory(config, args=["--shard", str(i), "--total-shards", "3"]) for i in range(3)]
+
+    def split_exactly(expected: set[str]) -> bool:
+        for i, ep in enumerate(shards):
+            mine = {n for n in expected if owner(n, 3) == i}
+            if {t["name"] for t in ep.targets()} != mine or _target_labels(ep) != mine:
+                return False
+            m = ep.metrics()  # polled, and up: the discovered address is a real server
+            if any(m.value("cache_up", target=n) != 1 for n in mine):
+                return False
+        return True
+
+    wait_until(lambda: split_exactly(everything), timeout=15, message="the discovered targets split over three")
+    owned = [_target_labels(ep) for ep in shards]
+    assert sorted(n for names in owned for n in names) == sorted(everything)  # each exactly once
+    assert all(ep.metrics().value("cache_exporter_discovery_targets", template="r", kind="file_sd") == 8
+               for ep in shards)  # every replica discovers the whole list, and keeps its share
+
+    changed = write(range(2, 11), range(2, 7))  # redis .1 gone, .9/.10 new; memcached .1 gone, .5/.6 new
+    assert len(changed - everything) == 4 and len(everything - changed) == 2  # the 4 added, 2 removed
+    wait_until(lambda: split_exactly(changed), timeout=15, message="the changed list split over three")
+    owned = [_target_labels(ep) for ep in shards]
+    assert sorted(n for names in owned for n in names) == sorted(changed)
+
+
 # --- dashboards across shards --------------------------------------------------------------------
 
 def _dashboard_exprs() -> list[str]:
