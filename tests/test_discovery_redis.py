@@ -439,11 +439,12 @@ def test_a_reply_larger_than_the_cap_is_cut_off(fake: Callable[..., FakeRedis]) 
 
 
 def test_a_trickling_seed_is_cut_off_at_its_deadline(fake: Callable[..., FakeRedis]) -> None:
-    def trickle(s: Session) -> None:  # every byte well within the timeout, the whole never done
+    def trickle(s: Session) -> None:  # every byte well within the timeout, for 5 s (past the deadline)
         s.send(b"$100000\r\n")
-        while True:
+        for _ in range(250):
             s.send(b"x")
             s.pause(0.02)
+        s.pause(30)
     server = fake({("SENTINEL",): trickle})
     started = time.monotonic()
     with pytest.raises(DiscoveryError, match="no complete answer within 10 timeouts"):
