@@ -113,7 +113,7 @@ class _Capped:
     def recv(self, size: int, *flags: int) -> bytes:
         self._check_time()
         data: bytes = self._sock.recv(size, *flags)
-        if not flags:  # a MSG_PEEK does not consume
+        if not (flags and flags[0] & socket.MSG_PEEK):  # a peek does not consume
             self._spend(len(data))
         return data
 
