@@ -64,17 +64,40 @@ def label_prefix(target: str, static: LabelPairs) -> str:
     return ",".join(f'{k}="{escape_label_value(v)}"' for k, v in pairs)
 
 
+def _value_text(value: float) -> str:
+    """``floatToGoString`` with its common case inlined: a plain ``repr`` (integral counters and
+    gauges below 1e6, most fractions) needs none of its checks; inf, NaN, exponents and large
+    positive values still go through it, so the text is identical."""
+    text = repr(value)
+    dot = text.find(".")
+    if dot < 0 or (dot > 6 and value > 0):
+        return floatToGoString(value)
+    return text
+
+
+# Rendered own labels (``k="v",...``) by their pairs, shared by every target: the same pairs
+# (db, cmd, slab class, ...) recur from poll to poll and across targets, and escaping and joining
+# them was most of a poll's rendering CPU (profiled). Cleared when full, so labels that keep
+# changing (client names, keys) cannot grow it without bound; the GIL keeps get/set/clear safe.
+_LABELS_CACHE: dict[LabelPairs, str] = {}
+_LABELS_CACHE_MAX = 50_000
+
+
+def _own_labels(labels: LabelPairs) -> str:
+    text = _LABELS_CACHE.get(labels)
+    if text is None:
+        if len(_LABELS_CACHE) >= _LABELS_CACHE_MAX:
+            _LABELS_CACHE.clear()
+        text = _LABELS_CACHE[labels] = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels)
+    return text
+
+
 def render_chunks(samples: Iterable[Sample], prefix: str) -> dict[str, bytes]:
     """Group a target's samples by family and render each group to exposition lines."""
     lines: dict[str, list[str]] = {}
     for s in samples:
-        if s.labels:
-            own = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in s.labels)
-            labels = f"{prefix},{own}"
-        else:
-            labels = prefix
-        lines.setdefault(s.family, []).append(
-            f"{s.family}{s.suffix}{{{labels}}} {floatToGoString(s.value)}\n")
+        labels = f"{prefix},{_own_labels(s.labels)}" if s.labels else prefix
+        lines.setdefault(s.family, []).append(f"{s.family}{s.suffix}{{{labels}}} {_value_text(s.value)}\n")
     # "replace": the config refuses text that is not valid Unicode, and sources decode with
     # "replace"; should a lone surrogate still slip through, it costs a "?", not the target.
     return {family: "".join(parts).encode("utf-8", "replace") for family, parts in lines.items()}
