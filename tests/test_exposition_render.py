@@ -40,3 +40,26 @@ def test_cached_labels_render_the_same_escaped_text_and_stay_bounded(monkeypatch
     exposition._LABELS_CACHE.clear()
     assert render_chunks(samples, prefix) == first
     assert len(exposition._LABELS_CACHE) <= 3
+
+
+def test_plain_body_after_gzip_is_rebuilt_identical() -> None:
+    """The plain pieces are dropped once the gzip ones are built; a plain request rebuilds them."""
+    import gzip
+
+    from exporter.exposition import Exposition
+    from exporter.snapshot import Snapshot
+    from exporter.store import SnapshotStore
+
+    store = SnapshotStore()
+    samples = Samples()
+    samples.add("cache_up", 1, (("store", "redis"),))
+    store.put("r", Snapshot("r", "redis", True, 0.0, samples), render_chunks(samples, label_prefix("r", ())))
+    exp = Exposition(store)
+    plain = b"".join(exp._store_part(compress=False))
+    assert b'cache_up{target="r",store="redis"} 1.0\n' in plain
+    zipped = b"".join(exp._store_part(compress=True))
+    assert exp._cache_parts is None
+    assert gzip.decompress(zipped) == plain
+    assert b"".join(exp._store_part(compress=False)) == plain
+    assert exp._cache_gzip is not None  # the same generation: the gzip pieces outlive the plain rebuild
+    assert b"".join(exp._store_part(compress=True)) == zipped
