@@ -98,7 +98,7 @@ def _value_text(value: float) -> str:
 # them was most of a poll's rendering CPU (profiled). Cleared when full, so labels that keep
 # changing (client names, keys) cannot grow it without bound; the GIL keeps get/set/clear safe.
 _LABELS_CACHE: dict[LabelPairs, str] = {}
-_LABELS_CACHE_MAX = 50_000
+_LABELS_CACHE_MAX = 20_000  # at worst a few MiB: label pairs are mostly shared between targets
 
 
 def _own_labels(labels: LabelPairs) -> str:
