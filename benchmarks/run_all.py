@@ -1,5 +1,6 @@
 """Run every benchmark in order: bench_render, bench_poll, bench_poll_memcached, bench_forecast,
-bench_app_parse, bench_http_probe, bench_http, bench_rss, bench_scheduler.
+bench_app_parse, bench_http_probe, bench_http, bench_rss, bench_scheduler, bench_early_warning,
+bench_stale_error, bench_vs_redis_exporter.
 ``make bench`` calls this.
 
 Each script starts and stops its own redis-server and/or memcached on free 127.0.0.1 ports and
@@ -21,6 +22,7 @@ SCRIPTS = ("bench_render.py", "bench_poll.py", "bench_poll_memcached.py", "bench
            "bench_app_parse.py", "bench_http_probe.py", "bench_http.py", "bench_rss.py", "bench_scheduler.py")
 SCRIPTS += ("bench_early_warning.py",)  # needs promtool, not redis-server or memcached
 SCRIPTS += ("bench_stale_error.py",)  # needs nginx; ~80 s of real time
+SCRIPTS += ("bench_vs_redis_exporter.py",)  # needs prometheus-redis-exporter; ~5 min
 
 
 def main() -> int:

@@ -1,0 +1,65 @@
+"""render_chunks' fast paths (value text without floatToGoString, the shared label cache) must
+render exactly what the plain path renders."""
+
+from __future__ import annotations
+
+import random
+
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
+
+from exporter import exposition
+from exporter.exposition import _value_text, label_prefix, render_chunks
+from exporter.snapshot import Samples
+
+EDGES = [0.0, -0.0, 1.0, -1.0, 0.1, 5.5, 999999.9, 123456.0, 1000000.0, 1234567.0, 2.0**53, 1e16, 1e-5,
+         1.5e-7, -1e20, 1e300, float("inf"), float("-inf"), float("nan")]
+
+
+def test_value_text_is_floattogostring() -> None:
+    rnd = random.Random(17)
+    values = EDGES + [rnd.uniform(-1e12, 1e12) for _ in range(500)] \
+        + [float(rnd.randint(0, 10**18)) for _ in range(500)] \
+        + [rnd.random() * 10 ** rnd.randint(-20, 20) for _ in range(500)]
+    for v in values:
+        assert _value_text(v) == floatToGoString(v), v
+
+
+def test_cached_labels_render_the_same_escaped_text_and_stay_bounded(monkeypatch) -> None:
+    samples = Samples()
+    for i in range(40):
+        samples.add("cache_fam", i, (("a", f'q"\\\n{i % 4}'), ("b", "ü")), allow_inf=True)
+    prefix = label_prefix('t"1', (("env", "x\\y"),))
+    first = render_chunks(samples, prefix)
+    assert render_chunks(samples, prefix) == first  # the second time from the cache
+    parsed = [s for f in text_string_to_metric_families(first["cache_fam"].decode()) for s in f.samples]
+    assert len(parsed) == 40
+    assert {s.labels["a"] for s in parsed} == {f'q"\\\n{k}' for k in range(4)}
+    assert {s.labels["target"] for s in parsed} == {'t"1'}
+    monkeypatch.setattr(exposition, "_LABELS_CACHE_MAX", 3)
+    exposition._LABELS_CACHE.clear()
+    assert render_chunks(samples, prefix) == first
+    assert len(exposition._LABELS_CACHE) <= 3
+
+
+def test_plain_body_after_gzip_is_rebuilt_identical() -> None:
+    """The plain pieces are dropped once the gzip ones are built; a plain request rebuilds them."""
+    import gzip
+
+    from exporter.exposition import Exposition
+    from exporter.snapshot import Snapshot
+    from exporter.store import SnapshotStore
+
+    store = SnapshotStore()
+    samples = Samples()
+    samples.add("cache_up", 1, (("store", "redis"),))
+    store.put("r", Snapshot("r", "redis", True, 0.0, samples), render_chunks(samples, label_prefix("r", ())))
+    exp = Exposition(store)
+    plain = b"".join(exp._store_part(compress=False))
+    assert b'cache_up{target="r",store="redis"} 1.0\n' in plain
+    zipped = b"".join(exp._store_part(compress=True))
+    assert exp._cache_parts is None
+    assert gzip.decompress(zipped) == plain
+    assert b"".join(exp._store_part(compress=False)) == plain
+    assert exp._cache_gzip is not None  # the same generation: the gzip pieces outlive the plain rebuild
+    assert b"".join(exp._store_part(compress=True)) == zipped
