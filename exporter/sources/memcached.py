@@ -33,7 +33,7 @@ from exporter import errors as E
 from exporter.errors import PollError
 from exporter.netio import GuardedSocket, open_stream, poll_tls_context
 from exporter.snapshot import MemoryView, Samples, SeriesLimits
-from exporter.sources.base import PersistentConnectionSource, Reading
+from exporter.sources.base import Capability, PersistentConnectionSource, Reading
 from exporter.sources.fields import (
     MICROSECONDS,
     Field,
@@ -705,12 +705,6 @@ def _status_text(status: int, value: bytes) -> str:
     return f"binary status 0x{status:04x} {text}".strip()
 
 
-@dataclass
-class _Capability:
-    available: bool | None = None
-    reprobe_at: float = 0.0
-
-
 class MemcachedSource(PersistentConnectionSource):
     """Polls one memcached target over a persistent connection."""
 
@@ -721,7 +715,7 @@ class MemcachedSource(PersistentConnectionSource):
         super().__init__(target)
         self.target: MemcachedTarget = target
         self.conn: _Conn | _BinConn | None = None
-        self.sections = {name: _Capability() for name in SECTIONS[1:]}
+        self.sections = {name: Capability() for name in SECTIONS[1:]}
         self.history = _History.new()
         # What the last connection's probe found (for logging once); never trusted for the
         # next connection.

@@ -38,7 +38,7 @@ from exporter import errors as E
 from exporter.errors import PollError
 from exporter.netio import Guard, GuardedSocket, open_stream, poll_tls_context
 from exporter.snapshot import MemoryView, Samples, SeriesLimits
-from exporter.sources.base import PersistentConnectionSource, Reading
+from exporter.sources.base import Capability, PersistentConnectionSource, Reading
 from exporter.sources.fields import (
     MICROSECONDS,
     MILLISECONDS,
@@ -615,17 +615,6 @@ class _UnixConnection(_GuardedMixin, redis.UnixDomainSocketConnection):
         return self.path
 
 
-@dataclass
-class _Capability:
-    """Whether an optional command works on this server; None = not probed yet."""
-
-    available: bool | None = None
-    reprobe_at: float = 0.0
-
-    def wanted(self, now: float) -> bool:
-        return self.available is not False or now >= self.reprobe_at
-
-
 # Opt-in per-key-prefix view: SCAN + MEMORY USAGE on a bounded sample, every prefixes.interval.
 PREFIX_BYTES = catalog.gauge(
     "redis_prefix_bytes",
@@ -654,7 +643,7 @@ class RedisSource(PersistentConnectionSource):
         self.conn: redis.connection.AbstractConnection | None = None
         self.fresh_connection = False
         self.answered = False  # the current connection got a reply: the server speaks RESP in the clear
-        self.caps = {"config": _Capability(), "client": _Capability()}
+        self.caps = {"config": Capability(), "client": Capability()}
         self.config_values: dict[str, str] = {}
         self.config_fetched_at = float("-inf")
         self.cow_history: deque[tuple[float, float]] = deque()
