@@ -74,7 +74,8 @@ class PollError(Exception):
     """A classified poll failure. ``str()`` is safe to log and to show in /targets."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
-        assert reason in REASONS, reason
+        if reason not in _TABLE:  # a real check: an assert would vanish under `python -O`
+            raise ValueError(f"unknown failure reason {reason!r} (a bounded label: one of {', '.join(REASONS)})")
         self.reason = reason
         self.detail = redact(detail)[:_MAX_DETAIL]
         text = _TABLE[reason][0]
