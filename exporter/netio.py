@@ -145,19 +145,17 @@ def open_stream(guard: Guard, address: str | tuple[str, int], tls_context: ssl.S
     """
     if isinstance(address, str):
         raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
+    else:
+        raw = socket.create_connection(address, timeout=guard.remaining())
+    try:
+        if isinstance(address, str):
             raw.settimeout(guard.remaining())
             raw.connect(address)
-        except BaseException:
-            raw.close()
-            raise
-        return GuardedSocket(raw, guard)
-    raw = socket.create_connection(address, timeout=guard.remaining())
-    try:
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if tls_context is not None:
-            raw.settimeout(guard.remaining())
-            raw = tls_context.wrap_socket(raw, server_hostname=server_name or address[0])
+        else:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls_context is not None:
+                raw.settimeout(guard.remaining())
+                raw = tls_context.wrap_socket(raw, server_hostname=server_name or address[0])
     except BaseException:
         raw.close()
         raise
