@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from exporter.errors import REASONS
+
 # Labels every per-target series carries, added by exposition rather than by sources.
 TARGET_LABEL = "target"
 UNIFIED = "unified"
@@ -216,8 +218,7 @@ CACHE_CONFIG_FINDING_ACKNOWLEDGED = gauge(
 POLLS = counter("cache_exporter_polls_total", "Polls attempted for the target.", (), EXPORTER)
 POLL_ERRORS = counter(
     "cache_exporter_poll_errors_total",
-    "Failed polls by reason (refused, unreachable, dns, timeout, tls, tls_required, auth, http, reset, protocol, "
-    "too_large, config, redirect, sasl_required, error).",
+    f"Failed polls by reason ({', '.join(REASONS)}).",
     ("reason",),
     EXPORTER,
 )

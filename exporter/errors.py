@@ -28,29 +28,44 @@ REDIRECT = "redirect"
 SASL_REQUIRED = "sasl_required"
 ERROR = "error"
 
-REASONS: tuple[str, ...] = (
-    REFUSED, UNREACHABLE, DNS, TIMEOUT, TLS, TLS_REQUIRED, AUTH, HTTP, RESET, PROTOCOL, TOO_LARGE, CONFIG, REDIRECT,
-    SASL_REQUIRED,
-    ERROR,
-)
-
-_DESCRIPTIONS = {
-    REFUSED: "connection refused",
-    UNREACHABLE: "host or network unreachable",
-    DNS: "name resolution failed",
-    TIMEOUT: "timed out",
-    TLS: "TLS handshake or certificate verification failed",
-    TLS_REQUIRED: "the server expects TLS (use rediss://)",
-    AUTH: "authentication or authorization failed",
-    HTTP: "HTTP error status",
-    RESET: "connection closed or reset by the server",
-    PROTOCOL: "malformed or unexpected reply",
-    TOO_LARGE: "reply exceeded max_reply_size",
-    CONFIG: "target configuration problem",
-    REDIRECT: "redirect loop or too many redirects",
-    SASL_REQUIRED: "the server requires SASL authentication over the binary protocol",
-    ERROR: "poll failed",
+# Every reason, in the order the HELP text and the docs list them: what a PollError says (logs,
+# /targets), then what it means to an operator (the table in docs/metrics.md). The HELP of
+# cache_exporter_poll_errors_total and that table are generated from here.
+_TABLE: dict[str, tuple[str, str]] = {
+    REFUSED: ("connection refused", "nothing listens (or the unix socket is missing)"),
+    UNREACHABLE: ("host or network unreachable", "no route to the host"),
+    DNS: ("name resolution failed", "the host name does not resolve"),
+    TIMEOUT: ("timed out",
+              "the poll did not finish within `timeout` (a stall, a trickling reply, a frozen server)"),
+    TLS: ("TLS handshake or certificate verification failed",
+          "handshake or certificate verification failed, or the target's TLS files cannot be read"),
+    TLS_REQUIRED: ("the server expects TLS (use rediss://)",
+                   "Redis: a plain `redis://` URL for a port that speaks only TLS (the server reset the "
+                   "connection and answers a TLS handshake): use `rediss://`"),
+    AUTH: ("authentication or authorization failed",
+           "wrong password or user, or INFO not permitted (`NOAUTH`, `WRONGPASS`, `NOPERM`); HTTP 401/403"),
+    HTTP: ("HTTP error status", "an app endpoint answered with another HTTP error status"),
+    RESET: ("connection closed or reset by the server", "the server closed or reset the connection mid-poll"),
+    PROTOCOL: ("malformed or unexpected reply",
+               "the reply is not RESP / not memcached `STAT` lines, has the wrong type, or lacks the essentials "
+               "(e.g. a Sentinel's INFO, `stats` without `curr_items`)"),
+    TOO_LARGE: ("reply exceeded max_reply_size", "the replies exceeded `max_reply_size`"),
+    CONFIG: ("target configuration problem", "the target's secret is unavailable"),
+    REDIRECT: ("redirect loop or too many redirects",
+               "http_cache: a redirect loop, or more redirects than `max_redirects`"),
+    SASL_REQUIRED: ("the server requires SASL authentication over the binary protocol",
+                    "memcached: the server requires SASL over the binary protocol (`-S`) and the target has no "
+                    "credentials, or the server offers no SASL `PLAIN`"),
+    ERROR: ("poll failed", "anything else (the log and `/targets` say what)"),
 }
+
+REASONS: tuple[str, ...] = tuple(_TABLE)
+
+
+def meaning(reason: str) -> str:
+    """What ``reason`` tells an operator, for the generated docs."""
+    return _TABLE[reason][1]
+
 
 _MAX_DETAIL = 200
 
@@ -59,10 +74,11 @@ class PollError(Exception):
     """A classified poll failure. ``str()`` is safe to log and to show in /targets."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
-        assert reason in REASONS, reason
+        if reason not in _TABLE:  # a real check: an assert would vanish under `python -O`
+            raise ValueError(f"unknown failure reason {reason!r} (a bounded label: one of {', '.join(REASONS)})")
         self.reason = reason
         self.detail = redact(detail)[:_MAX_DETAIL]
-        text = _DESCRIPTIONS[reason]
+        text = _TABLE[reason][0]
         super().__init__(f"{text}: {self.detail}" if self.detail else text)
 
 

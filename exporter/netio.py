@@ -132,6 +132,36 @@ class GuardedSocket:
             pass
 
 
+def open_stream(guard: Guard, address: str | tuple[str, int], tls_context: ssl.SSLContext | None = None,
+                server_name: str | None = None) -> GuardedSocket:
+    """The one way a source connects: a unix socket path or a ``(host, port)``, within the
+    guard's deadline, closed again on any failure; TCP gets TCP_NODELAY (a poll is a small
+    request waiting for its reply, which Nagle would hold back) and, given a context, TLS
+    verified for ``server_name`` or the host.
+
+    Callers build the context first, with ``poll_tls_context``: unusable TLS files are then
+    a ``tls`` failure whether or not the server is up, for every source alike. What this
+    raises is left to ``errors.classify_os_error``.
+    """
+    if isinstance(address, str):
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        raw = socket.create_connection(address, timeout=guard.remaining())
+    try:
+        if isinstance(address, str):
+            raw.settimeout(guard.remaining())
+            raw.connect(address)
+        else:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls_context is not None:
+                raw.settimeout(guard.remaining())
+                raw = tls_context.wrap_socket(raw, server_hostname=server_name or address[0])
+    except BaseException:
+        raw.close()
+        raise
+    return GuardedSocket(raw, guard)
+
+
 def client_tls_context(tls: TLSConfig) -> ssl.SSLContext:
     """Build a client context; raises ``ssl.SSLError``/``OSError`` for unusable files."""
     ctx = ssl.create_default_context(cafile=tls.ca_file)
@@ -241,16 +271,8 @@ class GuardedHTTPConnection:
             response_class = _Response
 
             def connect(self) -> None:  # noqa: D401 - http.client hook
-                raw = socket.create_connection((self.host, self.port), timeout=outer.guard.remaining())
-                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if tls_context is not None:
-                    try:
-                        raw.settimeout(outer.guard.remaining())
-                        raw = tls_context.wrap_socket(raw, server_hostname=server_name or host)
-                    except BaseException:
-                        raw.close()
-                        raise
-                self.sock = GuardedSocket(raw, outer.guard)  # type: ignore[assignment]
+                self.sock = open_stream(outer.guard, (self.host, self.port), tls_context,  # type: ignore[assignment]
+                                        server_name or host)
                 outer.connects += 1
 
         self.connects = 0

@@ -211,6 +211,7 @@ _TOKEN = re.compile(r"""
   | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)
   | (?P<duration>(?:\d+(?:ms|[smhdwy]))+(?![\w.]))
   | (?P<number>0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
+  | (?P<var>\$\{[^}]*\}|\$\w+)
   | (?P<ident>[a-zA-Z_:][a-zA-Z0-9_:]*)
   | (?P<op>=~|!~|!=|==|<=|>=|[{}()\[\],=<>+\-*/%^@:])
 """, re.VERBOSE)
@@ -221,7 +222,9 @@ class PromQLSyntaxError(ValueError):
 
 
 def tokenize(expr: str) -> list[tuple[str, str]]:
-    """(kind, text) tokens of a PromQL expression, without whitespace and comments."""
+    """(kind, text) tokens of a PromQL expression, without whitespace and comments. Kinds: string,
+    duration, number, var (a Grafana ``$variable`` not yet substituted), ident, op (operators and
+    every bracket). The one PromQL tokenizer of the tests (test_dashboards lints with it too)."""
     out: list[tuple[str, str]] = []
     pos = 0
     while pos < len(expr):

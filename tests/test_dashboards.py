@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 from conftest import REPO, load_script, need
+from promlab import LABEL_LIST_KEYWORDS
+from promlab import tokenize as promql_tokens
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -79,30 +81,25 @@ ALL_EXPRS = [(uid, where, expr) for uid, doc in DOCS.items() for where, expr in 
 
 # --- a small PromQL scanner (enough for lint rules; promtool checks the syntax) -------------------------
 
-TOKEN = re.compile(r"""
-    (?P<str>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`)
-  | (?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
-  | (?P<var>\$\{[^}]*\}|\$\w+)
-  | (?P<ident>[A-Za-z_:][A-Za-z0-9_:]*)
-  | (?P<range>\[[^\]]*\])
-  | (?P<punct>[(){},])
-  | (?P<op>=~|!~|!=|==|<=|>=|[-+*/%^<>=])
-  | (?P<ws>\s+)
-""", re.X)
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
             "offset"}
-LABEL_LIST_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
 LITERALS = {"Inf", "NaN", "inf", "nan"}
 
 
 def tokenize(expr: str) -> list[tuple[str, str]]:
-    out, pos = [], 0
-    while pos < len(expr):
-        m = TOKEN.match(expr, pos)
-        assert m, f"cannot tokenize {expr[pos:pos + 30]!r} in {expr!r}"
-        if m.lastgroup != "ws":
-            out.append((m.lastgroup, m.group()))
-        pos = m.end()
+    """promlab's tokens, each ``[...]`` (range or subquery) folded into one ("range", text) token:
+    the rules below read a range as a whole."""
+    toks = promql_tokens(expr)
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(toks):
+        if toks[i] == ("op", "["):
+            end = toks.index(("op", "]"), i)
+            out.append(("range", "[" + "".join(text for _, text in toks[i + 1:end]) + "]"))
+            i = end + 1
+            continue
+        out.append(toks[i])
+        i += 1
     return out
 
 
@@ -133,7 +130,7 @@ def parse(expr: str) -> Parsed:
         nxt = toks[i + 1] if i + 1 < len(toks) else ("", "")
         if kind == "range":
             ranges.append(text[1:-1])
-        elif kind == "punct" and text == "(":
+        elif kind == "op" and text == "(":
             prev = toks[i - 1] if i else ("", "")
             if prev[0] == "ident" and prev[1] in LABEL_LIST_KEYWORDS:
                 stack.append("(labels)")
@@ -142,25 +139,25 @@ def parse(expr: str) -> Parsed:
                 calls.append(prev[1])
             else:
                 stack.append("(group)")
-        elif kind == "punct" and text == ")":
+        elif kind == "op" and text == ")":
             assert stack, f"unbalanced ) in {expr!r}"
             stack.pop()
         elif kind == "op" and text == "/":
             guarded.append(_division_guarded(toks, i + 1))
         elif kind == "ident" and nxt[0] == "ident" and nxt[1] in ("by", "without"):
             calls.append(text)  # an aggregation: sum by (...) (...)
-        elif kind == "ident" and text not in KEYWORDS and text not in LITERALS and nxt != ("punct", "(") \
+        elif kind == "ident" and text not in KEYWORDS and text not in LITERALS and nxt != ("op", "(") \
                 and (not stack or stack[-1] != "(labels)"):
             sel = Selector(text, funcs=list(stack))
             j = i + 1
-            if j < len(toks) and toks[j] == ("punct", "{"):
+            if j < len(toks) and toks[j] == ("op", "{"):
                 j += 1
-                while toks[j] != ("punct", "}"):
-                    if toks[j] == ("punct", ","):
+                while toks[j] != ("op", "}"):
+                    if toks[j] == ("op", ","):
                         j += 1
                         continue
                     (lk, label), (ok, op), (vk, value) = toks[j], toks[j + 1], toks[j + 2]
-                    assert lk == "ident" and ok == "op" and vk == "str", f"bad matcher in {expr!r}"
+                    assert lk == "ident" and ok == "op" and vk == "string", f"bad matcher in {expr!r}"
                     sel.matchers.append((label, op, value[1:-1]))
                     j += 3
                 j += 1
@@ -169,7 +166,7 @@ def parse(expr: str) -> Parsed:
             sel.followed_by = [t for _, t in toks[j:j + 3]]
             selectors.append(sel)
             i = j - 1 if j > i + 1 else i
-        elif kind == "punct" and text == "{":
+        elif kind == "op" and text == "{":
             raise AssertionError(f"selector without a metric name in {expr!r}")
         i += 1
     assert not stack, f"unbalanced ( in {expr!r}"
@@ -178,17 +175,17 @@ def parse(expr: str) -> Parsed:
 
 def _division_guarded(toks: list[tuple[str, str]], start: int) -> bool:
     """The denominator is ``( ... > 0)`` (or ``> 0`` at its top level): never 0, so never NaN/Inf."""
-    if start >= len(toks) or toks[start] != ("punct", "("):
+    if start >= len(toks) or toks[start] != ("op", "("):
         return False
     depth, j = 0, start
     while j < len(toks):
-        if toks[j] == ("punct", "("):
+        if toks[j] == ("op", "("):
             depth += 1
-        elif toks[j] == ("punct", ")"):
+        elif toks[j] == ("op", ")"):
             depth -= 1
             if depth == 0:
                 return False
-        elif depth == 1 and toks[j] == ("op", ">") and j + 1 < len(toks) and toks[j + 1] == ("num", "0"):
+        elif depth == 1 and toks[j] == ("op", ">") and j + 1 < len(toks) and toks[j + 1] == ("number", "0"):
             return True
         j += 1
     return False

@@ -11,7 +11,7 @@ from test_alert_rules import runbook_sections
 
 import exporter.config as config_module
 from exporter import catalog, errors
-from exporter.docs import AUDIT_FILE, METRICS_FILE, metrics_reference
+from exporter.docs import AUDIT_FILE, METRICS_FILE, failure_reasons, metrics_reference
 
 README = (REPO / "README.md").read_text()
 DOCS = REPO / "docs"
@@ -104,6 +104,9 @@ def test_every_failure_reason_is_documented():
     table = METRICS.split("## Failure reasons", 1)[1]
     documented = re.findall(r"^\| `([a-z_]+)` \|", table, re.M)
     assert sorted(documented) == sorted(errors.REASONS)
+    assert failure_reasons() in METRICS, f"{METRICS_FILE} is stale: run `make docs`"
+    poll_errors = next(s for s in catalog.families() if s.name == "cache_exporter_poll_errors_total")
+    assert all(f"{reason}," in poll_errors.help or f"{reason})" in poll_errors.help for reason in errors.REASONS)
 
 
 # [text](target), outside code spans; images too. Reference-style links are not used in these docs.

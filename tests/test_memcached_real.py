@@ -343,3 +343,37 @@ def test_prefix_view_budget_and_refusal(memcached_factory, exporter_factory):
     assert m.value("cache_up", target="refused") == 1
     assert m.value("cache_exporter_section_errors_total", target="refused", section="prefixes") >= 1
     assert not m.find("memcached_prefix_bytes", target="refused")
+
+
+@pytest.mark.parametrize("store", ["memcached", "redis"])
+def test_a_ca_file_gone_since_the_config_loaded_is_a_tls_failure(store, memcached_factory, redis_factory,
+                                                                  tls_files, tmp_path):
+    """The memcached source once built its TLS context apart from the other sources: a CA file
+    removed after the config was checked read as ENOENT, ``refused``, where Redis said ``tls``.
+    Both now open through the one opener in netio. A real TLS server listens, so a connection
+    failure cannot be what the poll reports."""
+    import shutil
+    import time
+
+    from exporter.config import build_config
+    from exporter.errors import PollError
+    from exporter.sources import SOURCES
+
+    ca = tmp_path / "ca.crt"
+    shutil.copy(tls_files.ca, ca)
+    if store == "memcached":
+        entry = memcached_target("gone", memcached_factory(tls=tls_files), tls={"ca_file": str(ca)})
+    else:
+        entry = redis_target("gone", redis_factory(tls=tls_files), tls={"ca_file": str(ca)})
+    target = build_config({"targets": [entry]}, "test").config.targets[0]
+    source = SOURCES[store](target)
+    assert source.poll(time.monotonic() + 5).samples  # the CA is there: the target polls
+    source.close()
+    ca.unlink()
+    try:
+        with pytest.raises(PollError) as info:
+            source.poll(time.monotonic() + 5)
+        assert info.value.reason == "tls", info.value
+        assert "cannot load TLS files" in str(info.value)
+    finally:
+        source.close()

@@ -36,6 +36,20 @@ class Reading:
     section_errors: list[str] = field(default_factory=list)  # optional sections that failed
 
 
+@dataclass(slots=True)
+class Capability:
+    """Whether an optional command or section works on this server; None = not probed yet.
+
+    One that failed is skipped until ``reprobe_at`` (monotonic): the server may have been
+    upgraded or its ACL changed since."""
+
+    available: bool | None = None
+    reprobe_at: float = 0.0
+
+    def wanted(self, now: float) -> bool:
+        return self.available is not False or now >= self.reprobe_at
+
+
 class Source(Protocol):
     """One instance per target; owns that target's persistent connection.
 

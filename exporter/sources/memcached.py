@@ -23,7 +23,6 @@ headroom and a per-slab-class calcification signal.
 from __future__ import annotations
 
 import logging
-import socket
 import struct
 import time
 from collections import deque
@@ -32,9 +31,9 @@ from dataclasses import dataclass
 from exporter import catalog
 from exporter import errors as E
 from exporter.errors import PollError
-from exporter.netio import GuardedSocket, client_tls_context
+from exporter.netio import GuardedSocket, open_stream, poll_tls_context
 from exporter.snapshot import MemoryView, Samples, SeriesLimits
-from exporter.sources.base import PersistentConnectionSource, Reading
+from exporter.sources.base import Capability, PersistentConnectionSource, Reading
 from exporter.sources.fields import (
     MICROSECONDS,
     Field,
@@ -706,12 +705,6 @@ def _status_text(status: int, value: bytes) -> str:
     return f"binary status 0x{status:04x} {text}".strip()
 
 
-@dataclass
-class _Capability:
-    available: bool | None = None
-    reprobe_at: float = 0.0
-
-
 class MemcachedSource(PersistentConnectionSource):
     """Polls one memcached target over a persistent connection."""
 
@@ -722,7 +715,7 @@ class MemcachedSource(PersistentConnectionSource):
         super().__init__(target)
         self.target: MemcachedTarget = target
         self.conn: _Conn | _BinConn | None = None
-        self.sections = {name: _Capability() for name in SECTIONS[1:]}
+        self.sections = {name: Capability() for name in SECTIONS[1:]}
         self.history = _History.new()
         # What the last connection's probe found (for logging once); never trusted for the
         # next connection.
@@ -886,27 +879,10 @@ class MemcachedSource(PersistentConnectionSource):
 
     def _socket_open(self) -> GuardedSocket:
         t = self.target
-        if t.path:
-            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            raw.settimeout(self.guard.remaining())
-            try:
-                raw.connect(t.path)
-            except OSError:
-                raw.close()
-                raise
-        else:
-            raw = socket.create_connection((t.host, t.port), timeout=self.guard.remaining())
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if t.tls is not None:
-                try:
-                    context = client_tls_context(t.tls)
-                    raw.settimeout(self.guard.remaining())
-                    raw = context.wrap_socket(raw, server_hostname=t.tls.server_name or t.host)
-                except BaseException:
-                    raw.close()
-                    raise
+        context = poll_tls_context(t.tls) if t.tls is not None else None
+        sock = open_stream(self.guard, t.path or (t.host, t.port), context, t.tls.server_name if t.tls else None)
         self.connections_opened += 1
-        return GuardedSocket(raw, self.guard)
+        return sock
 
     def _open(self) -> _Conn:
         return _Conn(self._socket_open())

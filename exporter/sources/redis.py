@@ -36,9 +36,9 @@ from redis.retry import Retry
 from exporter import catalog
 from exporter import errors as E
 from exporter.errors import PollError
-from exporter.netio import Guard, GuardedSocket, poll_tls_context
+from exporter.netio import Guard, GuardedSocket, open_stream, poll_tls_context
 from exporter.snapshot import MemoryView, Samples, SeriesLimits
-from exporter.sources.base import PersistentConnectionSource, Reading
+from exporter.sources.base import Capability, PersistentConnectionSource, Reading
 from exporter.sources.fields import (
     MICROSECONDS,
     MILLISECONDS,
@@ -591,42 +591,28 @@ def _add_unified(out: Samples, info: Info, m: MemoryView, version: str, role: st
 # --- connection -------------------------------------------------------------------------
 
 class _GuardedMixin:
-    """Hooks redis-py's socket creation: TLS with our own context, then the per-poll guard."""
+    """Replaces redis-py's socket creation with netio's opener: TLS with our own context, the
+    per-poll guard, and the failure classification every source shares."""
 
     _guard: Guard
-    _tls_context = None
+    _tls_context: ssl.SSLContext | None = None
     _server_name: str | None = None
 
-    def _connect(self):  # type: ignore[no-untyped-def]
-        sock = super()._connect()  # type: ignore[misc]
-        try:
-            if self._tls_context is not None:
-                sock.settimeout(self._guard.remaining())
-                sock = self._tls_context.wrap_socket(
-                    sock, server_hostname=self._server_name or self.host)  # type: ignore[attr-defined]
-        except BaseException:
-            sock.close()
-            raise
-        return GuardedSocket(sock, self._guard)
+    def _address(self) -> str | tuple[str, int]:
+        raise NotImplementedError
+
+    def _connect(self) -> GuardedSocket:
+        return open_stream(self._guard, self._address(), self._tls_context, self._server_name)
 
 
 class _TCPConnection(_GuardedMixin, redis.Connection):
-    pass
+    def _address(self) -> tuple[str, int]:
+        return self.host, self.port
 
 
 class _UnixConnection(_GuardedMixin, redis.UnixDomainSocketConnection):
-    pass
-
-
-@dataclass
-class _Capability:
-    """Whether an optional command works on this server; None = not probed yet."""
-
-    available: bool | None = None
-    reprobe_at: float = 0.0
-
-    def wanted(self, now: float) -> bool:
-        return self.available is not False or now >= self.reprobe_at
+    def _address(self) -> str:
+        return self.path
 
 
 # Opt-in per-key-prefix view: SCAN + MEMORY USAGE on a bounded sample, every prefixes.interval.
@@ -657,7 +643,7 @@ class RedisSource(PersistentConnectionSource):
         self.conn: redis.connection.AbstractConnection | None = None
         self.fresh_connection = False
         self.answered = False  # the current connection got a reply: the server speaks RESP in the clear
-        self.caps = {"config": _Capability(), "client": _Capability()}
+        self.caps = {"config": Capability(), "client": Capability()}
         self.config_values: dict[str, str] = {}
         self.config_fetched_at = float("-inf")
         self.cow_history: deque[tuple[float, float]] = deque()
@@ -680,7 +666,7 @@ class RedisSource(PersistentConnectionSource):
         t = self.target
         common = dict(
             username=t.credentials.username, password=password, db=t.db,
-            socket_timeout=t.timeout, socket_connect_timeout=max(0.001, self.guard.remaining()),
+            socket_timeout=t.timeout,  # the connect itself is bounded by the guard (open_stream)
             retry=Retry(NoBackoff(), 0), driver_info=None, health_check_interval=0,
             # RESP2: redis-py 8 defaults to RESP3, whose HELLO handshake costs a round trip
             # and fails outright on Redis 5 and on servers with HELLO renamed away.
