@@ -3,7 +3,10 @@
 asyncio accepts connections and reads them; h11 does the framing (Content-Length and chunked bodies,
 keep-alive for HTTP/1.0 and 1.1, conflicting lengths refused), so a request body is always read as a
 body and never parsed as the next request. A slow client costs a socket, never a thread: the
-handler runs on a small fixed thread pool, and only once the whole request has arrived.
+handler runs on a small fixed thread pool, and only once the whole request has arrived. An optional
+fast handler is asked first, on the loop thread: it answers what it can without blocking (a /metrics
+body already built) and the pool gets the rest -- the hand-off to a thread and back cost more than
+building such a body.
 
 Bounds (``Limits``): the listen backlog; the open connections (at the cap, the connection idle the
 longest -- waiting for a request or still sending one -- is closed to admit the new one, so a scrape

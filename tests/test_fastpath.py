@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter import webconfig
 from exporter.exposition import Exposition, label_prefix, render_chunks
-from exporter.http import Endpoints
+from exporter.http import Endpoints, make_server
 from exporter.httpserver import Limits, Server
 from exporter.snapshot import Samples, Snapshot
 from exporter.store import SnapshotStore
@@ -166,3 +166,15 @@ def test_fast_path_error_falls_back_to_the_pool(caplog: pytest.LogCaptureFixture
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_make_server_wires_the_fast_path_only_with_cached_bodies() -> None:
+    exp = exposition()
+    with_cache = make_server("127.0.0.1:0", endpoints(exp))
+    without = make_server("127.0.0.1:0", Endpoints(metrics=lambda c: exp.body_parts(compress=c), targets=lambda: [],
+                                                   ready=lambda: True, reload=lambda: (True, "")))
+    try:
+        assert with_cache.fast_handler is not None and without.fast_handler is None
+    finally:
+        with_cache.server_close()
+        without.server_close()
