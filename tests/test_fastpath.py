@@ -19,6 +19,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from exporter import webconfig
+from exporter.config import LoadResult, default_config
+from exporter.daemon import Daemon
 from exporter.exposition import Exposition, label_prefix, render_chunks
 from exporter.http import Endpoints, make_server
 from exporter.httpserver import Limits, Server
@@ -178,3 +180,16 @@ def test_make_server_wires_the_fast_path_only_with_cached_bodies() -> None:
     finally:
         with_cache.server_close()
         without.server_close()
+
+
+def test_the_daemon_serves_metrics_on_the_fast_path() -> None:
+    """The daemon's wiring: once the body is built, scrapes skip the pool."""
+    d = Daemon(LoadResult(default_config("127.0.0.1:0", self_scrape=False)), "127.0.0.1:0", None)
+    threading.Thread(target=d.server.serve_forever, daemon=True).start()
+    try:
+        for _ in range(5):
+            assert fetch(d.server.server_address[1], {"Accept-Encoding": "gzip"}).startswith(b"HTTP/1.1 200")
+        assert d.server.fast_served >= 4  # the first built the body through the pool
+    finally:
+        d.server.shutdown()
+        d.server.server_close()
