@@ -44,7 +44,8 @@ class Daemon:
         self.server = make_server(listen, Endpoints(
             metrics=lambda compress: self.exposition.body_parts(compress=compress),
             targets=self.targets_status, ready=self.scheduler.ready, reload=self.reload,
-            lifecycle=lifecycle, web=web))
+            lifecycle=lifecycle, web=web,
+            cached_metrics=lambda compress: self.exposition.cached_body_parts(compress=compress)))
         self.exposition.watch_http(self.server, web)
         self._stop = threading.Event()
         self._reload_requested = threading.Event()

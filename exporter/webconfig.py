@@ -240,6 +240,13 @@ class WebConfigFile:
                     self._maybe_reload()
         return self._config
 
+    def current_nowait(self) -> WebConfig | None:
+        """The config when no look at the files is due, else None: never a stat or a parse, for
+        callers on the event loop."""
+        if time.monotonic() - self._checked >= CHECK_EVERY:
+            return None
+        return self._config
+
     def _maybe_reload(self) -> None:
         stamps = _stamps(self._config.files)
         if stamps == self._stamps:
@@ -268,6 +275,28 @@ class WebConfigFile:
             with self._lock:
                 self.auth_failures += 1
         return verdict
+
+    def known(self, config: WebConfig, authorization: str | None) -> bool:
+        """Whether ``config`` lets this request in without a bcrypt check: no users configured, or
+        this exact Authorization header already verified for a user still configured. False means
+        "not known", never "refused" (nothing is counted): the caller takes the slow path. Never
+        waits for the lock (the event loop calls this)."""
+        users = config.users
+        if not users:
+            return True
+        if not authorization:
+            return False
+        key = hashlib.sha256(authorization.encode("utf-8", "surrogateescape")).digest()
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            user = self._cache.get(key)
+            if user is None or user not in users:
+                return False
+            self._cache.move_to_end(key)
+            return True
+        finally:
+            self._lock.release()
 
     def _verify(self, authorization: str | None) -> bool | None:
         users = self.current().users
