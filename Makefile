@@ -65,11 +65,11 @@ test:
 	@$(MAKE) --no-print-directory $(VENV)/.stamp-test $(NODE_APP)/node_modules/.stamp $(HELM)
 	$(PY) -m pytest
 
-# The fast tier (under a minute): every test without the `servers` mark -- parsing, mapping, config,
+# The fast tier (under a minute): every test without the `servers` or `slow` mark -- parsing, mapping, config,
 # forecast, rules and docs checks, in-process fakes -- with no root and no installed server. A test
 # that starts a process without the mark fails (tests/conftest.py). `make test` runs everything.
 test-fast: $(VENV)/.stamp-test
-	$(PY) -m pytest -q -m "not servers"
+	$(PY) -m pytest -q -m "not servers and not slow"
 
 lint: $(VENV)/.stamp-lint
 	$(VENV)/bin/ruff check exporter tests benchmarks alerts dashboards helm tools

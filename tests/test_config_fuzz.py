@@ -612,6 +612,7 @@ def check(text: str) -> LoadResult | None:
 stats = {"accepted": 0, "refused": 0, "accepted with aliases": 0}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)  # CPU-bound (~15 s alone): on a machine busy with other work it only takes longer
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
@@ -641,6 +642,7 @@ VALID = document([
 ], {"interval": "15s", "labels": {"env": "prod"}})
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(position=st.integers(0, len(VALID)), cut=st.integers(0, 20),
        insert=st.one_of(st.text(ANY_CHAR, max_size=20), st.sampled_from(
@@ -651,6 +653,7 @@ def test_fuzz_spliced_text_loads_or_is_a_config_error(position, cut, insert):
     check(VALID[:position] + insert + VALID[position + cut:])
 
 
+@pytest.mark.slow
 def test_fuzz_corpus_was_not_all_refused():
     """The fuzz above must reach the renderer, not only the error paths (runs after it)."""
     if stats["accepted"] + stats["refused"] < FUZZ_EXAMPLES // 2:
