@@ -72,13 +72,19 @@ def renders(exp: Exposition) -> float:
     return exp.render_time._count.get()
 
 
-def test_fast_path_answers_byte_identical_plain_and_gzip() -> None:
-    exp = exposition()
-    ep = endpoints(exp)
+def serve_both(ep: Endpoints) -> tuple[Server, Server]:
+    """The same endpoints served with the fast path and without it, to compare their answers."""
     fast = Server([("127.0.0.1", 0)], ep, Limits(), fast_handler=ep.fast)
     slow = Server([("127.0.0.1", 0)], ep, Limits())
     for srv in (fast, slow):
         threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return fast, slow
+
+
+def test_fast_path_answers_byte_identical_plain_and_gzip() -> None:
+    exp = exposition()
+    ep = endpoints(exp)
+    fast, slow = serve_both(ep)
     try:
         fport, sport = fast.server_address[1], slow.server_address[1]
         assert fetch(fport).startswith(b"HTTP/1.1 200")  # cold: built by the pool
@@ -121,10 +127,7 @@ def test_fast_path_with_basic_auth(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     web = WebConfigFile(str(path))
     exp = exposition()
     ep = endpoints(exp, web)
-    fast = Server([("127.0.0.1", 0)], ep, Limits(), fast_handler=ep.fast)
-    slow = Server([("127.0.0.1", 0)], ep, Limits())
-    for srv in (fast, slow):
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    fast, slow = serve_both(ep)
     try:
         fport, sport = fast.server_address[1], slow.server_address[1]
         good = {"Authorization": basic("prom", PASSWORD), "Accept-Encoding": "gzip"}
