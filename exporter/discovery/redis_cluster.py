@@ -274,23 +274,18 @@ def discover(seed_urls: list[str], *, username: str | None, password: str | None
     def ask(seed: Seed) -> list[Found]:
         my_id = None
         with connect(seed, username=username, password=password, tls=tls, timeout=timeout) as conn:
-            try:
-                reply = command(conn, seed, password, "CLUSTER", "SHARDS")
-                how = "CLUSTER SHARDS"
-            except redis.exceptions.ResponseError as exc:
-                if _not_cluster(exc):
-                    raise DiscoveryError(f"{seed}: not a cluster node") from None
-                # Redis < 7 has no SHARDS; an ACL may allow NODES only. NODES decides.
+            # Redis < 7 has no SHARDS; an ACL may allow NODES only. NODES decides.
+            for how in ("CLUSTER SHARDS", "CLUSTER NODES"):
                 try:
-                    reply = command(conn, seed, password, "CLUSTER", "NODES")
-                    how = "CLUSTER NODES"
-                except redis.exceptions.ResponseError as exc2:
-                    if _not_cluster(exc2):
+                    reply = command(conn, seed, password, *how.split())
+                    break
+                except redis.exceptions.ResponseError as exc:
+                    if _not_cluster(exc):
                         raise DiscoveryError(f"{seed}: not a cluster node") from None
-                    raise DiscoveryError(f"{seed}: CLUSTER NODES: {describe(exc2, password)}") from None
-            else:
-                if _has_unknown_address(reply):
-                    my_id = _my_id(conn, seed, password)
+                    if how == "CLUSTER NODES":
+                        raise DiscoveryError(f"{seed}: {how}: {describe(exc, password)}") from None
+            if how == "CLUSTER SHARDS" and _has_unknown_address(reply):
+                my_id = _my_id(conn, seed, password)
         try:
             nodes = (_from_shards(reply, seed, my_id) if how == "CLUSTER SHARDS"
                      else _from_nodes(text(reply), seed.host))
