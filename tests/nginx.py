@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -52,34 +53,65 @@ class Upstream:
         self.server.server_close()
 
 
+_LOST_PORT = object()  # readiness' answer when another server took the port first
+
+
+def listening_pid_owns(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a TCP socket listening on ``port`` (from /proc, Linux)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return False
+    try:
+        return any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # the process or one of its descriptors went away meanwhile
+        return False
+
+
 class Nginx:
     def __init__(self, directory: Path, upstream: Upstream, valid: str, always: bool = True) -> None:
         binary = nginx_binary()
         need(binary is not None, "nginx is not installed (apt-get install nginx)")
         assert binary is not None
         self.dir = directory
-        self.port = free_port()
         self.conf = directory / "nginx.conf"
-        self.conf.write_text(NGINX_CONF.format(dir=directory, port=self.port, upstream_port=upstream.port,
-                                               valid=valid, always=" always" if always else ""))
-        test = subprocess.run([binary, "-t", "-p", str(directory), "-c", str(self.conf)],
-                              capture_output=True, text=True, timeout=30)
-        assert test.returncode == 0, test.stderr
-        self.proc = subprocess.Popen([binary, "-p", str(directory), "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_until(self._ready, timeout=10, message="nginx listening")
+        # free_port() only says the port was free a moment ago: another test's server may bind it
+        # before nginx does. nginx then exits ("Address already in use") while a readiness check
+        # by connecting would have reached that other server, so readiness asks whether nginx owns
+        # the listener, and a lost race is retried on a new port.
+        for attempt in range(3):
+            self.port = free_port()
+            self.conf.write_text(NGINX_CONF.format(dir=directory, port=self.port, upstream_port=upstream.port,
+                                                   valid=valid, always=" always" if always else ""))
+            if attempt == 0:
+                test = subprocess.run([binary, "-t", "-p", str(directory), "-c", str(self.conf)],
+                                      capture_output=True, text=True, timeout=30)
+                assert test.returncode == 0, test.stderr
+            self.proc = subprocess.Popen([binary, "-p", str(directory), "-c", str(self.conf)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            if wait_until(self._ready, timeout=10, message="nginx listening") is not _LOST_PORT:
+                return
+        raise AssertionError("nginx lost its port to another listener three times")
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _ready(self) -> bool:
-        import socket
-
+    def _ready(self) -> object:
         if self.proc.poll() is not None:
-            raise AssertionError(f"nginx exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
+            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+            if "Address already in use" in err:
+                return _LOST_PORT
+            raise AssertionError(f"nginx exited: {err}")
+        return listening_pid_owns(self.proc.pid, self.port)
 
     def stop(self) -> None:
         stop_process(self.proc)
