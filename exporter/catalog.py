@@ -1,8 +1,9 @@
 """The catalog of every metric family the exporter can emit: name, type, help, labels.
 
-Sources declare their families here when imported; exposition looks up HELP/TYPE here; the
-config validator refuses static labels that would collide with a family's own labels; the
-metrics reference (docs/metrics.md) is generated from it. One table, many readers.
+Sources declare their families here when imported; exposition looks up HELP/TYPE here; a
+family's labels must be listed in exporter.labels, from which the config validator refuses
+static labels that would collide with them; the metrics reference (docs/metrics.md) is
+generated from it. One table, many readers.
 """
 
 from __future__ import annotations
