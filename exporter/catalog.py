@@ -1,8 +1,9 @@
 """The catalog of every metric family the exporter can emit: name, type, help, labels.
 
-Sources declare their families here when imported; exposition looks up HELP/TYPE here; the
-config validator refuses static labels that would collide with a family's own labels; the
-metrics reference (docs/metrics.md) is generated from it. One table, many readers.
+Sources declare their families here when imported; exposition looks up HELP/TYPE here; a
+family's labels must be listed in exporter.labels, from which the config validator refuses
+static labels that would collide with them; the metrics reference (docs/metrics.md) is
+generated from it. One table, many readers.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exporter.errors import REASONS
+from exporter.labels import FAMILY_LABELS, TARGET_LABEL
 
-# Labels every per-target series carries, added by exposition rather than by sources.
-TARGET_LABEL = "target"
 UNIFIED = "unified"
 EXPORTER = "exporter"
 DISCOVERY = "discovery"  # process-wide, one series per discovery template: no target, no static labels
@@ -51,7 +51,12 @@ _families: dict[str, MetricSpec] = {}
 
 
 def declare(spec: MetricSpec) -> MetricSpec:
-    """Register a family; declaring the same name twice with different specs is a bug."""
+    """Register a family; declaring the same name twice with different specs is a bug, and so is
+    a per-target family with a label the config does not reserve (exporter.labels)."""
+    if spec.group != DISCOVERY:
+        unlisted = sorted(set(spec.labels + spec.optional_labels) - FAMILY_LABELS)
+        if unlisted:
+            raise ValueError(f"metric {spec.name}: add its labels {unlisted} to exporter.labels.FAMILY_LABELS")
     existing = _families.get(spec.name)
     if existing is not None and existing != spec:
         raise ValueError(f"metric {spec.name} declared twice with different specs")

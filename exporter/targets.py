@@ -290,13 +290,6 @@ class Template:
 class Config:
     """A whole, validated configuration."""
 
-    global_: GlobalConfig
     targets: tuple[Target, ...]
     source: str  # file path, or "<built-in default>"
     templates: tuple[Template, ...] = ()
-
-    def target(self, name: str) -> Target | None:
-        for t in self.targets:
-            if t.name == name:
-                return t
-        return None

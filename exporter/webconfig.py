@@ -21,7 +21,7 @@ from typing import Any
 
 import bcrypt
 
-from exporter.config import ConfigError, _load_yaml
+from exporter.config import ConfigError, load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def parse(path: str) -> WebConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, [("", f"cannot read: {getattr(exc, 'strerror', None) or exc}")]) from None
     try:
-        doc = _load_yaml(text, path)
+        doc = load_yaml(text, path)
     except ConfigError:
         raise
     except Exception as exc:  # yaml errors: position and problem, no content

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
+import importlib
 import io
 import json
 import logging
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter import __version__, audit, secrets
+from exporter import __version__, audit, catalog, labels, secrets
 from exporter.config import (
     BUILTIN,
     FLAGS,
@@ -31,7 +33,9 @@ from exporter.config import (
     flags_config,
     load_config,
     parse_config,
+    sections,
 )
+from exporter.config.checker import Checker
 from exporter.errors import AUTH, PollError
 from exporter.http import Endpoints, make_server
 from exporter.secrets import RedactingFilter, SecretUnavailable, read_password, redact, remember
@@ -48,6 +52,7 @@ from exporter.targets import (
     GlobalConfig,
     MemcachedTarget,
     RedisTarget,
+    Target,
     TLSConfig,
 )
 
@@ -83,6 +88,20 @@ def doc(*targets: dict, **glob: object) -> dict:
     if glob:
         d["global"] = glob
     return d
+
+
+def named(config: Config, name: str) -> Target | None:
+    """The target called ``name``; only tests look a target up by name."""
+    return next((t for t in config.targets if t.name == name), None)
+
+
+def global_of(document: dict) -> GlobalConfig:
+    """What the loader makes of a document's global section (a Config keeps only the targets,
+    each with the global values it inherits)."""
+    c = Checker("test")
+    glob = sections.global_config(c, document.get("global"))
+    assert c.problems == []
+    return glob
 
 
 def write(tmp_path: Path, content: str | bytes | dict, name: str = "cache.yml") -> Path:
@@ -181,7 +200,7 @@ def test_full_config_global_section(full_config):
     assert loaded.warnings == []
     assert isinstance(loaded.config, Config)
     assert loaded.config.source == str(path)
-    assert loaded.config.global_ == GlobalConfig(
+    assert global_of(yaml.safe_load(path.read_text())) == GlobalConfig(
         interval=30.0, timeout=4.0, labels=(("env", "prod"), ("team", "cache")),
         forecast_window=7200.0, max_reply_size=32 * MiB, max_series=5000)
     assert [t.name for t in loaded.config.targets] == ["main", "secure", "sock", "valkey", "valkey-tls"]
@@ -189,7 +208,7 @@ def test_full_config_global_section(full_config):
 
 def test_full_config_tcp_target_with_overrides(full_config):
     path, _ = full_config
-    main = load_config(str(path)).config.target("main")
+    main = named(load_config(str(path)).config, "main")
     assert main == RedisTarget(
         name="main", type="redis", interval=10.0, timeout=2.0,
         # global labels merged with the target's; the target wins on 'team'; sorted by name
@@ -204,7 +223,7 @@ def test_full_config_tcp_target_with_overrides(full_config):
 
 def test_full_config_tls_target_inherits_global(full_config):
     path, files = full_config
-    secure = load_config(str(path)).config.target("secure")
+    secure = named(load_config(str(path)).config, "secure")
     assert isinstance(secure, RedisTarget)
     assert (secure.scheme, secure.host, secure.port, secure.db) == ("rediss", "cache.example.com", 6390, 0)
     assert (secure.interval, secure.timeout) == (30.0, 4.0)
@@ -218,7 +237,7 @@ def test_full_config_tls_target_inherits_global(full_config):
 
 def test_full_config_unix_target(full_config):
     path, _ = full_config
-    sock = load_config(str(path)).config.target("sock")
+    sock = named(load_config(str(path)).config, "sock")
     assert isinstance(sock, RedisTarget)
     assert sock.scheme == "unix"
     assert sock.path == "/run/redis/redis.sock"
@@ -233,38 +252,41 @@ def test_full_config_unix_target(full_config):
 def test_full_config_valkey_schemes_map_to_redis(full_config):
     path, _ = full_config
     config = load_config(str(path)).config
-    valkey = config.target("valkey")
+    valkey = named(config, "valkey")
     assert (valkey.type, valkey.scheme, valkey.host, valkey.port, valkey.db) == (
         "redis", "redis", "valkey.local", 6379, 0)
     assert valkey.memory_limit == 10**9
     # per-target interval below the global timeout: timeout defaults to the interval
     assert (valkey.interval, valkey.timeout) == (2.0, 2.0)
-    vtls = config.target("valkey-tls")
+    vtls = named(config, "valkey-tls")
     assert (vtls.scheme, vtls.host, vtls.port, vtls.db) == ("rediss", "vk.local", 6400, 1)
-    assert config.target("nope") is None
+    assert named(config, "nope") is None
 
 
 def test_minimal_config_uses_defaults():
-    loaded = parse_config("targets:\n  - {name: r, type: redis, url: 'redis://db'}\n", "min.yml")
+    text = "targets:\n  - {name: r, type: redis, url: 'redis://db'}\n"
+    loaded = parse_config(text, "min.yml")
     assert loaded.warnings == []
-    assert loaded.config.global_ == GlobalConfig()
-    assert loaded.config.global_ == GlobalConfig(DEFAULT_INTERVAL, DEFAULT_TIMEOUT, (), DEFAULT_FORECAST_WINDOW,
-                                                 DEFAULT_MAX_REPLY_SIZE, DEFAULT_MAX_SERIES,
-                                                 DEFAULT_MAX_LABEL_VALUE_LENGTH)
+    glob = global_of(yaml.safe_load(text))
+    assert glob == GlobalConfig()
+    assert glob == GlobalConfig(DEFAULT_INTERVAL, DEFAULT_TIMEOUT, (), DEFAULT_FORECAST_WINDOW,
+                                DEFAULT_MAX_REPLY_SIZE, DEFAULT_MAX_SERIES, DEFAULT_MAX_LABEL_VALUE_LENGTH)
     assert loaded.config.targets == (RedisTarget(name="r", type="redis", interval=15.0, timeout=5.0,
                                                  host="db", port=6379, db=0, scheme="redis"),)
 
 
 def test_global_interval_below_default_timeout_lowers_timeout():
     config = build_config(doc(interval="1s"), "g.yml").config
-    assert (config.global_.interval, config.global_.timeout) == (1.0, 1.0)
+    glob = global_of(doc(interval="1s"))
+    assert (glob.interval, glob.timeout) == (1.0, 1.0)
     assert (config.targets[0].interval, config.targets[0].timeout) == (1.0, 1.0)
 
 
 def test_null_values_mean_default():
-    config = parse_config("global:\n  interval: null\ntargets:\n  - name: a\n    type: redis\n"
-                          "    url: redis://h\n    memory_limit: ~\n    tls:\n", "n.yml").config
-    assert config.global_.interval == 15.0
+    text = ("global:\n  interval: null\ntargets:\n  - name: a\n    type: redis\n"
+            "    url: redis://h\n    memory_limit: ~\n    tls:\n")
+    config = parse_config(text, "n.yml").config
+    assert global_of(yaml.safe_load(text)).interval == 15.0
     assert config.targets[0].memory_limit is None
     assert config.targets[0].tls is None
 
@@ -273,6 +295,35 @@ def test_ipv6_host():
     t = build_config(doc(target(url="redis://[::1]:7000/0")), "v6.yml").config.targets[0]
     assert (t.host, t.port) == ("::1", 7000)
     assert t.address == "redis://[::1]:7000"
+
+
+def test_reserved_labels_are_the_labels_of_every_family():
+    import exporter.sources  # noqa: F401  (declares every source's families)
+
+    # Two-sided: declare() refuses a label missing from the list, this refuses a name no family uses.
+    assert labels.FAMILY_LABELS == catalog.label_names()
+    with pytest.raises(ValueError, match="add its labels \\['brand_new'\\] to exporter.labels.FAMILY_LABELS"):
+        catalog.gauge("cache_test_unlisted_label", "A family whose label the config does not reserve.",
+                      ("store", "brand_new"), "redis")
+    assert catalog.find("cache_test_unlisted_label") is None
+
+
+def test_config_refuses_reserved_labels_without_importing_the_sources():
+    ours = {name: module for name, module in sys.modules.items()
+            if name == "exporter" or name.startswith("exporter.")}
+    try:
+        for name in ours:
+            del sys.modules[name]
+        fresh = importlib.import_module("exporter.config")
+        with pytest.raises(fresh.ConfigError, match="'slab' is already a label of some cache-exporter metric"):
+            fresh.build_config(doc(target(labels={"slab": "1"})), "fresh.yml")
+        imported = sorted(name for name in sys.modules if name.startswith("exporter."))
+    finally:
+        for name in [n for n in sys.modules if n == "exporter" or n.startswith("exporter.")]:
+            del sys.modules[name]
+        sys.modules.update(ours)
+    assert "exporter.config.loader" in imported
+    assert not [name for name in imported if name.startswith(("exporter.sources", "exporter.catalog"))], imported
 
 
 def test_label_values_are_stringified():
@@ -301,7 +352,8 @@ def test_default_config():
     assert t.address == "redis://localhost:6379"
     assert t.credentials == Credentials()
     assert t.tls is None
-    assert config.global_ == GlobalConfig()
+    assert {(x.interval, x.timeout, x.labels, x.forecast_window, x.max_reply_size, x.max_series,
+             x.max_label_value_length) for x in config.targets} == {dataclasses.astuple(GlobalConfig())}
 
 
 # --- invalid configs: one problem each ----------------------------------------------------

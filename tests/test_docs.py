@@ -39,8 +39,8 @@ def test_metrics_reference_is_generated_and_current():
 def test_every_config_key_is_documented():
     keys = {f"global.{k}" for k in ("interval", "timeout", "labels", "forecast_window", "max_reply_size",
                                     "max_series", "max_label_value_length")}
-    keys |= {f"targets[].{k}" for k in config_module._COMMON_KEYS}
-    for kind in config_module._KINDS.values():
+    keys |= {f"targets[].{k}" for k in config_module.COMMON_KEYS}
+    for kind in config_module.KINDS.values():
         keys |= {f"targets[].{k}" for k in kind.keys}
     keys |= {f"targets[].tls.{k}" for k in ("ca_file", "cert_file", "key_file", "server_name",
                                              "insecure_skip_verify")}

@@ -862,4 +862,4 @@ def test_schema_target_types_follow_the_exporter() -> None:
 
     schema = json.loads((CHART / "values.schema.json").read_text())
     types = schema["properties"]["config"]["properties"]["targets"]["items"]["properties"]["type"]["enum"]
-    assert sorted(types) == sorted(config._KINDS)
+    assert sorted(types) == sorted(config.KINDS)

@@ -52,13 +52,13 @@ def _entries(path: str) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
         raise DiscoveryError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if len(raw) > MAX_FILE_SIZE:
         raise DiscoveryError(f"{path}: larger than {MAX_FILE_SIZE // 2**20} MiB")
-    from exporter.config import ConfigError, _load_yaml
+    from exporter.config import ConfigError, load_yaml
 
     try:
         text = raw.decode("utf-8")
         # Prometheus decides by extension too; YAML is a superset of JSON but reports JSON errors worse.
         # The config file's YAML loader: duplicate keys refused, alias bombs refused before they are built.
-        document = json.loads(text) if path.endswith(".json") else _load_yaml(text, path)
+        document = json.loads(text) if path.endswith(".json") else load_yaml(text, path)
     except ConfigError as exc:
         raise DiscoveryError(str(exc)) from None
     except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
