@@ -51,7 +51,7 @@ INFO_FIELDS: dict[str, Field] = {
     "blocked_clients": _gauge("redis_blocked_clients", "Clients blocked in a blocking call.", "1.0"),
     "tracking_clients": _gauge("redis_tracking_clients", "Clients with client-side caching tracking.", "6.0"),
     "clients_in_timeout_table": _gauge("redis_clients_in_timeout_table", "Clients in the timeout table.", "6.0"),
-    "cluster_connections": _gauge("redis_cluster_connections", "Cluster bus connections.", "7.0"),
+    "cluster_connections": _gauge("redis_cluster_connections", "Cluster bus connections.", "6.2"),
     "maxclients": _gauge("redis_config_maxclients", "The maxclients setting.", "6.2"),
     "client_recent_max_input_buffer": _gauge(
         "redis_client_recent_max_input_buffer_bytes", "Largest recent client input buffer.", "5.0"),
