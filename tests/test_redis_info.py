@@ -237,3 +237,26 @@ def test_arbitrary_text_never_crashes(noise: str, keys: list[str], value: str) -
             assert err.reason == "protocol"
             continue
         assert all(math.isfinite(s.value) for s in r.samples)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+@pytest.mark.parametrize(("name", "version"), [("redis_6.2", "6.2"), ("redis_7.0", "7.0")])
+def test_no_field_claims_a_version_newer_than_a_real_server_reporting_it(name: str, version: str) -> None:
+    # Field.since is what the metrics reference prints ("Since Redis 6.2."): a capture disproves a later one.
+    have = fields(name)
+    newer = {key: f.since for key, f in INFO_FIELDS.items() if key in have and _version(f.since) > _version(version)}
+    assert newer == {}
+
+
+def test_metrics_reference_says_since_which_version_a_series_exists() -> None:
+    from exporter.docs import metrics_reference
+
+    rows = {line.split("`")[1]: line for line in metrics_reference().splitlines() if line.startswith("| `")}
+    assert rows["redis_current_cow_peak_bytes"].endswith("*Since Redis 7.0.* |")
+    # In INFO since 6.2, in CONFIG GET since 2.6: the series exists from the earlier.
+    assert rows["redis_config_maxclients"].endswith("*Since Redis 2.6.* |")
+    assert rows["memcached_proxy_backends"].endswith("*Since Memcached 1.6.13.* |")
+    assert "Since" not in rows["cache_memory_used_bytes"] and "Since" not in rows["redis_up"]

@@ -2,7 +2,7 @@
 
 For every poll (every ``interval`` seconds from the exporter's start) the replay builds what a Redis
 poll yields for the memory part -- the ``MemoryView`` and the unified ``cache_*`` samples
-(``exporter/sources/redis.py`` ``_memory_view`` and ``_add_unified``, with
+(``exporter/sources/redis/mapping.py`` ``_memory_view`` and ``add_unified``, with
 mem_not_counted_for_evict = 0) -- then calls ``Forecaster.update(now, memory, "redis", samples)``
 on those samples exactly as ``Scheduler._forecast_and_audit`` does (``now`` is a monotonic-like
 clock), then adds ``cache_up`` and ``redis_up`` as ``Scheduler._record`` does. Every sample in the
@@ -154,7 +154,7 @@ def replay(scenario: Scenario, interval: float, window: float,
                             resident_limit=limit * HOST_MEMORY_FACTOR, evicts_when_full=scenario.evicts,
                             eviction_policy=scenario.policy)
         samples = Samples()
-        redis_source._add_unified(samples, NO_FIELDS, memory, VERSION, "master")  # as a Redis poll does
+        redis_source.add_unified(samples, NO_FIELDS, memory, VERSION, "master")  # as a Redis poll does
         started = clock()
         update(forecaster, MONOTONIC_START + t, memory, samples)
         out.forecast_seconds += clock() - started

@@ -11,7 +11,7 @@ Excluded: nodes the cluster marks ``fail`` (agreed failed), ``handshake`` (not y
 suspected by the seed (``fail?``) or still loading is kept: the poll of the target tells the rest.
 
 The connection helpers here (seed parsing, TLS, auth, error wording) are shared with
-``redis_sentinel``. TLS follows ``exporter/sources/redis.py``: a ``rediss://`` (or ``valkeys://``)
+``redis_sentinel``. TLS follows ``exporter/sources/redis/connection.py``: a ``rediss://`` (or ``valkeys://``)
 seed, or a bare ``host:port`` seed with a ``tls`` block, is reached over TLS with the context
 ``client_tls_context`` builds from that block (the system CAs when it is absent).
 """

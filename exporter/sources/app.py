@@ -50,6 +50,7 @@ from exporter.promtext import Parsed, looks_like_prometheus, parse
 from exporter.snapshot import MemoryView, Samples, SeriesLimits
 from exporter.sources.base import PersistentConnectionSource, Reading
 from exporter.sources.fields import plausible_bytes
+from exporter.sources.memory import add_unified_memory
 from exporter.targets import AppTarget
 
 log = logging.getLogger(__name__)
@@ -239,8 +240,8 @@ def _caches(p: Parsed, out: Samples) -> None:
     for labels, _ in p.samples.get("django_cache_get_total", ()):
         sums.setdefault((CACHE_ERRORS, labels.get("backend", "")), 0.0)
     for (family, cache), value in sums.items():
-        labels = (("cache", cache),) if family == CACHE_ERRORS else (("store", APP), ("cache", cache))
-        out.add(family, value, labels)
+        pairs = (("cache", cache),) if family == CACHE_ERRORS else (("store", APP), ("cache", cache))
+        out.add(family, value, pairs)
 
 
 # --- JSON -------------------------------------------------------------------------------
@@ -395,21 +396,14 @@ class AppSource(PersistentConnectionSource):
 
     def _heap_samples(self, out: Samples, heap: Heap, resident: float | None, runtime: str) -> MemoryView:
         t = self.target
-        store = (("store", APP),)
         out.add(RUNTIME_INFO, 1, (("runtime", runtime),))
-        out.add(catalog.CACHE_INFO, 1, store + (("version", runtime), ("role", "application"),
-                                                ("eviction_policy", "")))
         out.add(HEAP_TOTAL, heap.total_used)
-        out.add(catalog.CACHE_MEMORY_USED, heap.used, store)
-        if heap.limit:
-            out.add(catalog.CACHE_MEMORY_LIMIT, heap.limit, store)
-            out.add(catalog.CACHE_MEMORY_LIMIT_INFO, 1, store + (("source", heap.limit_source or ""),))
-            out.add(catalog.CACHE_MEMORY_UTILIZATION, heap.used / heap.limit, store)  # type: ignore[operator]
-            out.add(catalog.CACHE_MEMORY_HEADROOM, heap.limit - heap.used, store)  # type: ignore[operator]
-            out.add(EFFECTIVE_LIMIT, heap.effective_limit)
-        out.add(catalog.CACHE_RESIDENT, resident, store)
+        out.add(EFFECTIVE_LIMIT, heap.effective_limit)
         resident_limit = float(t.memory_limit) if t.memory_limit else None
-        out.add(catalog.CACHE_RESIDENT_LIMIT, resident_limit, store)
+        # The series show the runtime's nominal limit; the countdown (the view returned) aims lower.
+        nominal = MemoryView(used=heap.used, limit=heap.limit, limit_source=heap.limit_source,
+                             resident=resident, resident_limit=resident_limit)
+        add_unified_memory(out, APP, nominal, runtime, "application")
         # GC time between polls; a cumulative GC time that went back is a new process.
         now = time.monotonic()
         restarted = self._new_life(heap)

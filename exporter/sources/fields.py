@@ -60,11 +60,29 @@ MICROSECONDS = scaled(1e-6)
 MILLISECONDS = scaled(1e-3)
 
 
+# metric -> the earliest server version in which some field gives it (the metrics reference shows it)
+_SINCE: dict[str, str] = {}
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
 @dataclass(frozen=True)
 class Field:
     metric: str
     parse: Parser
     since: str  # the server version that introduced the field
+
+    def __post_init__(self) -> None:
+        known = _SINCE.get(self.metric)
+        if known is None or _version(self.since) < _version(known):
+            _SINCE[self.metric] = self.since
+
+
+def since(metric: str) -> str | None:
+    """The earliest server version that reports ``metric`` (None: not read from a field table)."""
+    return _SINCE.get(metric)
 
 
 def gauge_field(group: str, metric: str, help: str, since: str, parse: Parser = number,

@@ -45,6 +45,7 @@ from exporter.sources.fields import (
     plausible_bytes,
     status,
 )
+from exporter.sources.memory import add_unified_memory
 from exporter.sources.prefixes import PrefixTally
 from exporter.targets import MemcachedTarget
 
@@ -340,6 +341,9 @@ def split_classes(stats: dict[str, str], prefix: str = "") -> tuple[dict[str, di
     return per_class, flat
 
 
+StatsReply = dict[str, str] | str  # one section's fields, or the error line the server sent instead
+
+
 @dataclass
 class Sections:
     """The parsed replies of one poll; None for an optional section that failed or was skipped."""
@@ -389,9 +393,9 @@ def _commands(t: _Tally, values: dict[str, str], family: str, labels: tuple, set
     if global_stats:
         t.value(family, values.get("cmd_flush"), labels + (("command", "flush"), ("status", "hit")))
     cmd_set = finite(values.get("cmd_set"))
-    cas = [finite(values.get(k)) for k in set_cas]
-    if cmd_set is not None and None not in cas:
-        t.out.add(family, cmd_set - sum(cas), labels + (("command", "set"), ("status", "hit")))  # type: ignore[arg-type]
+    cas = [v for k in set_cas if (v := finite(values.get(k))) is not None]
+    if cmd_set is not None and len(cas) == len(set_cas):
+        t.out.add(family, cmd_set - sum(cas), labels + (("command", "set"), ("status", "hit")))
 
 
 @dataclass
@@ -482,27 +486,16 @@ def map_sections(s: Sections, target: MemcachedTarget, history: _History) -> Rea
     memory = MemoryView(used=used, limit=limit, limit_source=limit_source, resident=None,
                         resident_limit=float(target.memory_limit) if target.memory_limit else None,
                         evicts_when_full=evicts,
-                        eviction_policy={True: "lru", False: "noeviction"}.get(evicts))  # type: ignore[arg-type]
-
-    out.add(catalog.CACHE_INFO, 1, store + (("version", version), ("role", "standalone"),
-                                             ("eviction_policy", memory.eviction_policy or "")))
-    out.add(catalog.CACHE_MEMORY_USED, used, store)
-    if limit is not None:
-        out.add(catalog.CACHE_MEMORY_LIMIT, limit, store)
-        out.add(catalog.CACHE_MEMORY_LIMIT_INFO, 1, store + (("source", limit_source or ""),))
-        if used is not None:
-            out.add(catalog.CACHE_MEMORY_UTILIZATION, used / limit, store)
-            out.add(catalog.CACHE_MEMORY_HEADROOM, limit - used, store)
-    out.add(catalog.CACHE_RESIDENT_LIMIT, memory.resident_limit, store)
-    if evicts is not None:
-        out.add(catalog.CACHE_EVICTS_WHEN_FULL, int(evicts), store)
+                        eviction_policy=None if evicts is None else "lru" if evicts else "noeviction")
+    add_unified_memory(out, MEMCACHED, memory, version, "standalone")
     out.add(catalog.CACHE_HITS, finite(stats.get("get_hits")), store)
     out.add(catalog.CACHE_MISSES, finite(stats.get("get_misses")), store)
     out.add(catalog.CACHE_EVICTIONS, finite(stats.get("evictions")), store)
     # Each expired item leaves exactly one way: found by a get, reused at the LRU tail, or crawled.
-    expired = [finite(stats.get(k)) for k in ("get_expired", "reclaimed", "crawler_reclaimed")]
-    if None not in expired:
-        out.add(catalog.CACHE_EXPIRATIONS, sum(expired), store)  # type: ignore[arg-type]
+    ways = ("get_expired", "reclaimed", "crawler_reclaimed")
+    expired = [v for k in ways if (v := finite(stats.get(k))) is not None]
+    if len(expired) == len(ways):
+        out.add(catalog.CACHE_EXPIRATIONS, sum(expired), store)
     # store_no_memory (1.5.4+) counts only text-protocol stores: a binary (SASL) client's refused
     # sets show only in the per-class outofmemory, which older servers have too. Both count up:
     # the larger is a counter as well.
@@ -596,26 +589,26 @@ class _Conn:
             self.received_any = True
             self.buf += chunk
 
-    def replies(self, names: list[str]) -> dict[str, tuple[dict[str, str] | None, str | None]]:
-        """Send ``stats <section>`` for every name at once; {name: (fields, None) or (None, error)}."""
+    def replies(self, names: list[str]) -> dict[str, StatsReply]:
+        """Send ``stats <section>`` for every name at once; {name: fields or error line}."""
         self.send(b"".join(_COMMANDS[name] for name in names))
-        out: dict[str, tuple[dict[str, str] | None, str | None]] = {}
+        out: dict[str, StatsReply] = {}
         for name in names:
-            lines, error = self.reply()
-            out[name] = (parse_stats(lines, name), None) if lines is not None else (None, error)
-            if name == "stats" and error is not None:
+            reply = self.reply()
+            out[name] = reply if isinstance(reply, str) else parse_stats(reply, name)
+            if name == "stats" and isinstance(reply, str):
                 break  # the poll fails; a -Y server answers nothing more before auth
         return out
 
-    def reply(self) -> tuple[list[str] | None, str | None]:
-        """One stats reply: (STAT lines, None) up to END, or (None, error line)."""
+    def reply(self) -> list[str] | str:
+        """One stats reply: the STAT lines up to END, or the error line."""
         lines: list[str] = []
         while True:
             line = self.line()
             if line == "END":
-                return lines, None
+                return lines
             if not lines and (line == "ERROR" or line.startswith(("CLIENT_ERROR", "SERVER_ERROR"))):
-                return None, line
+                return line
             if not line.startswith("STAT "):
                 # Fail now: waiting for an END that a non-memcached peer never sends costs a timeout.
                 raise PollError(E.PROTOCOL, f"unexpected line in a stats reply: {line[:80]!r}")
@@ -671,21 +664,21 @@ class _BinConn:
                                         f"0x{opcode:02x} ({opaque}) was due")
         return status, body[extlen:extlen + keylen], body[extlen + keylen:]
 
-    def replies(self, names: list[str]) -> dict[str, tuple[dict[str, str] | None, str | None]]:
+    def replies(self, names: list[str]) -> dict[str, StatsReply]:
         """One STAT request per section, all at once; the same shape as ``_Conn.replies``."""
         self.send(b"".join(self.request(OP_STAT, _STAT_KEYS[name], opaque=i) for i, name in enumerate(names)))
-        out: dict[str, tuple[dict[str, str] | None, str | None]] = {}
+        out: dict[str, StatsReply] = {}
         for i, name in enumerate(names):
             fields: dict[str, str] = {}
             while True:
                 status, key, value = self.response(OP_STAT, i)
                 if status != ST_OK:
-                    out[name] = (None, _status_text(status, value))
+                    out[name] = _status_text(status, value)
                     if name == "stats":
                         return out  # the poll fails; an unauthenticated -S server has closed already
                     break
                 if not key:  # the empty STAT response ends the section
-                    out[name] = (fields, None)
+                    out[name] = fields
                     break
                 fields[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
         return out
@@ -838,7 +831,7 @@ class MemcachedSource(PersistentConnectionSource):
         unread, so it is closed and the next poll reconnects."""
         view = self.target.prefixes
         assert view is not None
-        if conn.binary:
+        if isinstance(conn, _BinConn):
             return "lru_crawler metadump exists only in the text protocol, which this (-S) server refuses"
         start = time.monotonic()
         guard = self.guard
@@ -903,31 +896,30 @@ class MemcachedSource(PersistentConnectionSource):
             conn = self.conn = self._open_binary(None)
             replies = conn.replies(wanted)
 
-        parsed: dict[str, dict[str, str] | None] = {}
+        parsed: dict[str, dict[str, str]] = {}
         failed: list[str] = []
         for name in wanted:
             if name not in replies:
                 break  # not read: stats failed (below)
-            fields, error = replies[name]
-            if fields is not None:
-                parsed[name] = fields
+            reply = replies[name]
+            if not isinstance(reply, str):
+                parsed[name] = reply
                 if name != "stats":
                     self.sections[name].available = True
                 continue
             if name == "stats":
-                reason = E.AUTH if "unauthenticated" in error.lower() else E.PROTOCOL  # type: ignore[union-attr]
-                raise PollError(reason, f"stats refused: {error[:80]}")  # type: ignore[index]
+                reason = E.AUTH if "unauthenticated" in reply.lower() else E.PROTOCOL
+                raise PollError(reason, f"stats refused: {reply[:80]}")
             failed.append(name)
             cap = self.sections[name]
             if cap.available is not False:
                 log.info("target %s: 'stats %s' is unavailable (%s); skipping it, re-checking hourly",
-                         self.target.name, name, error[:80])  # type: ignore[index]
+                         self.target.name, name, reply[:80])
             cap.available, cap.reprobe_at = False, now + SECTION_REPROBE_SECONDS
-        if "version" not in parsed["stats"] or "curr_items" not in parsed["stats"]:  # type: ignore[operator]
+        if "version" not in parsed["stats"] or "curr_items" not in parsed["stats"]:
             raise PollError(E.PROTOCOL, "stats reply lacks version/curr_items")
         self.guard.remaining()  # past the deadline (a huge reply on a busy CPU): stop, do not map it too
-        sections = Sections(parsed["stats"], parsed.get("settings"), parsed.get("slabs"),  # type: ignore[arg-type]
-                            parsed.get("items"))
+        sections = Sections(parsed["stats"], parsed.get("settings"), parsed.get("slabs"), parsed.get("items"))
         reading = map_sections(sections, self.target, self.history)
         if self.target.prefixes is not None:
             if now >= self.prefix_due:
