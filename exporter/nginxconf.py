@@ -37,7 +37,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 
-from exporter.audit import CRITICAL, INFO, WARNING, Finding, TargetReport, by_severity
+from exporter.audit import CRITICAL, INFO, WARNING, Finding, ReportKind, TargetReport, by_severity
 
 CHECK_ERRORS = "nginx_caches_errors"
 CHECK_NOT_FOUND = "nginx_caches_not_found"
@@ -659,7 +659,7 @@ def audit_report(path: str) -> TargetReport:
     A config that cannot be parsed becomes an error row with reason "config"; the audit then exits 2
     (invalid configuration input, like an invalid --config), not 3 (unreachable target).
     """
-    report = TargetReport(name=f"nginx:{path}", type="nginx", address=path)
+    report = TargetReport(name=f"nginx:{path}", type="nginx", address=path, kind=ReportKind.NGINX_CONFIG)
     try:
         report.findings = check_nginx_config(path)
     except NginxConfigError as exc:
