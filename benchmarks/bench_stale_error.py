@@ -42,7 +42,7 @@ def trial(binary: str, workdir: Path, ttl: int, phase: float, start: float, out:
     workdir.mkdir(parents=True)
     conf = workdir / "nginx.conf"
     conf.write_text(NGINX_CONF.format(dir=workdir, port=port, upstream_port=origin.server_address[1],
-                                      valid=f"proxy_cache_valid any {ttl}s;", always=" always"))
+                                      valid=f"proxy_cache_valid any {ttl}s;"))
     proc = subprocess.Popen([binary, "-p", str(workdir), "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     target = build_config({"targets": [{"name": "edge", "type": "http_cache", "url": f"http://127.0.0.1:{port}/q",

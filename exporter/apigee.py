@@ -21,7 +21,7 @@ import zipfile
 from dataclasses import dataclass, field
 from xml.parsers import expat
 
-from exporter.audit import CRITICAL, INFO, WARNING, Finding, TargetReport, by_severity
+from exporter.audit import CRITICAL, INFO, WARNING, Finding, ReportKind, TargetReport, by_severity
 
 CHECK_ERRORS = "apigee_response_cache_caches_errors"
 CHECK_UNREADABLE = "apigee_policy_unreadable"
@@ -247,7 +247,7 @@ def check_bundle(path: str) -> tuple[list[Finding], list[str]]:
 def audit_report(path: str) -> TargetReport:
     """One ``cache-exporter audit`` row for an Apigee bundle. A bundle that cannot be read at all is an
     error row with reason "config" (exit 2); a policy file that cannot be parsed is a warning finding."""
-    report = TargetReport(name=f"apigee:{path}", type="apigee", address=path)
+    report = TargetReport(name=f"apigee:{path}", type="apigee", address=path, kind=ReportKind.APIGEE_BUNDLE)
     try:
         report.findings, _ = check_bundle(path)
     except BundleError as exc:

@@ -10,6 +10,7 @@ audit`` evaluates them once and exits non-zero for CI/CD. A check whose inputs a
 from __future__ import annotations
 
 import datetime
+import enum
 import os
 import time
 from collections.abc import Callable
@@ -362,8 +363,24 @@ def add_samples(findings: list[Finding], out: Samples) -> None:
 # --- one-shot audit (the CLI) ---------------------------------------------------------
 
 EXIT_OK, EXIT_FINDINGS, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
-STATIC_TYPES = ("nginx", "apigee")  # rows from files read, not targets polled: an error is bad input
 AUDIT_POLLS = 2  # Redis sends CONFIG GET on the poll after a connect
+
+
+class ReportKind(enum.Enum):
+    """What an audit row comes from: a target polled, or a file read (where an error is bad input, exit 2)."""
+
+    TARGET = "target"
+    NGINX_CONFIG = "nginx config"
+    APIGEE_BUNDLE = "Apigee bundle"
+
+    @property
+    def polled(self) -> bool:
+        return self is ReportKind.TARGET
+
+
+# The summary's count of file rows in error, per kind, in this order.
+BROKEN_FILES = {ReportKind.NGINX_CONFIG: "unparsable nginx configs",
+                ReportKind.APIGEE_BUNDLE: "unreadable Apigee bundles"}
 
 
 @dataclass
@@ -375,6 +392,7 @@ class TargetReport:
     reason: str | None = None
     findings: list[Finding] | None = None
     capabilities: dict[str, bool] | None = None  # optional commands probed: False = renamed away or denied
+    kind: ReportKind = ReportKind.TARGET
 
 
 # What a missing optional command costs the audit, for its report.
@@ -420,7 +438,7 @@ def audit_all(targets: tuple[Target, ...], workers: int = 16) -> list[TargetRepo
 
 
 def exit_code(reports: list[TargetReport], fail_on: str) -> int:
-    if any(r.error and r.type in STATIC_TYPES for r in reports):  # a file that cannot be read: a usage error
+    if any(r.error and not r.kind.polled for r in reports):  # a file that cannot be read: a usage error
         return EXIT_CONFIG
     if any(r.error for r in reports):
         return EXIT_UNREACHABLE
@@ -434,7 +452,7 @@ def format_text(reports: list[TargetReport], fail_on: str, code: int) -> str:
     rows = [("TARGET", "SEVERITY", "CHECK", "MESSAGE")]
     for r in reports:
         if r.error:
-            verb = "could not parse" if r.type in STATIC_TYPES else "could not poll"
+            verb = "could not poll" if r.kind.polled else "could not parse"
             rows.append((r.name, "error", r.reason or "", f"{verb} {r.address}: {r.error}"))
         elif not r.findings:
             rows.append((r.name, "ok", "-", "no findings"))
@@ -453,11 +471,11 @@ def format_text(reports: list[TargetReport], fail_on: str, code: int) -> str:
     counts = {s: sum(1 for r in reports for f in r.findings or [] if f.severity == s and not f.acknowledged)
               for s in (CRITICAL, WARNING, INFO)}
     acknowledged = sum(1 for r in reports for f in r.findings or [] if f.acknowledged)
-    unreachable = sum(1 for r in reports if r.error and r.type not in STATIC_TYPES)
-    unparsable = sum(1 for r in reports if r.error and r.type == "nginx")
-    unreadable = sum(1 for r in reports if r.error and r.type == "apigee")
-    broken = f", {unparsable} unparsable nginx configs" if unparsable else ""
-    broken += f", {unreadable} unreadable Apigee bundles" if unreadable else ""
+    unreachable = sum(1 for r in reports if r.error and r.kind.polled)
+    broken = ""
+    for kind, noun in BROKEN_FILES.items():
+        count = sum(1 for r in reports if r.error and r.kind is kind)
+        broken += f", {count} {noun}" if count else ""
     lines.append(f"{len(reports)} targets: {counts[CRITICAL]} critical, {counts[WARNING]} warning, "
                  f"{counts[INFO]} info, {acknowledged} acknowledged, {unreachable} unreachable{broken}; "
                  f"failing on {fail_on}: exit {code}")

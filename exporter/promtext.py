@@ -29,7 +29,6 @@ class Parsed:
 
     samples: dict[str, list[tuple[Labels, float]]] = field(default_factory=lambda: defaultdict(list))
     malformed: int = 0
-    lines: int = 0  # lines in the whole body
 
     def has(self, name: str) -> bool:
         return name in self.samples
@@ -50,7 +49,7 @@ class Parsed:
         return total if seen else None
 
     def first(self, *names: str) -> float | None:
-        """The value of the first of ``names`` that has exactly one unlabelled-or-only sample."""
+        """The first sample's value (whatever its labels) of the first of ``names`` that has any sample."""
         for name in names:
             values = self.samples.get(name)
             if values:
@@ -71,17 +70,16 @@ def _sample_name(line: str) -> str:
     return line[:end]
 
 
-def parse(body: str, families: set[str], prefixes: tuple[str, ...] = ()) -> Parsed:
-    """Parse the samples of ``families`` (and of any family starting with ``prefixes``)."""
+def parse(body: str, families: set[str]) -> Parsed:
+    """Parse the samples of ``families``; raises PollError (too_large) past MAX_KEPT_LINES of them."""
     names = wanted_names(families)
     out = Parsed()
     kept = 0
     for line in body.splitlines():
-        out.lines += 1
         if not line or line[0] == "#":
             continue
         name = _sample_name(line)
-        if name not in names and not (prefixes and name.startswith(prefixes)):
+        if name not in names:
             continue
         kept += 1
         if kept > MAX_KEPT_LINES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -12,7 +13,41 @@ from pathlib import Path
 
 from conftest import free_port, need, stop_process, wait_until
 
-from exporter.demo import NGINX_CONF, nginx_binary
+# nginx in the foreground, one process, every path under ``dir``. ``valid`` is the proxy_cache_valid
+# line under test; ``always`` is " always" or "" (without it, add_header skips error responses).
+NGINX_CONF = """\
+daemon off;
+master_process off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log notice;
+events {{ worker_connections 64; }}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy_temp;
+    fastcgi_temp_path {dir}/fastcgi_temp;
+    uwsgi_temp_path {dir}/uwsgi_temp;
+    scgi_temp_path {dir}/scgi_temp;
+    proxy_cache_path {dir}/cache levels=1:2 keys_zone=api:1m max_size=10m inactive=10m;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream_port};
+            proxy_cache api;
+            {valid}
+            add_header X-Cache-Status $upstream_cache_status{always};
+            # A request with X-Cache-Bypass skips the cache and does not overwrite it.
+            proxy_cache_bypass $http_x_cache_bypass;
+            proxy_no_cache $http_x_cache_bypass;
+        }}
+        location /loop {{ return 302 /loop; }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
 
 
 class Upstream:

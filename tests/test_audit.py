@@ -203,3 +203,25 @@ def test_cli_exit_codes(redis_factory, tmp_path, host_root):
     assert unreachable.returncode == 3 and "could not poll" in unreachable.stdout
     bad = _cli(tmp_path, root, [{"name": "x", "type": "redis", "url": "http://nope"}])
     assert bad.returncode == 2 and "targets[0].url" in bad.stderr
+
+
+def test_a_report_kind_decides_exit_code_verb_and_summary():
+    """A file read in error is bad input (exit 2, "could not parse"), a target polled in error is unreachable
+    (exit 3, "could not poll"); the summary counts file errors per kind, nginx before Apigee."""
+    kind = audit.ReportKind
+    gone = audit.TargetReport("gone", "redis", "redis://127.0.0.1:1", error="connection refused", reason="refused")
+    nginx = audit.TargetReport("nginx:a.conf", "nginx", "a.conf", error="a.conf:2: unexpected end of file",
+                               reason="config", kind=kind.NGINX_CONFIG)
+    fine = audit.TargetReport("nginx:ok.conf", "nginx", "ok.conf", findings=[], kind=kind.NGINX_CONFIG)
+    apigee = audit.TargetReport("apigee:b", "apigee", "b", error="b: no policies", reason="config",
+                                kind=kind.APIGEE_BUNDLE)
+    assert audit.exit_code([gone, fine], "warning") == audit.EXIT_UNREACHABLE
+    assert audit.exit_code([gone, fine, apigee], "warning") == audit.EXIT_CONFIG
+    assert audit.exit_code([fine], "warning") == audit.EXIT_OK
+    lines = audit.format_text([apigee, gone, nginx, fine], "warning", audit.EXIT_CONFIG).splitlines()
+    assert lines[1].split() == ["apigee:b", "error", "config", "could", "not", "parse", "b:", "b:", "no", "policies"]
+    assert lines[2].endswith("could not poll redis://127.0.0.1:1: connection refused")
+    assert lines[3].endswith("could not parse a.conf: a.conf:2: unexpected end of file")
+    assert lines[4].split() == ["nginx:ok.conf", "ok", "-", "no", "findings"]
+    assert lines[-1] == ("4 targets: 0 critical, 0 warning, 0 info, 0 acknowledged, 1 unreachable, "
+                         "1 unparsable nginx configs, 1 unreadable Apigee bundles; failing on warning: exit 2")

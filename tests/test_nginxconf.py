@@ -22,6 +22,7 @@ import pytest
 from conftest import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nginxlib import check_nginx_text, tokenize
 
 from exporter.audit import CRITICAL, INFO, WARNING
 from exporter.nginxconf import (
@@ -32,9 +33,7 @@ from exporter.nginxconf import (
     NginxConfigError,
     audit_report,
     check_nginx_config,
-    check_nginx_text,
     parse_nginx_time,
-    tokenize,
 )
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

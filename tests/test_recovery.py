@@ -65,9 +65,7 @@ from conftest import (
     need,
     redis_target,
 )
-from nginx import Nginx, Upstream
-
-from exporter.demo import nginx_binary
+from nginx import Nginx, Upstream, nginx_binary
 
 NODE_APP = REPO / "tests" / "apps" / "node_heap_app"
 
