@@ -96,9 +96,12 @@ class GridTrigger(BaseTrigger):
 
 
 class Watchdog:
-    """Calls a callback when a watched deadline passes, unless the watch was finished first."""
+    """Calls a callback when a watched deadline passes, unless the watch was finished first.
 
-    def __init__(self) -> None:
+    Deadlines are read on ``clock`` (``time.monotonic``, as the scheduler's deadlines are)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int]] = []
         self._callbacks: dict[int, Callable[[], None]] = {}
@@ -144,9 +147,10 @@ class Watchdog:
                 while not self._stopped:
                     while self._heap and self._heap[0][1] not in self._callbacks:
                         heapq.heappop(self._heap)  # finished in time
-                    if self._heap and self._heap[0][0] <= time.monotonic():
+                    now = self._clock()
+                    if self._heap and self._heap[0][0] <= now:
                         break
-                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                    wait = self._heap[0][0] - now if self._heap else None
                     self._cond.wait(wait)
                 if self._stopped:
                     return
