@@ -3,8 +3,8 @@
 One APScheduler 3.x job per target, ``max_instances=1`` (a target never overlaps itself),
 coalesced, on a fixed grid: every ``interval`` seconds at a phase taken from a hash of the
 target's name. The phases spread a fleet's polls evenly over the interval and stay put across
-restarts and reloads; the interval is exact (APScheduler's own jitter accumulates, one-sided:
-15 s polls came every 15.75 s on average). The first round runs at once, spread over a short
+restarts and reloads; the interval is exact (APScheduler's own jitter accumulates, one-sided,
+so its polls drift late; docs/benchmarks.md, "Design measurements"). The first round runs at once, spread over a short
 start-up window, so /readyz does not wait a whole interval.
 
 Every poll has a deadline (the target's ``timeout``): sources enforce it on their sockets, and
@@ -115,8 +115,8 @@ class Watchdog:
         with self._cond:
             token = next(self._ids)
             self._callbacks[token] = on_expire
-            # Wake the watchdog only when it must wait less than it does now: waking it on every
-            # poll cost ~9 % of the CPU at 300 polls a second.
+            # Wake the watchdog only when it must wait less than it does now: a wake-up per poll
+            # costs CPU in proportion to the poll rate.
             if not self._heap or deadline < self._heap[0][0]:
                 self._cond.notify()
             heapq.heappush(self._heap, (deadline, token))

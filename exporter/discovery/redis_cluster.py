@@ -39,8 +39,8 @@ DEFAULT_PORT = 6379
 MESSAGE_LIMIT = 200  # a server's error text is quoted, never at length
 # What one seed's answer may cost. redis-py reads whatever length a reply declares, for as long as
 # each read comes within the timeout: a hostile or broken seed could stream without end. 10 000
-# nodes is ten times Redis Cluster's recommended maximum; their replies take ~7 MB at most
-# (measured on Redis 7: SENTINEL MASTERS/REPLICAS ~0.65 KB a node, CLUSTER SHARDS ~0.23 KB).
+# nodes is ten times Redis Cluster's recommended maximum, and their replies fit in the byte cap
+# with room to spare (sizes per node in docs/benchmarks.md, "Design measurements").
 MAX_NODES = 10_000
 MAX_REPLY_BYTES = 16 * 2**20
 DEADLINE_TIMEOUTS = 10  # a seed's whole exchange must end within this many timeouts
