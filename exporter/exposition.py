@@ -296,13 +296,12 @@ class Exposition:
         page-faults its way in on every render (docs/benchmarks.md, "Design measurements").
         """
         with self._lock:
-            if self.store.generation != self._cache_generation or (not compress and self._cache_parts is None):
-                generation, self._cache_parts = self._build()
-                if generation != self._cache_generation:
-                    self._cache_gzip = None
-                self._cache_generation = generation
+            stale = self.store.generation != self._cache_generation
             if not compress:
-                return self._cache_parts  # type: ignore[return-value]  (built just above if None)
+                plain = self._cache_parts
+                return self._rebuild() if stale or plain is None else plain
+            if stale:
+                self._rebuild()
             if self._cache_gzip is None:
                 # Level 1: /metrics bodies are repetitive text and compress well even at the fastest level.
                 z = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: gzip framing
@@ -317,6 +316,15 @@ class Exposition:
                 del parts
                 self._release(size)
             return self._cache_gzip
+
+    def _rebuild(self) -> list[bytes]:
+        """The plain pieces for the store as it is now (the lock held); the gzip ones go with an
+        older store."""
+        generation, parts = self._build()
+        if generation != self._cache_generation:
+            self._cache_gzip = None
+        self._cache_parts, self._cache_generation = parts, generation
+        return parts
 
     def _release(self, size: int) -> None:
         """Hand the memory a large body was built in back to the kernel (glibc's ``malloc_trim``).
