@@ -40,7 +40,7 @@ MESSAGE_LIMIT = 200  # a server's error text is quoted, never at length
 # What one seed's answer may cost. redis-py reads whatever length a reply declares, for as long as
 # each read comes within the timeout: a hostile or broken seed could stream without end. 10 000
 # nodes is ten times Redis Cluster's recommended maximum, and their replies fit in the byte cap
-# with room to spare (sizes per node in docs/benchmarks.md, "Design measurements").
+# with room to spare (sizes per node in docs/discovery-redis.md).
 MAX_NODES = 10_000
 MAX_REPLY_BYTES = 16 * 2**20
 DEADLINE_TIMEOUTS = 10  # a seed's whole exchange must end within this many timeouts
