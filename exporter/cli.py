@@ -202,8 +202,8 @@ def limit_malloc_arenas() -> None:
     """Cap glibc malloc arenas at 2, unless MALLOC_ARENA_MAX is set.
 
     Every poll and HTTP thread may get its own arena, and each keeps the multi-MB /metrics
-    buffers it once freed: measured at 1000 targets, RSS went 247 -> 521 MiB after scrapes
-    on ~30 connections, and stayed at 245 MiB with two arenas. Best effort: not glibc, no-op.
+    buffers it once freed, so RSS grows with the number of threads that ever built a body
+    (docs/benchmarks.md, "Design measurements"). Best effort: not glibc, no-op.
     """
     if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
         return

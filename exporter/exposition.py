@@ -95,7 +95,7 @@ def _value_text(value: float) -> str:
 
 # Rendered own labels (``k="v",...``) by their pairs, shared by every target: the same pairs
 # (db, cmd, slab class, ...) recur from poll to poll and across targets, and escaping and joining
-# them was most of a poll's rendering CPU (profiled). Cleared when full, so labels that keep
+# them is most of a poll's rendering CPU (docs/benchmarks.md). Cleared when full, so labels that keep
 # changing (client names, keys) cannot grow it without bound; the GIL keeps get/set/clear safe.
 _LABELS_CACHE: dict[LabelPairs, str] = {}
 _LABELS_CACHE_MAX = 20_000  # at worst a few MiB: label pairs are mostly shared between targets
@@ -285,46 +285,54 @@ class Exposition:
                     header = self._headers[spec.name] = _header(spec)
                 parts.append(header)
                 parts.extend(chunks)
-        # ~1 MiB batches, built once per store change: no 100 MB buffer (page faults)
-        # and no per-scrape loop over hundreds of thousands of chunks.
+        # Batches, built once per store change: no body-sized buffer (page faults on every
+        # render) and no per-scrape loop over hundreds of thousands of chunks.
         return generation, batches(parts)
 
     def _store_part(self, compress: bool) -> list[bytes]:
-        """The stored targets' part as ~1 MiB pieces.
+        """The stored targets' part as ~1 MiB pieces, each encoding cached until the store changes.
 
-        Not one buffer: at 1000 memcached targets with slab series the body is ~100 MB, and a
-        fresh buffer that size costs ~26k page faults per render.
+        Not one buffer: at a thousand targets the body is tens of MB, and a fresh buffer that size
+        page-faults its way in on every render (docs/benchmarks.md, "Design measurements").
         """
         with self._lock:
-            if self.store.generation != self._cache_generation or (not compress and self._cache_parts is None):
-                generation, self._cache_parts = self._build()
-                if generation != self._cache_generation:
-                    self._cache_gzip = None
-                self._cache_generation = generation
+            stale = self.store.generation != self._cache_generation
             if not compress:
-                return self._cache_parts  # type: ignore[return-value]  (built just above if None)
+                plain = self._cache_parts
+                return self._rebuild() if stale or plain is None else plain
+            if stale:
+                self._rebuild()
             if self._cache_gzip is None:
-                # Level 1: /metrics bodies compress ~20x even at the fastest level.
+                # Level 1: /metrics bodies are repetitive text and compress well even at the fastest level.
                 z = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: gzip framing
                 parts = self._cache_parts if self._cache_parts is not None else self._build()[1]
                 size = sum(len(batch) for batch in parts)
                 self._cache_gzip = [z.compress(batch) for batch in parts]
                 self._cache_gzip.append(z.flush())
-                # Prometheus asks for gzip: the plain pieces (the body's full size, 21 MiB at
-                # 1000 Redis targets) are not kept beside the compressed ones; a plain request
-                # rebuilds them (profiled: they were the largest block held between scrapes).
+                # Prometheus asks for gzip: the plain pieces (the body's full size, the largest
+                # block held between scrapes) are not kept beside the compressed ones; a plain
+                # request rebuilds them.
                 self._cache_parts = None
                 del parts
                 self._release(size)
             return self._cache_gzip
 
+    def _rebuild(self) -> list[bytes]:
+        """The plain pieces for the store as it is now (the lock held); the gzip ones go with an
+        older store."""
+        generation, parts = self._build()
+        if generation != self._cache_generation:
+            self._cache_gzip = None
+        self._cache_parts, self._cache_generation = parts, generation
+        return parts
+
     def _release(self, size: int) -> None:
         """Hand the memory a large body was built in back to the kernel (glibc's ``malloc_trim``).
 
-        Profiled at 1000 Redis targets: after a scrape, RSS stays ~25-35 MiB above what is in use
-        (the freed body pieces and the poll threads' transient buffers sit in malloc's free
-        lists); ``malloc_trim`` returns them in ~2 ms. At most once per ``TRIM_EVERY`` seconds,
-        and only for bodies of ``TRIM_ABOVE`` bytes or more."""
+        After a scrape the freed body pieces and the poll threads' transient buffers sit in
+        malloc's free lists, counted in RSS; ``malloc_trim`` returns them for a few ms of CPU
+        (docs/benchmarks.md). At most once per ``TRIM_EVERY`` seconds, and only for bodies of
+        ``TRIM_ABOVE`` bytes or more."""
         now = time.monotonic()
         if _malloc_trim is None or size < TRIM_ABOVE or now - self._trimmed_at < TRIM_EVERY:
             return
@@ -344,8 +352,8 @@ class Exposition:
     def cached_body_parts(self, compress: bool = False) -> list[bytes] | None:
         """``body_parts`` when the stored targets' part for this encoding is already built for the
         store's current generation, else None; never waits for the lock (the event loop calls
-        this). The process-wide tail is still rendered here: it is small (~0.2 ms) and its
-        values change on every scrape."""
+        this). The process-wide tail is still rendered here: it is a few series, and its values
+        change on every scrape."""
         started = time.perf_counter()
         if not self._lock.acquire(blocking=False):
             return None

@@ -313,7 +313,7 @@ class Server:
 
     def _fast(self, request: Request, peer: str) -> Response | None:
         """The fast handler's answer, or None for the pool. The handoff to a worker thread and back
-        costs more than building a cached /metrics body (profiled: ~1.3 of 1.6 ms per scrape)."""
+        costs more than building a cached /metrics body (docs/benchmarks.md, "Design measurements")."""
         if self.fast_handler is None:
             return None
         try:

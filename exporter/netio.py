@@ -1,4 +1,4 @@
-"""Connection plumbing shared by TCP sources: per-poll deadlines and byte budgets, TLS.
+"""Connection plumbing shared by the TCP sources and discovery: per-poll deadlines and byte budgets, TLS.
 
 Client libraries apply their socket timeout to each ``recv``; a server that trickles one
 byte per second, or streams an endless bulk reply, would hold a poll (and memory) forever.
@@ -134,7 +134,7 @@ class GuardedSocket:
 
 def open_stream(guard: Guard, address: str | tuple[str, int], tls_context: ssl.SSLContext | None = None,
                 server_name: str | None = None) -> GuardedSocket:
-    """The one way a source connects: a unix socket path or a ``(host, port)``, within the
+    """The one way a source or a discovery connects: a unix socket path or a ``(host, port)``, within the
     guard's deadline, closed again on any failure; TCP gets TCP_NODELAY (a poll is a small
     request waiting for its reply, which Nagle would hold back) and, given a context, TLS
     verified for ``server_name`` or the host.

@@ -3,8 +3,8 @@
 One APScheduler 3.x job per target, ``max_instances=1`` (a target never overlaps itself),
 coalesced, on a fixed grid: every ``interval`` seconds at a phase taken from a hash of the
 target's name. The phases spread a fleet's polls evenly over the interval and stay put across
-restarts and reloads; the interval is exact (APScheduler's own jitter accumulates, one-sided:
-15 s polls came every 15.75 s on average). The first round runs at once, spread over a short
+restarts and reloads; the interval is exact (APScheduler's own jitter accumulates, one-sided,
+so its polls drift late; docs/benchmarks.md, "Design measurements"). The first round runs at once, spread over a short
 start-up window, so /readyz does not wait a whole interval.
 
 Every poll has a deadline (the target's ``timeout``): sources enforce it on their sockets, and
@@ -96,9 +96,12 @@ class GridTrigger(BaseTrigger):
 
 
 class Watchdog:
-    """Calls a callback when a watched deadline passes, unless the watch was finished first."""
+    """Calls a callback when a watched deadline passes, unless the watch was finished first.
 
-    def __init__(self) -> None:
+    Deadlines are read on ``clock`` (``time.monotonic``, as the scheduler's deadlines are)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int]] = []
         self._callbacks: dict[int, Callable[[], None]] = {}
@@ -112,8 +115,8 @@ class Watchdog:
         with self._cond:
             token = next(self._ids)
             self._callbacks[token] = on_expire
-            # Wake the watchdog only when it must wait less than it does now: waking it on every
-            # poll cost ~9 % of the CPU at 300 polls a second.
+            # Wake the watchdog only when it must wait less than it does now: a wake-up per poll
+            # costs CPU in proportion to the poll rate.
             if not self._heap or deadline < self._heap[0][0]:
                 self._cond.notify()
             heapq.heappush(self._heap, (deadline, token))
@@ -144,9 +147,10 @@ class Watchdog:
                 while not self._stopped:
                     while self._heap and self._heap[0][1] not in self._callbacks:
                         heapq.heappop(self._heap)  # finished in time
-                    if self._heap and self._heap[0][0] <= time.monotonic():
+                    now = self._clock()
+                    if self._heap and self._heap[0][0] <= now:
                         break
-                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                    wait = self._heap[0][0] - now if self._heap else None
                     self._cond.wait(wait)
                 if self._stopped:
                     return

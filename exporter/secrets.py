@@ -31,10 +31,7 @@ import os
 import re
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from exporter.targets import Credentials
+from typing import Protocol
 
 MAX_SECRET_FILE_SIZE = 64 * 1024
 MIN_SECRET_LENGTH = 3  # scrubbing 1-2 char strings would mangle ordinary text
@@ -139,7 +136,18 @@ def _walk(value: object, sub: Callable[[str, str], str], keep: frozenset[str] = 
     return sub(_REDACTED, value) if isinstance(value, str) else value
 
 
-def read_password(creds: Credentials) -> str | None:
+class SecretRef(Protocol):
+    """Where a secret lives (``targets.Credentials`` is one): this module needs no more of a target,
+    so it imports nothing of the package and ``targets`` can import it."""
+
+    @property
+    def password_env(self) -> str | None: ...
+
+    @property
+    def password_file(self) -> str | None: ...
+
+
+def read_password(creds: SecretRef) -> str | None:
     """Return the password from ``password_env`` or ``password_file``, or None if none is configured."""
     if creds.password_env:
         value = os.environ.get(creds.password_env)

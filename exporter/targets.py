@@ -10,6 +10,8 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter import secrets
+
 DEFAULT_INTERVAL = 15.0
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_FORECAST_WINDOW = 3600.0
@@ -42,9 +44,7 @@ class Credentials:
 
     def password(self) -> str | None:
         """Read the password now (env var or file); raises ``SecretUnavailable`` if it is missing."""
-        from exporter.secrets import read_password
-
-        return read_password(self)
+        return secrets.read_password(self)
 
 
 @dataclass(frozen=True)

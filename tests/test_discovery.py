@@ -159,6 +159,19 @@ def test_elasticache_reply_parsing():
         elasticache_parse(reply[:-12] + b"END\r\n", "cfg:11211")
 
 
+def test_elasticache_connection_failures_are_worded_as_a_polls():
+    """Discovery connects through netio.open_stream, the sources' opener: its failures get the
+    poll's reasons, and the deadline covers the whole exchange."""
+    with pytest.raises(DiscoveryError, match=r"^127\.0\.0\.1:\d+: config get cluster failed: connection refused$"):
+        elasticache_discover("127.0.0.1", free_port(), timeout=2)
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (the backlog) and never answers
+    try:
+        with pytest.raises(DiscoveryError, match=r"config get cluster failed: timed out$"):
+            elasticache_discover("127.0.0.1", silent.getsockname()[1], timeout=0.2)
+    finally:
+        silent.close()
+
+
 def test_a_failing_refresh_keeps_the_last_good_list(tmp_path):
     sd = tmp_path / "sd.json"
     sd.write_text(json.dumps([{"targets": ["10.0.0.1:11211"]}]))

@@ -7,11 +7,12 @@ empty fleet.
 
 from __future__ import annotations
 
-import socket
 import ssl
 import time
 
-from exporter.discovery.base import DiscoveryError, Found
+from exporter import errors as E
+from exporter.discovery.base import DiscoveryError, Found, failure
+from exporter.netio import Guard, GuardedSocket, open_stream
 
 MAX_REPLY = 1 * 2**20
 
@@ -21,33 +22,31 @@ def discover(host: str, port: int, timeout: float, tls: ssl.SSLContext | None = 
     """One Found per node of the cluster (key ``host:port``; address ``ip:port`` when the
     endpoint gives an IP, as the nodes' names may not resolve from here)."""
     endpoint = f"{host}:{port}"
-    deadline = time.monotonic() + timeout
+    guard = Guard(MAX_REPLY)
+    guard.arm(time.monotonic() + timeout)
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            sock = tls.wrap_socket(raw, server_hostname=server_name or host) if tls is not None else raw
+        sock = open_stream(guard, (host, port), tls, server_name)
+        try:
             sock.sendall(b"config get cluster\r\n")
-            reply = _read_reply(sock, deadline)
-    except (OSError, ssl.SSLError) as exc:
-        raise DiscoveryError(f"{endpoint}: config get cluster failed: {exc.strerror or exc}"
-                             if isinstance(exc, OSError) and exc.strerror else
-                             f"{endpoint}: config get cluster failed: {type(exc).__name__}") from None
+            reply = _read_reply(sock)
+        finally:
+            sock.close()
+    except OSError as exc:
+        if guard.tripped == E.TOO_LARGE:
+            raise DiscoveryError(f"{endpoint}: reply to config get cluster larger than 1 MiB") from None
+        raise DiscoveryError(f"{endpoint}: config get cluster failed: {failure(exc, guard)}") from None
     return parse(reply, endpoint)
 
 
-def _read_reply(sock: socket.socket, deadline: float) -> bytes:
+def _read_reply(sock: GuardedSocket) -> bytes:
+    """Up to the reply's end; the guard bounds the wait (its deadline) and the size (MAX_REPLY)."""
     buf = b""
     while not (buf.endswith(b"END\r\n") or buf.endswith(b"ERROR\r\n") or
                (buf.startswith((b"CLIENT_ERROR", b"SERVER_ERROR")) and buf.endswith(b"\r\n"))):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("timed out")
-        sock.settimeout(left)
         chunk = sock.recv(65536)
         if not chunk:
             break
         buf += chunk
-        if len(buf) > MAX_REPLY:
-            raise DiscoveryError("reply to config get cluster larger than 1 MiB")
     return buf
 
 

@@ -18,7 +18,6 @@ seed, or a bare ``host:port`` seed with a ``tls`` block, is reached over TLS wit
 
 from __future__ import annotations
 
-import socket
 import ssl
 import time
 from collections.abc import Iterator
@@ -31,16 +30,17 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from exporter import errors as E
 from exporter.discovery.base import DiscoveryError, Found
-from exporter.netio import client_tls_context
+from exporter.netio import Guard, GuardedSocket, client_tls_context, open_stream
 from exporter.targets import TLSConfig
 
 DEFAULT_PORT = 6379
 MESSAGE_LIMIT = 200  # a server's error text is quoted, never at length
 # What one seed's answer may cost. redis-py reads whatever length a reply declares, for as long as
 # each read comes within the timeout: a hostile or broken seed could stream without end. 10 000
-# nodes is ten times Redis Cluster's recommended maximum; their replies take ~7 MB at most
-# (measured on Redis 7: SENTINEL MASTERS/REPLICAS ~0.65 KB a node, CLUSTER SHARDS ~0.23 KB).
+# nodes is ten times Redis Cluster's recommended maximum, and their replies fit in the byte cap
+# with room to spare (sizes per node in docs/discovery-redis.md).
 MAX_NODES = 10_000
 MAX_REPLY_BYTES = 16 * 2**20
 DEADLINE_TIMEOUTS = 10  # a seed's whole exchange must end within this many timeouts
@@ -88,60 +88,35 @@ def parse_seed(url: str, tls: TLSConfig | None, default_port: int = DEFAULT_PORT
     return Seed(host, port, use_tls)
 
 
-class TooCostly(Exception):
-    """A seed's answer went past MAX_REPLY_BYTES or its deadline (raised from inside redis-py's read,
-    so it is none of the errors redis-py wraps)."""
-
-
-class _Capped:
-    """A socket whose reads stop after ``limit`` bytes in all, or once ``deadline`` (monotonic) has
-    passed: what bounds one seed's answer, whatever length its replies declare."""
-
-    def __init__(self, sock: socket.socket, limit: int, deadline: float) -> None:
-        self._sock, self._left, self._deadline = sock, limit, deadline
-
-    def _spend(self, n: int) -> int:
-        self._left -= n
-        if self._left < 0:
-            raise TooCostly(f"the answer is larger than {MAX_REPLY_BYTES // 2**20} MiB")
-        return n
-
-    def _check_time(self) -> None:
-        if time.monotonic() > self._deadline:
-            raise TooCostly(f"no complete answer within {DEADLINE_TIMEOUTS} timeouts")
-
-    def recv(self, size: int, *flags: int) -> bytes:
-        self._check_time()
-        data: bytes = self._sock.recv(size, *flags)
-        if not (flags and flags[0] & socket.MSG_PEEK):  # a peek does not consume
-            self._spend(len(data))
-        return data
-
-    def recv_into(self, buffer: Any, *args: int) -> int:
-        self._check_time()
-        return self._spend(self._sock.recv_into(buffer, *args))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
 class _Connection(redis.Connection):
-    """redis-py's connection with our own TLS context (the one the poller uses), so discovery and
-    polling trust exactly the same certificates; its reads are capped (``_Capped``)."""
+    """redis-py's connection opened by ``netio.open_stream``, the poller's own opener: the same TLS
+    context (discovery and polling trust exactly the same certificates) and a ``Guard`` that caps
+    the whole answer of a seed at ``MAX_REPLY_BYTES`` and its ``deadline``, whatever length its
+    replies declare; the connect itself gets one ``socket_connect_timeout``."""
 
     tls_context: ssl.SSLContext | None = None
     server_name: str | None = None
-    budget: tuple[int, float] = (MAX_REPLY_BYTES, float("inf"))
+    deadline: float = float("inf")
 
-    def _connect(self):  # type: ignore[no-untyped-def]
-        sock = super()._connect()
-        if self.tls_context is not None:
-            try:
-                sock = self.tls_context.wrap_socket(sock, server_hostname=self.server_name or self.host)
-            except BaseException:
-                sock.close()
-                raise
-        return _Capped(sock, *self.budget)
+    def _connect(self) -> GuardedSocket:
+        self.guard = Guard(MAX_REPLY_BYTES)
+        connect_timeout = self.socket_connect_timeout
+        self.guard.arm(self.deadline if connect_timeout is None
+                       else min(self.deadline, time.monotonic() + connect_timeout))
+        sock = open_stream(self.guard, (self.host, self.port), self.tls_context, self.server_name)
+        self.guard.deadline = self.deadline
+        sock.settimeout(self.socket_timeout)  # each read too, within the deadline
+        return sock
+
+
+def _too_costly(conn: redis.Connection) -> str | None:
+    """What a seed's answer overran, if the connection's guard stopped it."""
+    if getattr(getattr(conn, "guard", None), "tripped", None) == E.TOO_LARGE:
+        return f"the answer is larger than {MAX_REPLY_BYTES // 2**20} MiB"
+    # Past the deadline by the time the error arrives: the last read was cut to what was left of it.
+    if time.monotonic() >= getattr(conn, "deadline", float("inf")):
+        return f"no complete answer within {DEADLINE_TIMEOUTS} timeouts"
+    return None
 
 
 def describe(exc: BaseException, password: str | None) -> str:
@@ -173,6 +148,8 @@ def connect(seed: Seed, *, username: str | None, password: str | None, tls: TLSC
 
     deadline = time.monotonic() + DEADLINE_TIMEOUTS * timeout
 
+    opened: list[_Connection] = []
+
     def attempt(user: str | None, secret: str | None) -> redis.Connection:
         conn = _Connection(host=seed.host, port=seed.port, username=user, password=secret,
                            socket_timeout=timeout, socket_connect_timeout=timeout,
@@ -180,7 +157,8 @@ def connect(seed: Seed, *, username: str | None, password: str | None, tls: TLSC
                            driver_info=None)
         conn.tls_context = context
         conn.server_name = tls.server_name if tls else None
-        conn.budget = (MAX_REPLY_BYTES, deadline)
+        conn.deadline = deadline
+        opened.append(conn)
         conn.connect()
         return conn
 
@@ -193,8 +171,9 @@ def connect(seed: Seed, *, username: str | None, password: str | None, tls: TLSC
             conn = attempt(None, None)
     except redis.exceptions.AuthenticationError as exc:
         raise DiscoveryError(f"{seed}: authentication failed: {describe(exc, password)}") from None
-    except (redis.exceptions.RedisError, OSError, UnicodeError, TooCostly) as exc:
-        raise DiscoveryError(f"{seed}: {describe(exc, password)}") from None
+    except (redis.exceptions.RedisError, OSError, UnicodeError) as exc:
+        overrun = _too_costly(opened[-1]) if opened else None
+        raise DiscoveryError(f"{seed}: {overrun or describe(exc, password)}") from None
     try:
         yield conn
     finally:
@@ -212,8 +191,8 @@ def command(conn: redis.Connection, seed: Seed, password: str | None, *args: str
         return conn.read_response()
     except redis.exceptions.ResponseError:
         raise
-    except (redis.exceptions.RedisError, OSError, UnicodeError, ValueError, TooCostly) as exc:
-        raise DiscoveryError(f"{seed}: {' '.join(args[:2])}: {describe(exc, password)}") from None
+    except (redis.exceptions.RedisError, OSError, UnicodeError, ValueError) as exc:
+        raise DiscoveryError(f"{seed}: {' '.join(args[:2])}: {_too_costly(conn) or describe(exc, password)}") from None
 
 
 class Malformed(Exception):

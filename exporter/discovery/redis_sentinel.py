@@ -47,12 +47,14 @@ def discover(seed_urls: list[str], *, master_name: str | None, username: str | N
 
     def ask(seed: Seed) -> list[Found]:
         with connect(seed, username=username, password=password, tls=tls, timeout=timeout) as conn:
+            primaries: list[object]
             if master_name is not None:
                 primaries = [_ask_sentinel(conn, seed, password, "MASTER", master_name)]
             else:
-                primaries = _ask_sentinel(conn, seed, password, "MASTERS")
-                if not isinstance(primaries, list):
+                masters = _ask_sentinel(conn, seed, password, "MASTERS")
+                if not isinstance(masters, list):
                     raise DiscoveryError(f"{seed}: malformed SENTINEL reply: expected a list of masters")
+                primaries = masters
                 if not primaries:
                     raise DiscoveryError(f"{seed}: the sentinel monitors no master")
                 if len(primaries) > MAX_NODES:

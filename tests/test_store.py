@@ -1,0 +1,69 @@
+"""SnapshotStore on its own: what a scrape is built from must follow every put and remove at once."""
+
+from __future__ import annotations
+
+from exporter.exposition import label_prefix, render_chunks
+from exporter.snapshot import Samples, Snapshot
+from exporter.store import SnapshotStore
+
+
+def put(store: SnapshotStore, target: str, values: dict[str, float], ok: bool = True) -> Snapshot:
+    samples = Samples()
+    for family, value in values.items():
+        samples.add(family, value)
+    snapshot = Snapshot(target, "redis", ok, 0.0, samples)
+    store.put(target, snapshot, render_chunks(samples, label_prefix(target, ())))
+    return snapshot
+
+
+def texts(store: SnapshotStore) -> dict[str, list[str]]:
+    _, by_family = store.family_chunks()
+    return {family: sorted(chunk.decode() for chunk in chunks) for family, chunks in by_family.items()}
+
+
+def test_a_new_snapshot_replaces_the_old_one_family_by_family() -> None:
+    store = SnapshotStore()
+    put(store, "a", {"cache_up": 1, "redis_connected_clients": 5})
+    put(store, "b", {"cache_up": 1, "redis_connected_clients": 7})
+    # a is down now: its stale redis_* series must go, b's stay
+    down = put(store, "a", {"cache_up": 0}, ok=False)
+    assert texts(store) == {
+        "cache_up": ['cache_up{target="a"} 0.0\n', 'cache_up{target="b"} 1.0\n'],
+        "redis_connected_clients": ['redis_connected_clients{target="b"} 7.0\n'],
+    }
+    assert store.snapshot("a") is down
+    # the last target with a family loses it: the family is gone, not left empty (no bare header)
+    put(store, "b", {"cache_up": 0}, ok=False)
+    assert set(texts(store)) == {"cache_up"}
+
+
+def test_a_removed_target_is_gone_at_once() -> None:
+    store = SnapshotStore()
+    put(store, "a", {"cache_up": 1, "redis_connected_clients": 5})
+    kept = put(store, "b", {"cache_up": 1})
+    store.remove("a")
+    assert texts(store) == {"cache_up": ['cache_up{target="b"} 1.0\n']}
+    assert store.snapshot("a") is None
+    assert store.snapshots() == {"b": kept}
+    store.remove("never-there")  # harmless
+    assert store.snapshots() == {"b": kept}
+
+
+def test_every_write_changes_the_generation_and_views_are_copies() -> None:
+    """Exposition caches its body per generation: a write that kept it would serve stale text."""
+    store = SnapshotStore()
+    generations = [store.generation]
+    put(store, "a", {"cache_up": 1})
+    generations.append(store.generation)
+    view_generation, view = store.family_chunks()
+    assert view_generation == store.generation
+    put(store, "a", {"cache_up": 0}, ok=False)
+    generations.append(store.generation)
+    store.remove("a")
+    generations.append(store.generation)
+    assert len(set(generations)) == len(generations)
+    # what was handed out before is not changed under the reader
+    assert view == {"cache_up": [b'cache_up{target="a"} 1.0\n']}
+    snapshots = store.snapshots()
+    put(store, "c", {"cache_up": 1})
+    assert snapshots == {}
