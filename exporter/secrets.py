@@ -31,7 +31,7 @@ import os
 import re
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, overload
 
 if TYPE_CHECKING:
     from exporter.targets import Credentials
@@ -108,6 +108,10 @@ def redact(text: str) -> str:
     return text if pattern is None else _sub(pattern, text)
 
 
+@overload
+def redact_values(payload: list[dict[str, Any]], keep: frozenset[str] = ...) -> list[dict[str, Any]]: ...
+@overload
+def redact_values(payload: object, keep: frozenset[str] = ...) -> object: ...
 def redact_values(payload: object, keep: frozenset[str] = OPERATOR_FIELDS) -> object:
     """A copy of a JSON-able ``payload`` with every string value redacted.
 

@@ -48,16 +48,17 @@ def discover(seed_urls: list[str], *, master_name: str | None, username: str | N
     def ask(seed: Seed) -> list[Found]:
         with connect(seed, username=username, password=password, tls=tls, timeout=timeout) as conn:
             if master_name is not None:
-                primaries = [_ask_sentinel(conn, seed, password, "MASTER", master_name)]
+                primaries: list[object] = [_ask_sentinel(conn, seed, password, "MASTER", master_name)]
             else:
-                primaries = _ask_sentinel(conn, seed, password, "MASTERS")
-                if not isinstance(primaries, list):
+                masters = _ask_sentinel(conn, seed, password, "MASTERS")
+                if not isinstance(masters, list):
                     raise DiscoveryError(f"{seed}: malformed SENTINEL reply: expected a list of masters")
-                if not primaries:
+                if not masters:
                     raise DiscoveryError(f"{seed}: the sentinel monitors no master")
-                if len(primaries) > MAX_NODES:
-                    raise DiscoveryError(f"{seed}: the sentinel lists {len(primaries)} masters, more than "
+                if len(masters) > MAX_NODES:
+                    raise DiscoveryError(f"{seed}: the sentinel lists {len(masters)} masters, more than "
                                          f"{MAX_NODES}")
+                primaries = masters
             groups = []
             subcommand = "REPLICAS"
             for primary in primaries:
