@@ -187,7 +187,7 @@ def _tls_context(tls: dict[str, Any], base: str, problems: list[tuple[str, str]]
     if bad_curves:
         problems.append((f"{where}.curve_preferences", f"unknown: {', '.join(map(str, bad_curves))} "
                                                        f"(expected {', '.join(_CURVES)})"))
-    if len(problems) > before or cert is None or key is None:  # both files are given when no problem is
+    if len(problems) > before or cert is None or key is None:  # without a problem both files are given
         return None, ()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = versions.get("min_version", ssl.TLSVersion.TLSv1_2)
