@@ -71,8 +71,10 @@ test:
 test-fast: $(VENV)/.stamp-test
 	$(PY) -m pytest -q -m "not servers and not slow"
 
+# ruff, then the type check of the package (files and settings: [tool.mypy] in pyproject.toml).
 lint: $(VENV)/.stamp-lint
 	$(VENV)/bin/ruff check exporter tests benchmarks alerts dashboards helm tools
+	$(VENV)/bin/mypy
 
 bench:
 	@$(call ensure_system,$(DEMO_SYSTEM))

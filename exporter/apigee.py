@@ -19,6 +19,7 @@ import os
 import stat
 import zipfile
 from dataclasses import dataclass, field
+from typing import NoReturn
 from xml.parsers import expat
 
 from exporter.audit import CRITICAL, INFO, WARNING, Finding, ReportKind, TargetReport, by_severity
@@ -60,7 +61,7 @@ def parse_xml(data: bytes, name: str) -> Element:
     stack: list[Element] = []
     roots: list[Element] = []
 
-    def refuse(*_: object) -> None:
+    def refuse(*_: object) -> NoReturn:
         raise ValueError(f"{name}:{parser.CurrentLineNumber}: a DOCTYPE or entity declaration is not accepted "
                          "in a policy file")
 
@@ -135,9 +136,9 @@ def _read_bundle(path: str) -> tuple[dict[str, bytes], list[str]]:
         for info in archive.infolist():
             # Zips exported from Apigee hold apiproxy/... at the top; some tools add one directory.
             name = info.filename.replace("\\", "/")
-            top = next((t for t in wanted if t in name), None)
-            rel = name[name.index(top):] if top is not None else ""
-            if top is None or info.is_dir() or not rel.endswith(".xml") or "/" in rel[len(top):]:
+            found = next((t for t in wanted if t in name), None)
+            rel = name[name.index(found):] if found is not None else ""
+            if found is None or info.is_dir() or not rel.endswith(".xml") or "/" in rel[len(found):]:
                 continue
             if len(files) >= MAX_FILES:
                 raise BundleError(f"{path}: more than {MAX_FILES} policy and flow files")

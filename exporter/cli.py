@@ -21,12 +21,20 @@ SUBCOMMANDS = ("run", "check-config", "audit", "demo")
 DEMO_DURATION = 180.0
 
 
+def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
+    """The record's traceback, if it has one (another handler may have rendered it already)."""
+    if record.exc_text:
+        return record.exc_text
+    return formatter.formatException(record.exc_info) if record.exc_info else None
+
+
 class _LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         msg = record.getMessage()
-        if record.exc_text or record.exc_info:
-            msg += "\n" + (record.exc_text or self.formatException(record.exc_info))  # type: ignore[arg-type]
+        exc = _exception_text(self, record)
+        if exc is not None:
+            msg += "\n" + exc
         return f'ts={ts}Z level={record.levelname.lower()} logger={record.name} msg={json.dumps(msg)}'
 
 
@@ -38,8 +46,9 @@ class _JSONFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        if record.exc_text or record.exc_info:
-            payload["exc"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
+        exc = _exception_text(self, record)
+        if exc is not None:
+            payload["exc"] = exc
         return json.dumps(payload)
 
 

@@ -584,7 +584,7 @@ def run_demo(duration: float, listen: str) -> int:
     base = None
     try:
         ports = {}
-        targets = []
+        targets: list[dict[str, object]] = []
         for name, args, extra in SERVERS:
             port = _free_port()
             procs.append(_start_server(binary, workdir, port, args))
@@ -656,7 +656,7 @@ def run_demo(duration: float, listen: str) -> int:
         deadline = None if duration <= 0 else start + duration
         watch = AlertWatch(rules)
         story = _Countdown(start, filler)
-        names = [t["name"] for t in targets]
+        names = [t.name for t in config.targets]
         next_table = start + 2.5
         while True:
             now = time.monotonic()

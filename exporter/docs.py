@@ -66,7 +66,7 @@ def metrics_reference() -> str:
     # as a daemon running with both exports them.
     exposition.watch_http(SimpleNamespace(connections=0, evicted=0, refused=0),
                           SimpleNamespace(auth_failures=0, reload_failures=0))
-    exposition.watch_state(SimpleNamespace(last_save=0.0, failures=0), lambda: 0)  # type: ignore[arg-type]
+    exposition.watch_state(SimpleNamespace(last_save=0.0, failures=0), lambda: 0)
     for family in exposition.registry.collect():
         if family.name.startswith("cache_exporter_"):
             labels = sorted({k for s in family.samples for k in s.labels if k != "quantile"})

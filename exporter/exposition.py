@@ -27,7 +27,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -44,7 +44,6 @@ from prometheus_client.utils import floatToGoString
 
 from exporter import __version__, catalog
 from exporter.snapshot import LabelPairs, Sample
-from exporter.state import StateFile
 from exporter.store import SnapshotStore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -145,10 +144,20 @@ def _header(spec: catalog.MetricSpec) -> bytes:
     return f"# HELP {spec.name} {_escape_help(spec.help)}\n# TYPE {spec.name} {spec.type}\n".encode()
 
 
+class StateHealth(Protocol):
+    """What the state-file collector reads: a ``state.StateFile``."""
+
+    @property
+    def last_save(self) -> float | None: ...  # Unix time of the last successful save
+
+    @property
+    def failures(self) -> int: ...
+
+
 class _StateCollector:
     """The forecast state file's health, read at scrape time."""
 
-    def __init__(self, state_file: StateFile, restored: Callable[[], int]) -> None:
+    def __init__(self, state_file: StateHealth, restored: Callable[[], int]) -> None:
         self.state_file = state_file
         self.restored = restored
 
@@ -269,7 +278,7 @@ class Exposition:
         """Export each discovery template's errors, target count and last success."""
         self.registry.register(_DiscoveryCollector(runner))
 
-    def watch_state(self, state_file: StateFile, restored: Callable[[], int]) -> None:
+    def watch_state(self, state_file: StateHealth, restored: Callable[[], int]) -> None:
         """Export the state file's health: when it was last written, failed writes, targets restored."""
         self.registry.register(_StateCollector(state_file, restored))
 

@@ -97,7 +97,7 @@ class _Ring:
         self.times = array("d", [NAN]) * n
         self.peaks = array("d", [NAN]) * n
         self.last: int | None = None  # the newest bucket index
-        self._closed: tuple[int, array, array, float] | None = None  # see view()
+        self._closed: tuple[int, array[float], array[float], float] | None = None  # see view()
 
     def observe(self, t: float, value: float) -> None:
         index = int(t // self.width)
@@ -141,8 +141,8 @@ class _Ring:
                                       for i in range(1, len(values) - 1)) if len(values) > 2 else 0.0
             self._closed = (last, array("d", [t for t, _ in closed]), array("d", values), noise)
         # Kept as arrays (8 bytes a value), scanned as lists (faster to slice and compare).
-        _, times, values, noise = self._closed
-        times_list, values_list = times.tolist(), values.tolist()
+        _, closed_times, closed_values, noise = self._closed
+        times_list, values_list = closed_times.tolist(), closed_values.tolist()
         slot = last % self.n
         if self.peaks[slot] == self.peaks[slot]:
             times_list.append(self.times[slot])
@@ -155,6 +155,11 @@ class PeakHistory:
 
     def __init__(self, window: float) -> None:
         self.window = window
+        self._reset()
+
+    def _reset(self) -> None:
+        """An empty history for ``self.window``."""
+        window = self.window
         self.rings = [_Ring(window * w, n) for w, n in RINGS]
         # Each window with the index of the finest ring that covers it.
         self.windows = [(window * w, next((i for i, r in enumerate(self.rings) if r.width * r.n >= window * w),
@@ -180,7 +185,7 @@ class PeakHistory:
     def restore(self, points: list[tuple[float, float]], now: float) -> int:
         """Take back saved peaks (times on this process's clock); those older than the longest
         ring, or not before ``now``, are dropped. Returns how many were kept."""
-        self.__init__(self.window)  # type: ignore[misc]
+        self._reset()
         horizon = now - self.rings[-1].width * self.rings[-1].n
         kept = 0
         for t, v in sorted(points):
@@ -209,22 +214,26 @@ class PeakHistory:
         Recomputed at most once per half of the finest bucket (15 s at the default window, every
         poll at the default interval): between, the last estimate counts down, so polls every
         second cost what polls every 15 s do."""
-        if self.latest is None or self.first is None:
+        latest, first = self.latest, self.first
+        if latest is None or first is None:
             return None
-        now = self.latest[0]
+        now, current = latest
         cached = self._last_estimate
         if (cached is not None and cached[1:3] == (limit, evicts_when_full)
-                and 0 <= now - cached[0] < self.rings[0].width / 2 and self.latest[1] < (limit or math.inf)):
+                and 0 <= now - cached[0] < self.rings[0].width / 2 and current < (limit or math.inf)):
             est = cached[3]
             if est is None or est.seconds_until_full in (None, 0.0, math.inf):
                 return est
             return Estimate(est.growth, max(0.0, est.seconds_until_full - (now - cached[0])), est.basis)
-        est = self._estimate(now, limit, evicts_when_full)
+        est = self._estimate(now, current, first, limit, evicts_when_full)
         self._last_estimate = (now, limit, evicts_when_full, est)
         return est
 
-    def _estimate(self, now: float, limit: float | None, evicts_when_full: bool) -> Estimate | None:
-        seen = now - self.first
+    def _estimate(self, now: float, current: float, first: float, limit: float | None,
+                  evicts_when_full: bool) -> Estimate | None:
+        """The estimate at ``now``, the time of the latest observation (``current`` its value);
+        ``first`` is when the kept history begins."""
+        seen = now - first
         rings = [ring.view() for ring in self.rings]
         trends = []
         for w, ring in self.windows:
@@ -237,14 +246,14 @@ class PeakHistory:
         if not trends:  # too little history, or (just after it) a part with no poll yet
             if self._growth is None:
                 return None
-            trends = [_Trend(self._growth, False, self.latest[1], 0.0)]
+            trends = [_Trend(self._growth, False, current, 0.0)]
         base = next((t for t in trends if t.span >= self.window * MIN_SPAN_FRACTION), trends[-1])
         self._growth = base.rate
         if limit is None:
             return Estimate(base.rate, None)
         if evicts_when_full:
             return Estimate(base.rate, math.inf)
-        if max(trends[0].current, self.latest[1]) >= limit:
+        if max(trends[0].current, current) >= limit:
             return Estimate(base.rate, 0.0)
         lookback = now - CYCLE_LOOKBACK * self.window
 
@@ -274,13 +283,14 @@ class PeakHistory:
                 if left <= EVIDENCE_FACTOR * trend.span:
                     best = (left, trend)
                     break
-        if best is None and (nearest is None or self._held is None):
+        chosen = best or nearest
+        if chosen is None or (best is None and self._held is None):
             self._held = None
             return Estimate(base.rate, math.inf, basis)
         # Once a countdown is given it lasts while the growth does (a noisy fill may fall short of
         # the evidence rule now and then), and it counts down: a newer estimate raises it only
         # when more than 1/HOLD higher, so noise does not swing it across an alert's threshold.
-        left, trend = best or nearest  # type: ignore[misc]
+        left, trend = chosen
         left = max(0.0, left)
         if self._held is not None:
             then, held = self._held

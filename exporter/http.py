@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from exporter import __version__, statuspage
 from exporter.exposition import CONTENT_TYPE
@@ -61,7 +62,7 @@ class Endpoints:
     """Routes a request to what the daemon offers; owns authentication and the lifecycle gate."""
 
     metrics: Callable[[bool], list[bytes]]  # compress? -> body parts
-    targets: Callable[[], object]
+    targets: Callable[[], list[dict[str, Any]]]  # the /targets records
     ready: Callable[[], bool]
     reload: Callable[[], tuple[bool, str]]
     lifecycle: bool = False
@@ -127,7 +128,7 @@ class Endpoints:
 
     def _status_page(self, _: Request) -> Response:
         # The /targets records, redacted the same way: the page shows nothing /targets would not.
-        page = statuspage.render(redact_values(self.targets()), __version__)  # type: ignore[arg-type]
+        page = statuspage.render(redact_values(self.targets()), __version__)
         return Response(200, [page.encode("utf-8")],
                         [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")])
 

@@ -115,12 +115,12 @@ class _Conn:
 
     def __init__(self, task: asyncio.Task[None] | None) -> None:
         self.task = task
-        self.transport: asyncio.BaseTransport | None = None  # once the TLS handshake (if any) is done
+        self.transport: asyncio.Transport | None = None  # once the TLS handshake (if any) is done
         self.busy = False  # a request is being handled or its response written: never evicted
 
     def abort(self) -> None:
         if self.transport is not None:
-            self.transport.abort()  # type: ignore[attr-defined]
+            self.transport.abort()
         elif self.task is not None:
             # Still inside connect_accepted_socket: asyncio owns the socket and has callbacks queued on
             # its fd, so closing the socket here would hand them a dead (or reused) descriptor.

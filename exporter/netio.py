@@ -12,10 +12,13 @@ import io
 import socket
 import ssl
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.errors import PROTOCOL, RESET, TIMEOUT, TLS, TOO_LARGE, PollError, chain
 from exporter.targets import TLSConfig
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 
 class Guard:
@@ -101,15 +104,16 @@ class GuardedSocket:
         self._bound()
         return self._sock.send(data, flags)
 
-    def makefile(self, mode: str = "r", buffering: int | None = None, **_: Any) -> Any:
+    def makefile(self, mode: str = "r", buffering: int | None = None, **_: object) -> io.BufferedReader:
         """A buffered reader whose reads go through this proxy (and so through the guard).
 
         ``http.client`` reads responses via ``sock.makefile("rb")``; delegating to the real
-        socket's makefile would bypass the deadline and the byte budget.
+        socket's makefile would bypass the deadline and the byte budget. Writes go through
+        ``sendall``, never through a file.
         """
         if "w" in mode:
-            return self._sock.makefile(mode, buffering or -1)
-        raw = socket.SocketIO(self, "rb")  # type: ignore[arg-type]
+            raise io.UnsupportedOperation(f"GuardedSocket.makefile({mode!r}): only reading is guarded")
+        raw = _GuardedReader(self)
         self._io_refs += 1
         return io.BufferedReader(raw, buffering if buffering and buffering > 0 else io.DEFAULT_BUFFER_SIZE)
 
@@ -239,6 +243,37 @@ def classify_http_error(exc: BaseException) -> str | None:
     return None
 
 
+class _GuardedReader(io.RawIOBase):
+    """``socket.SocketIO`` for a ``GuardedSocket``: reads via its ``recv_into``; closing the
+    last reader of a closed socket closes the descriptor."""
+
+    def __init__(self, sock: GuardedSocket) -> None:
+        super().__init__()
+        self._sock = sock
+        self._timed_out = False
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        # As SocketIO: after a timeout the buffered reader's state is unknown; no further reads.
+        if self._timed_out:
+            raise OSError("cannot read from timed out object")
+        try:
+            return self._sock.recv_into(buffer)
+        except TimeoutError:
+            self._timed_out = True
+            raise
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            self._sock._decref_socketios()
+
+
 DRAIN_SECONDS = 0.5  # how long a small body may take to arrive before the connection is closed instead
 
 
@@ -262,16 +297,17 @@ class GuardedHTTPConnection:
                 # for the answer, and the real one left in the read buffer. Skip every interim
                 # response but 101 (RFC 9110 15.2); 100 is left to http.client.
                 while True:
+                    # typeshed leaves out http.client's private hook overridden here.
                     version, status, reason = super()._read_status()  # type: ignore[misc]
                     if not 100 < status < 200 or status == 101:
                         return version, status, reason
-                    http.client.parse_headers(self.fp)  # type: ignore[arg-type]
+                    http.client.parse_headers(self.fp)
 
         class _Conn(http.client.HTTPConnection):
             response_class = _Response
 
             def connect(self) -> None:  # noqa: D401 - http.client hook
-                self.sock = open_stream(outer.guard, (self.host, self.port), tls_context,  # type: ignore[assignment]
+                self.sock = open_stream(outer.guard, (self.host, self.port), tls_context,
                                         server_name or host)
                 outer.connects += 1
 
@@ -281,7 +317,8 @@ class GuardedHTTPConnection:
 
     @property
     def sock(self) -> GuardedSocket | None:
-        return self.conn.sock  # type: ignore[return-value]
+        sock = self.conn.sock  # http.client declares a plain socket; connect() above set ours
+        return sock if isinstance(sock, GuardedSocket) else None
 
     def get(self, path: str, headers: dict[str, str], limit: int) -> tuple[int, dict[str, str], bytes]:
         """GET ``path``; returns (status, lower-cased headers, body), the body gunzipped and bounded."""

@@ -31,7 +31,7 @@ import os
 import re
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol, overload
 
 MAX_SECRET_FILE_SIZE = 64 * 1024
 MIN_SECRET_LENGTH = 3  # scrubbing 1-2 char strings would mangle ordinary text
@@ -105,6 +105,10 @@ def redact(text: str) -> str:
     return text if pattern is None else _sub(pattern, text)
 
 
+@overload
+def redact_values(payload: list[dict[str, Any]], keep: frozenset[str] = ...) -> list[dict[str, Any]]: ...
+@overload
+def redact_values(payload: object, keep: frozenset[str] = ...) -> object: ...
 def redact_values(payload: object, keep: frozenset[str] = OPERATOR_FIELDS) -> object:
     """A copy of a JSON-able ``payload`` with every string value redacted.
 

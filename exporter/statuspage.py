@@ -157,7 +157,7 @@ def _memory(memory: Mapping[str, Any]) -> str:
 
 def _policy(memory: Mapping[str, Any]) -> str:
     evicts, policy = memory.get("evicts_when_full"), memory.get("eviction_policy")
-    text = {True: "evicts", False: "rejects writes"}.get(evicts, "—")
+    text = "evicts" if evicts is True else "rejects writes" if evicts is False else "—"
     return _e(text) + (f' <span class="muted">({_e(policy)})</span>' if policy else "")
 
 

@@ -140,9 +140,9 @@ def parse(path: str) -> WebConfig:
 def _tls_context(tls: dict[str, Any], base: str, problems: list[tuple[str, str]]) -> tuple[ssl.SSLContext | None,
                                                                                          tuple[str, ...]]:
     where = "tls_server_config"
-    for key in tls:
-        if key not in _TLS_KEYS:
-            problems.append((f"{where}.{key}", "unknown key"))
+    for given in tls:
+        if given not in _TLS_KEYS:
+            problems.append((f"{where}.{given}", "unknown key"))
     before = len(problems)
 
     def file(key: str) -> str | None:
@@ -187,9 +187,8 @@ def _tls_context(tls: dict[str, Any], base: str, problems: list[tuple[str, str]]
     if bad_curves:
         problems.append((f"{where}.curve_preferences", f"unknown: {', '.join(map(str, bad_curves))} "
                                                        f"(expected {', '.join(_CURVES)})"))
-    if len(problems) > before:
+    if len(problems) > before or cert is None or key is None:  # without a problem both files are given
         return None, ()
-    assert cert is not None and key is not None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = versions.get("min_version", ssl.TLSVersion.TLSv1_2)
     if "max_version" in versions:

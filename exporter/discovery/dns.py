@@ -9,8 +9,13 @@ client (the standard library has no SRV lookup): dnspython, which also serves A/
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING
 
 from exporter.discovery.base import DiscoveryError, Found
+
+if TYPE_CHECKING:  # dnspython is imported when a DNS template is first resolved
+    import dns.resolver
+    from dns.rdata import Rdata
 
 RECORDS = ("A", "AAAA", "SRV")
 
@@ -38,7 +43,7 @@ def discover(names: list[str], record: str, port: int | None, nameserver: tuple[
     return list(found.values())
 
 
-def _resolver(nameserver: tuple[str, int] | None, timeout: float):  # type: ignore[no-untyped-def]
+def _resolver(nameserver: tuple[str, int] | None, timeout: float) -> dns.resolver.Resolver:
     import dns.resolver
 
     resolver = dns.resolver.Resolver(configure=nameserver is None)
@@ -49,7 +54,7 @@ def _resolver(nameserver: tuple[str, int] | None, timeout: float):  # type: igno
     return resolver
 
 
-def _query(name: str, record: str, nameserver: tuple[str, int] | None, timeout: float) -> list:  # type: ignore[type-arg]
+def _query(name: str, record: str, nameserver: tuple[str, int] | None, timeout: float) -> list[Rdata]:
     import dns.exception
     import dns.resolver
 
@@ -66,13 +71,19 @@ def _query(name: str, record: str, nameserver: tuple[str, int] | None, timeout: 
 
 
 def _srv(name: str, nameserver: tuple[str, int] | None, timeout: float) -> list[tuple[str, int]]:
+    from dns.rdtypes.IN.SRV import SRV
+
+    records = [r for r in _query(name, "SRV", nameserver, timeout) if isinstance(r, SRV)]
     # Sorted: the order of an answer changes from query to query; the targets must not.
-    return sorted((str(r.target).rstrip("."), int(r.port)) for r in _query(name, "SRV", nameserver, timeout))
+    return sorted((str(r.target).rstrip("."), int(r.port)) for r in records)
 
 
 def _addresses(name: str, record: str, nameserver: tuple[str, int] | None, timeout: float) -> list[str]:
     if nameserver is not None:
-        return sorted({r.address for r in _query(name, record, nameserver, timeout)})
+        from dns.rdtypes.IN.A import A
+        from dns.rdtypes.IN.AAAA import AAAA
+
+        return sorted({r.address for r in _query(name, record, nameserver, timeout) if isinstance(r, (A, AAAA))})
     family = socket.AF_INET if record == "A" else socket.AF_INET6
     try:
         infos = socket.getaddrinfo(name, None, family, socket.SOCK_STREAM)

@@ -298,8 +298,10 @@ def _dedupe(found: list[Found]) -> list[Found]:
 def _has_unknown_address(reply: object) -> bool:
     # Cheap look for a node with an empty ip: a node that has never met another does not know its own.
     # A malformed reply answers False here and is reported by the parser.
+    if not isinstance(reply, list):
+        return False
     try:
-        return any(not text(pairs(node).get("ip", "?")) for shard in reply  # type: ignore[attr-defined]
+        return any(not text(pairs(node).get("ip", "?")) for shard in reply
                    for node in pairs(shard).get("nodes", ()))
     except (Malformed, TypeError, AttributeError):
         return False

@@ -54,12 +54,12 @@ def discover(seed_urls: list[str], *, master_name: str | None, username: str | N
                 masters = _ask_sentinel(conn, seed, password, "MASTERS")
                 if not isinstance(masters, list):
                     raise DiscoveryError(f"{seed}: malformed SENTINEL reply: expected a list of masters")
-                primaries = masters
-                if not primaries:
+                if not masters:
                     raise DiscoveryError(f"{seed}: the sentinel monitors no master")
-                if len(primaries) > MAX_NODES:
-                    raise DiscoveryError(f"{seed}: the sentinel lists {len(primaries)} masters, more than "
+                if len(masters) > MAX_NODES:
+                    raise DiscoveryError(f"{seed}: the sentinel lists {len(masters)} masters, more than "
                                          f"{MAX_NODES}")
+                primaries = masters
             groups = []
             subcommand = "REPLICAS"
             for primary in primaries:

@@ -38,7 +38,7 @@ class TemplateState:
 class DiscoveryRunner:
     """Owns one refresh thread per template; ``targets()`` is every template's last good list."""
 
-    def __init__(self, on_change: Callable[[], None]) -> None:
+    def __init__(self, on_change: Callable[[], object]) -> None:
         self.on_change = on_change
         self._lock = threading.Lock()
         self._states: dict[str, TemplateState] = {}

@@ -9,7 +9,7 @@ from exporter.sources.memcached import MemcachedSource
 from exporter.sources.redis import RedisSource
 from exporter.targets import Target
 
-SOURCES: dict[str, type] = {
+SOURCES: dict[str, type[Source]] = {
     "redis": RedisSource,
     "memcached": MemcachedSource,
     "app": AppSource,

@@ -38,6 +38,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 from urllib.parse import urljoin
 
 import http_sf
@@ -187,20 +188,26 @@ def parse_cache_status(lines: list[str]) -> list[CacheStatusMember] | None:
         parsed = http_sf.parse(", ".join(lines).encode("latin-1"), tltype="list")
     except (http_sf.StructuredFieldError, ValueError, UnicodeEncodeError):
         return None
-    members = []
-    for value, params in parsed:  # type: ignore[misc]
+    members: list[CacheStatusMember] = []
+    if not isinstance(parsed, list):
+        return None
+    for member in parsed:
+        if not isinstance(member, tuple):  # the parser pairs every member with its parameters
+            continue
+        value, params = member
         if not isinstance(value, (str, http_sf.Token)):  # an inner list (or a number) is not a cache
             continue
+        fwd, key, detail = params.get("fwd"), params.get("key"), params.get("detail")
         members.append(CacheStatusMember(
             cache=str(value),
             hit=params.get("hit") is True,
-            fwd=str(params["fwd"]) if isinstance(params.get("fwd"), http_sf.Token) else None,
+            fwd=str(fwd) if isinstance(fwd, http_sf.Token) else None,
             fwd_status=_int_param(params.get("fwd-status")),
             ttl=_int_param(params.get("ttl")),
             stored=params.get("stored") is True,
             collapsed=params.get("collapsed") is True,
-            key=params["key"] if isinstance(params.get("key"), str) else None,
-            detail=str(params["detail"]) if isinstance(params.get("detail"), (str, http_sf.Token)) else None,
+            key=key if isinstance(key, str) else None,
+            detail=str(detail) if isinstance(detail, (str, http_sf.Token)) else None,
         ))
     return members
 
@@ -367,8 +374,8 @@ class Response:
 class HttpCacheSource:
     """Probes one target's URLs each round over persistent connections (one per origin)."""
 
-    store = STORE
-    up_family = UP
+    store: ClassVar[str] = STORE
+    up_family: ClassVar[str] = UP
 
     def __init__(self, target: HttpCacheTarget) -> None:
         self.target = target
