@@ -181,7 +181,7 @@ def _is_local(target: Target) -> bool:
     return False
 
 
-HOST_READ_TTL = 60.0  # host settings change by hand, rarely; reading them every poll cost ~20 % of the CPU
+HOST_READ_TTL = 60.0  # host settings change by hand, rarely, and reading them is not free
 _host_reads: dict[str, tuple[float, str | None]] = {}
 
 

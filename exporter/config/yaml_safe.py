@@ -22,8 +22,8 @@ from exporter.config.checker import ConfigError
 MAX_ALIAS_NODES = 100_000
 MAX_ALIAS_CHARS = 4 * 2**20
 # A config nests 4 levels (targets[0].caches.users.hits). Deeper nesting costs PyYAML's scanner
-# time quadratic in the depth of [ and { (a 6 kB line of "[" took a second) and its composer a
-# Python stack frame per level, so it is refused as it is read.
+# time quadratic in the depth of [ and { and its composer a Python stack frame per level, so it
+# is refused as it is read.
 MAX_NESTING = 64
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _VALUE_TAG = "tag:yaml.org,2002:value"

@@ -17,9 +17,8 @@ Heap figures compare like with like, because that is what the process dies of:
 
 Where the countdown aims: V8 does not always run to its limit. Its "ineffective mark-compacts
 near heap limit" rule aborts once 4 mark-compacts in a row leave the old generation at >= 80 % of
-its limit while the program gets < 40 % of the time; under fast allocation that is where a real
-app died (79-81 %, tests/test_app_node.py), under slow allocation it lived to ~97 %. The
-countdown therefore aims at the *effective limit* (``app_heap_effective_limit_bytes``): 80 % of
+its limit while the program gets < 40 % of the time; under fast allocation that is where an app
+dies, under slow allocation it may live on toward the limit. The countdown therefore aims at the *effective limit* (``app_heap_effective_limit_bytes``): 80 % of
 the old-generation limit for V8, the limit itself for the other runtimes.
 
 A process that restarted (a crash loop: exit 134, restarted by its supervisor) is a new heap:
@@ -58,7 +57,7 @@ log = logging.getLogger(__name__)
 APP = "app"
 # V8's kHighHeapPercentage (src/heap/heap.cc, IsIneffectiveMarkCompact): from this share of the
 # old-generation limit on, 4 mark-compacts in a row with the mutator under 40 % of the time abort
-# the process. It is the earliest point V8 gives up, and where fast allocation died in our runs.
+# the process. It is the earliest point V8 gives up, so a countdown aimed here is never late.
 V8_ABORT_RATIO = 0.8
 V8_LOW_MUTATOR_UTILIZATION = 0.4  # kLowMutatorUtilization: the other half of that rule
 GO_MEMLIMIT_UNSET = 2**62  # GOMEMLIMIT unset reads math.MaxInt64 (~9.2e18); anything this large is "unset"

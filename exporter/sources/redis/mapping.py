@@ -69,7 +69,7 @@ def map_info(info: Info, target: RedisTarget, config: dict[str, str], now: float
         except ValueError:
             malformed += 1
     for kind, key, raw in info.composite:
-        if out.full:  # 100k command names cost a second of CPU to parse only to be dropped
+        if out.full:  # parsing what can no longer be kept would only cost CPU
             out.skipped(kind.families)
             continue
         try:
