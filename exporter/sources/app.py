@@ -18,8 +18,9 @@ Heap figures compare like with like, because that is what the process dies of:
 Where the countdown aims: V8 does not always run to its limit. Its "ineffective mark-compacts
 near heap limit" rule aborts once 4 mark-compacts in a row leave the old generation at >= 80 % of
 its limit while the program gets < 40 % of the time; under fast allocation that is where an app
-dies, under slow allocation it may live on toward the limit. The countdown therefore aims at the *effective limit* (``app_heap_effective_limit_bytes``): 80 % of
-the old-generation limit for V8, the limit itself for the other runtimes.
+dies, under slow allocation it may live on toward the limit. The countdown therefore aims at
+the *effective limit* (``app_heap_effective_limit_bytes``): 80 % of the old-generation limit for
+V8, the limit itself for the other runtimes.
 
 A process that restarted (a crash loop: exit 134, restarted by its supervisor) is a new heap:
 a changed ``process_start_time_seconds`` or a cumulative GC time that went backwards tells the
