@@ -56,6 +56,8 @@ def sample_prefixes(conn: Connection, view: PrefixView, deadline: float) -> Pref
                 finished = not cut
                 break
     except ServerError as exc:  # MEMORY or SCAN renamed away, or denied by ACL
+        if exc.closes_connection:
+            raise  # not about the view: the whole poll failed
         return exc.text.split("\n")[0][:120]
     except (TypeError, ValueError) as exc:
         raise PollError(E.PROTOCOL, f"unexpected reply while sampling prefixes: {exc}") from None
