@@ -61,3 +61,38 @@ def test_targets_uses_secrets_and_secrets_needs_nothing_back(clean_package: None
     secrets, which every module that logs or formats errors imports, needs nothing of the package."""
     assert _alone("exporter.secrets") == {"exporter", "exporter.secrets"}
     assert _alone("exporter.targets") == {"exporter", "exporter.secrets", "exporter.targets"}
+
+
+def _redis_py(name: str) -> bool:
+    return name == "redis" or name.startswith("redis.")
+
+
+def test_a_daemon_without_redis_discovery_never_imports_redis_py(clean_package: None) -> None:
+    """redis-py costs ~10 MiB of RSS to import: `run` (config, daemon, a Redis source with a
+    connection object) must not load it; only cluster/sentinel discovery and the demo do."""
+    saved = {name: module for name, module in sys.modules.items() if _redis_py(name)}
+    for name in saved:
+        del sys.modules[name]
+    try:
+        for name in ("exporter.cli", "exporter.daemon", "exporter.http", "exporter.webconfig", "exporter.sharding"):
+            importlib.import_module(name)
+        from exporter.config import build_config
+        from exporter.netio import Guard
+        from exporter.sources import source_for
+        from exporter.sources.redis import new_connection
+
+        config = build_config({"targets": [
+            {"name": "r", "type": "redis", "url": "redis://127.0.0.1:6379"},
+            {"name": "sd", "type": "redis", "discover": "file_sd", "files": ["sd/*.json"]},
+        ]}, "<test>").config
+        source = source_for(config.targets[0])
+        new_connection(config.targets[0], None, Guard(1024))  # built, never connected
+        assert [n for n in sys.modules if _redis_py(n)] == []
+        # The check can fail: the discovery kind that needs redis-py does load it.
+        importlib.import_module("exporter.discovery.redis_cluster")
+        assert "redis" in sys.modules
+        source.close()
+    finally:
+        for name in [n for n in sys.modules if _redis_py(n)]:
+            del sys.modules[name]
+        sys.modules.update(saved)

@@ -8,8 +8,11 @@ One module per concern, as redis_exporter keeps one file per concern:
 - ``mapping``: a parsed INFO to families, the MemoryView (effective limit, eviction behaviour,
   a managed service's data limit) and the unified ``cache_*`` families.
 - ``fork``: fork risk (the window's copy-on-write peak against the hard limit).
-- ``connection``: redis-py's connection on netio's guarded socket, failure classification, the
-  TLS probe that names a TLS-only port.
+- ``resp``: our RESP2 client (hiredis' C parser on netio's guarded socket): connect, AUTH,
+  SELECT, pipelines, error replies as ``ServerError``. redis-py is not imported here: ~10 MiB
+  of RSS that only cluster/sentinel discovery and the demo pay.
+- ``connection``: the target's connection, failure classification, the TLS probe that names a
+  TLS-only port.
 - ``capabilities``: CONFIG and CLIENT probed, switched off when denied, re-probed hourly.
 - ``prefixes``: the opt-in per-key-prefix view (SCAN + MEMORY USAGE).
 - ``source``: ``RedisSource``, the poll that ties them together.

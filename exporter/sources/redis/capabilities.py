@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import logging
 
-import redis
-
 from exporter.snapshot import Samples
 from exporter.sources.base import Capability
+from exporter.sources.redis.resp import ServerError
 from exporter.sources.redis.tables import CAPABILITY
 
 log = logging.getLogger("exporter.sources.redis")
@@ -29,14 +28,15 @@ class Capabilities:
         return self.by_name[name].wanted(now)
 
     def note(self, name: str, reply: object, now: float) -> bool:
-        """Record whether ``reply`` (a reply, or the ResponseError read instead) shows the
+        """Record whether ``reply`` (a reply, or the ServerError read instead) shows the
         command works; returns that."""
         cap = self.by_name[name]
-        ok = not isinstance(reply, redis.exceptions.ResponseError)
+        ok = not isinstance(reply, ServerError)
         if not ok and cap.available is not False:
             # Once per target: a disabled command is a fact about the server, not an error.
+            text = reply.text if isinstance(reply, ServerError) else str(reply)
             log.info("target %s: %s is unavailable (%s); skipping it, re-checking hourly",
-                     self.target_name, name.upper(), str(reply).split("\n")[0][:120])
+                     self.target_name, name.upper(), text.split("\n")[0][:120])
         cap.available = ok
         if not ok:
             cap.reprobe_at = now + CAPABILITY_REPROBE_SECONDS

@@ -12,18 +12,16 @@ from __future__ import annotations
 import logging
 import time
 
-import redis
-
 from exporter import errors as E
 from exporter.errors import PollError
-from exporter.netio import GuardedSocket
 from exporter.sources.base import PersistentConnectionSource, Reading
 from exporter.sources.redis.capabilities import Capabilities
-from exporter.sources.redis.connection import classify, new_connection, speaks_tls
+from exporter.sources.redis.connection import AUTH_CODES, classify, new_connection, speaks_tls
 from exporter.sources.redis.fork import ForkRisk
 from exporter.sources.redis.info import config_dict, parse_info
 from exporter.sources.redis.mapping import map_info
 from exporter.sources.redis.prefixes import PrefixSamples, sample_prefixes
+from exporter.sources.redis.resp import Connection, ProtocolError, ServerError
 from exporter.sources.redis.tables import REDIS, REDIS_UP
 from exporter.targets import RedisTarget
 
@@ -38,12 +36,12 @@ class RedisSource(PersistentConnectionSource):
 
     store = REDIS
     up_family = REDIS_UP
-    EXPECTED_ERRORS = (OSError, redis.exceptions.RedisError, UnicodeError)
+    EXPECTED_ERRORS = (OSError, ServerError, ProtocolError, UnicodeError)
 
     def __init__(self, target: RedisTarget) -> None:
         super().__init__(target)
         self.target: RedisTarget = target
-        self.conn: redis.connection.AbstractConnection | None = None
+        self.conn: Connection | None = None
         self.fresh_connection = False
         self.answered = False  # the current connection got a reply: the server speaks RESP in the clear
         self.caps = Capabilities(target.name)
@@ -53,17 +51,11 @@ class RedisSource(PersistentConnectionSource):
         self.prefix_samples: PrefixSamples | None = None
         self.prefix_due = 0.0
 
-    def _socket(self) -> GuardedSocket | None:
-        sock = getattr(self.conn, "_sock", None)
-        return sock if isinstance(sock, GuardedSocket) else None
-
     def close(self) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
-            try:
-                conn.disconnect()
-            except Exception:  # closing a broken socket must never fail a reload
-                pass
+            self.answered = conn.answered  # poll() reads it once the failed connection is closed
+            conn.close()
 
     def _connect(self, password: str | None) -> None:
         conn = new_connection(self.target, password, self.guard)
@@ -87,15 +79,12 @@ class RedisSource(PersistentConnectionSource):
         if want_config:
             commands.append(("CONFIG", "GET", "*"))
 
-        conn.send_packed_command(conn.pack_commands(commands))
-        replies: list[object] = []
-        for _ in commands:
-            try:
-                replies.append(conn.read_response())
-            except redis.exceptions.ResponseError as exc:
-                replies.append(exc)
-            self.answered = True
+        replies = conn.execute(commands)
         self.fresh_connection = False
+        for reply in replies:
+            # Not a missing capability: the connection may not run anything (AUTH needed, or lost).
+            if isinstance(reply, ServerError) and reply.code in ("NOAUTH", "WRONGPASS"):
+                raise reply
 
         by_name = dict(zip((c[0] for c in commands), replies, strict=True))
         if "CLIENT" in by_name:
@@ -107,10 +96,9 @@ class RedisSource(PersistentConnectionSource):
                 self.config_fetched_at = now
 
         info_reply = by_name["INFO"]
-        if isinstance(info_reply, redis.exceptions.ResponseError):
-            text = str(info_reply)
-            reason = E.AUTH if text.split(" ", 1)[0].upper() in ("NOAUTH", "WRONGPASS", "NOPERM") else E.ERROR
-            raise PollError(reason, f"INFO refused: {text}")
+        if isinstance(info_reply, ServerError):
+            reason = E.AUTH if info_reply.code in AUTH_CODES else E.ERROR
+            raise PollError(reason, f"INFO refused: {info_reply.text}")
         if not isinstance(info_reply, (bytes, str)):
             raise PollError(E.PROTOCOL, f"INFO returned {type(info_reply).__name__}, expected a bulk string")
         text = info_reply.decode("utf-8", "replace") if isinstance(info_reply, bytes) else info_reply
