@@ -46,6 +46,9 @@ from exporter.targets import Target
 
 log = logging.getLogger(__name__)
 
+# The samples of a stored snapshot once rendered: empty, never added to.
+RENDERED = Samples()
+
 MAX_POLL_THREADS = 2048  # the pool's bound never exceeds this, whatever the targets ask for
 POOL_MARGIN = 1.25  # head room over the threads that every target timing out at once would hold
 FIRST_ROUND_MIN = 1.0  # seconds: the first polls are spread over at least this ...
@@ -463,7 +466,15 @@ class Scheduler:
             return
         rendered = rt.rendered
         if rendered is None or rendered[0] is not snapshot:
+            if snapshot.samples is RENDERED:
+                # Rendered once and since replaced by a newer snapshot (a skipped poll raced the
+                # next poll's publish): that one is published, with the stats of this moment.
+                return
             rendered = rt.rendered = (snapshot, render_chunks(snapshot.samples, rt.prefix))
+            # The chunks are all a scrape reads; the Sample objects behind them would hold a
+            # second copy of every series per target for the life of the snapshot (~12 MiB at
+            # 1000 Redis targets, docs/benchmarks.md). /targets reads details and memory only.
+            snapshot.samples = RENDERED
         with rt.lock:
             chunks = published_chunks(rendered[1], rt.stats, rt.prefix)
         with self._lock:
