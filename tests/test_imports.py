@@ -61,3 +61,19 @@ def test_targets_uses_secrets_and_secrets_needs_nothing_back(clean_package: None
     secrets, which every module that logs or formats errors imports, needs nothing of the package."""
     assert _alone("exporter.secrets") == {"exporter", "exporter.secrets"}
     assert _alone("exporter.targets") == {"exporter", "exporter.secrets", "exporter.targets"}
+
+
+def test_run_loads_a_source_or_feature_only_when_used(clean_package: None) -> None:
+    """What `cache-exporter run` imports before it reads a config: no source module (each comes
+    with its first target of that type), no DNS discovery, web config, status page, demo or
+    audit-only tooling. Each is MiBs of resident memory a plain config does not use."""
+    loaded = _alone("exporter.cli") | _alone("exporter.daemon")
+    lazy = {"exporter.sources.redis", "exporter.sources.memcached", "exporter.sources.app",
+            "exporter.sources.http_cache", "exporter.discovery.dns", "exporter.webconfig", "exporter.statuspage",
+            "exporter.demo", "exporter.apigee", "exporter.nginxconf", "exporter.promtext"}
+    assert not loaded & lazy
+    import exporter.sources
+
+    assert exporter.sources.SOURCES["memcached"].__name__ == "MemcachedSource"
+    assert "exporter.sources.memcached" in sys.modules and "exporter.sources.http_cache" not in sys.modules
+    assert exporter.sources.RedisSource is exporter.sources.SOURCES["redis"]
