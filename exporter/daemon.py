@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.config import BUILTIN, ConfigError, LoadResult, load_config
 from exporter.discovery.runner import DiscoveryRunner
@@ -18,7 +18,9 @@ from exporter.sharding import Shard
 from exporter.state import StateFile, save_interval
 from exporter.store import SnapshotStore
 from exporter.targets import Config, Target
-from exporter.webconfig import WebConfigFile
+
+if TYPE_CHECKING:
+    from exporter.webconfig import WebConfigFile  # built by the command line when a web config is given
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,17 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from exporter import __version__, statuspage
+from exporter import __version__
 from exporter.exposition import CONTENT_TYPE
 from exporter.httpserver import Limits, Request, Response, Server
 from exporter.secrets import redact, redact_values
-from exporter.webconfig import WebConfigFile
+
+if TYPE_CHECKING:
+    # Imported by whoever builds one (the command line with --web.config.file): without a web
+    # config the process needs neither it nor bcrypt.
+    from exporter.webconfig import WebConfigFile
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +131,8 @@ class Endpoints:
             return _text(500, "internal error\n")
 
     def _status_page(self, _: Request) -> Response:
+        from exporter import statuspage  # only when someone opens the page
+
         # The /targets records, redacted the same way: the page shows nothing /targets would not.
         page = statuspage.render(redact_values(self.targets()), __version__)
         return Response(200, [page.encode("utf-8")],

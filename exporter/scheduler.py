@@ -46,6 +46,9 @@ from exporter.targets import Target
 
 log = logging.getLogger(__name__)
 
+# The samples of a stored snapshot once rendered: empty, never added to.
+RENDERED = Samples()
+
 MAX_POLL_THREADS = 2048  # the pool's bound never exceeds this, whatever the targets ask for
 POOL_MARGIN = 1.25  # head room over the threads that every target timing out at once would hold
 FIRST_ROUND_MIN = 1.0  # seconds: the first polls are spread over at least this ...
@@ -205,7 +208,9 @@ def published_chunks(snapshot_chunks: dict[str, bytes], stats: PollStats, prefix
     the only part a skipped poll changes) each time."""
     samples = Samples()
     stats.samples(samples)
-    return {**snapshot_chunks, **render_chunks(samples, prefix)}  # disjoint families: cache_exporter_* vs the rest
+    # Disjoint families (cache_exporter_* vs the rest), the snapshot's first: the scheduler takes
+    # them back from the front of this dict when a skipped poll republishes the statistics.
+    return {**snapshot_chunks, **render_chunks(samples, prefix)}
 
 
 class TargetRuntime:
@@ -221,7 +226,8 @@ class TargetRuntime:
         self.last_error: PollError | None = None  # the current outage's latest error; None while up
         self.forecaster = Forecaster(target.forecast_window)
         self.findings: set[tuple[str, str, bool]] = set()  # (check, severity, acknowledged)
-        self.rendered: tuple[Snapshot, dict[str, bytes]] | None = None  # the last snapshot, rendered
+        # The last snapshot, its published chunks and how many of them (the first ones) are the snapshot's.
+        self.rendered: tuple[Snapshot, dict[str, bytes], int] | None = None
 
 
 class Scheduler:
@@ -463,9 +469,22 @@ class Scheduler:
             return
         rendered = rt.rendered
         if rendered is None or rendered[0] is not snapshot:
-            rendered = rt.rendered = (snapshot, render_chunks(snapshot.samples, rt.prefix))
+            if snapshot.samples is RENDERED:
+                # Rendered once and since replaced by a newer snapshot (a skipped poll raced the
+                # next poll's publish): that one is published, with the stats of this moment.
+                return
+            snapshot_chunks = render_chunks(snapshot.samples, rt.prefix)
+            # The chunks are all a scrape reads; the Sample objects behind them would hold a
+            # second copy of every series per target for the life of the snapshot (~12 MiB at
+            # 1000 Redis targets, docs/benchmarks.md). /targets reads details and memory only.
+            snapshot.samples = RENDERED
+        else:
+            # The snapshot's chunks are the first ones of what was published (see published_chunks):
+            # kept once, in the published dict, rather than in a second dict per target.
+            snapshot_chunks = dict(itertools.islice(rendered[1].items(), rendered[2]))
         with rt.lock:
-            chunks = published_chunks(rendered[1], rt.stats, rt.prefix)
+            chunks = published_chunks(snapshot_chunks, rt.stats, rt.prefix)
+        rt.rendered = (snapshot, chunks, len(snapshot_chunks))
         with self._lock:
             # A poll that finishes after its target was removed or replaced must not resurrect it.
             if self.runtimes.get(rt.target.name) is not rt:

@@ -96,3 +96,19 @@ def test_a_daemon_without_redis_discovery_never_imports_redis_py(clean_package: 
         for name in [n for n in sys.modules if _redis_py(n)]:
             del sys.modules[name]
         sys.modules.update(saved)
+
+
+def test_run_loads_a_source_or_feature_only_when_used(clean_package: None) -> None:
+    """What `cache-exporter run` imports before it reads a config: no source module (each comes
+    with its first target of that type), no DNS discovery, web config, status page, demo or
+    audit-only tooling. Each is MiBs of resident memory a plain config does not use."""
+    loaded = _alone("exporter.cli") | _alone("exporter.daemon")
+    lazy = {"exporter.sources.redis", "exporter.sources.memcached", "exporter.sources.app",
+            "exporter.sources.http_cache", "exporter.discovery.dns", "exporter.webconfig", "exporter.statuspage",
+            "exporter.demo", "exporter.apigee", "exporter.nginxconf", "exporter.promtext"}
+    assert not loaded & lazy
+    import exporter.sources
+
+    assert exporter.sources.SOURCES["memcached"].__name__ == "MemcachedSource"
+    assert "exporter.sources.memcached" in sys.modules and "exporter.sources.http_cache" not in sys.modules
+    assert exporter.sources.RedisSource is exporter.sources.SOURCES["redis"]

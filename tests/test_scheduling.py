@@ -236,3 +236,37 @@ def test_poll_error_reasons_are_not_a_reconnect_wait():
             src.poll(time.monotonic() + 1)
         assert err.value.reason == "refused"
         assert "waiting" not in str(err.value)
+
+
+def test_a_skipped_poll_republishes_the_stats_beside_the_last_snapshot() -> None:
+    """A stored snapshot keeps its rendered text only (its samples are dropped once rendered);
+    a skipped poll must still republish that text unchanged with the new skip count, and a
+    snapshot a newer one replaced must not be published again over it."""
+    store = SnapshotStore()
+    s = Scheduler(store)  # never started: the test makes the polls' outcomes itself
+    try:
+        rt = s.runtimes["a"] = sched.TargetRuntime(target("a"), _LateSource(target("a")))  # type: ignore[arg-type]
+        samples = Samples()
+        samples.add("redis_connected_clients", 5)
+        s._record(rt, Reading(samples), 0.01)
+        first = store.snapshot("a")
+        assert first is not None and first.samples is sched.RENDERED
+
+        def text() -> str:
+            return b"".join(c for cs in store.family_chunks()[1].values() for c in cs).decode()
+        before = text()
+        assert 'redis_connected_clients{target="a"} 5.0' in before
+        assert 'cache_exporter_polls_skipped_total{target="a"} 0.0' in before
+        rt.stats.skipped += 1
+        s._publish(rt, first)
+        after = text()
+        assert after == before.replace('cache_exporter_polls_skipped_total{target="a"} 0.0',
+                                       'cache_exporter_polls_skipped_total{target="a"} 1.0')
+        samples = Samples()
+        samples.add("redis_connected_clients", 7)
+        s._record(rt, Reading(samples), 0.01)
+        s._publish(rt, first)  # the replaced snapshot: nothing changes
+        assert store.snapshot("a") is not first
+        assert 'redis_connected_clients{target="a"} 7.0' in text()
+    finally:
+        s.shutdown()
