@@ -358,10 +358,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             'cache_resident_memory_seconds_until_full{store="app"} < +Inf',
             'memcached_slab_calcified == 1',
             # An alert per store for the "Firing alerts" panels (scaled `for` 18 s): Redis without a
-            # limit, the calcified memcached, the app's swallowed errors, the stale HTTP error.
+            # limit, the calcified memcached, the stale HTTP error (the app's: its heap countdown).
+            # Not AppCacheBackendFailing: its 3m rate window scaled to 1.8 s holds two 1 s scrapes
+            # only on an idle machine; test_django_redis_state fires it, at a scale whose window holds them.
             'ALERTS{alertstate="firing", alertname="CacheMemoryLimitUnset"}',
             'ALERTS{alertstate="firing", alertname="MemcachedSlabCalcification"}',
-            'ALERTS{alertstate="firing", alertname="AppCacheBackendFailing"}',
+            'ALERTS{alertstate="firing", alertname="AppHeapExhaustionPredicted"}',
             'ALERTS{alertstate="firing", alertname="CacheHTTPStaleErrorAfterRecovery"}',
         ]
         # Each condition must have been seen, not all in the same instant: a 3 s rate window or an

@@ -342,7 +342,8 @@ class ConfigEndpoint:
         self.version = 1
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
     def _serve(self) -> None:
         while True:
@@ -365,7 +366,17 @@ class ConfigEndpoint:
                 conn.sendall(b"CONFIG cluster 0 %d\r\n%s\r\nEND\r\n" % (len(body), body))
 
     def close(self) -> None:
+        # A socket closed under a thread blocked in accept() stays listening in the kernel (the
+        # call holds it), and its descriptor number is free for the next socket the process opens:
+        # a later test's server once had its connections answered "ERROR" by this fake. shutdown()
+        # wakes the accept, the thread ends, and only then is the socket closed.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.thread.join(5)
         self.sock.close()
+        assert not self.thread.is_alive(), "the fake ElastiCache endpoint's thread outlived close()"
 
 
 def test_elasticache_discovery_finds_real_memcached_nodes(memcached_factory, exporter_factory):
