@@ -7,7 +7,8 @@ bench_vs_redis_exporter's 800/200 fleet) serve ONE config file with N distinct t
 exporter processes read it, each with its own ``--shard i --total-shards M`` and port, so each
 polls the targets whose name hashes to it (exporter/sharding.py).
 
-Once every shard has polled each of its targets once (``/targets``, bounded wait), a window
+Once every shard has polled each of its targets once (``/targets``, bounded wait) and 1.5
+intervals have passed (the second poll of a target waits for its grid point), a window
 (``--seconds``) is measured per shard, with no scrape inside it: RSS and threads (/proc), CPU %
 of one core (utime + stime from /proc/PID/stat over the window), polls done vs scheduled
 (``cache_exporter_polls_total``; scheduled = owned targets x window / interval), skipped polls
@@ -106,11 +107,13 @@ def main() -> int:
         mc_servers = [stack.enter_context(MemcachedServer(["-c", str(share + FD_MARGIN)])) for share in mc_share]
         targets: list[dict[str, object]] = []
         for s, share in zip(redis_servers, redis_share, strict=True):
-            targets += [{"name": f"redis-{len(targets):05d}", "type": "redis", "url": f"redis://127.0.0.1:{s.port}"}
-                        for _ in range(share)]
-        for s, share in zip(mc_servers, mc_share, strict=True):
-            targets += [{"name": f"memcached-{len(targets):05d}", "type": "memcached",
-                         "address": f"127.0.0.1:{s.port}"} for _ in range(share)]
+            for _ in range(share):
+                targets.append({"name": f"redis-{len(targets):05d}", "type": "redis",
+                                "url": f"redis://127.0.0.1:{s.port}"})
+        for mc, share in zip(mc_servers, mc_share, strict=True):
+            for _ in range(share):
+                targets.append({"name": f"memcached-{len(targets):05d}", "type": "memcached",
+                                "address": f"127.0.0.1:{mc.port}"})
         names = [str(t["name"]) for t in targets]
         assert len(set(names)) == len(names)  # a bug of this script, not a measurement
         config = workdir / "fleet.yml"
@@ -164,6 +167,12 @@ def main() -> int:
         wrong_owner = sum(1 for name, i in seen.items() if owner(name, m) != i)
         covered = not missing and not extra and overlap == 0
 
+        # The second poll of a target is its first grid point at least half an interval after
+        # the first round (exporter/scheduler.py), so a window opened right after the first round
+        # would miss up to a quarter of the scheduled polls; from here on every target is on its grid.
+        settle = t_start + 1.5 * args.interval + 2 - time.monotonic()
+        if settle > 0:
+            time.sleep(settle)
         # The window: no scrape inside it; /metrics read just before and just after.
         before = [ours_polls(p) for p in shards]
         cpu0 = [cpu_seconds(p.pid) for p in shards]
