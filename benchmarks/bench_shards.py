@@ -18,7 +18,7 @@ shards' target names equals the config's, no name is on two shards, and each sit
 ``exporter.sharding.owner`` names.
 
 Prints figures; asserts nothing. Loopback only. The default (10 000 targets, 4 shards, 15 s,
-90 s window) takes ~3-5 min; ``--quick`` (200 targets, 2 shards, 30 s window) ~1 min.
+90 s window) takes several minutes; ``--quick`` (200 targets, 2 shards, 30 s window) ~1 min.
 
     .venv/bin/python benchmarks/bench_shards.py [--quick] [--targets N] [--shards M] [--seconds S]
 """
