@@ -144,7 +144,7 @@ def main() -> int:
             return True
 
         try:
-            wait_until(all_polled, timeout=wait_bound, interval=max(1.0, n / 2000),  # /targets is ~1 KiB a target
+            wait_until(all_polled, timeout=wait_bound, interval=max(1.0, n / 2000),  # /targets details every target
                        message=f"every shard: each of its targets polled once (bound {wait_bound:g} s)")
         except RuntimeError as exc:
             print(f"NOT every target polled within {wait_bound:g} s: {exc}")
