@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -29,6 +30,23 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def raise_nofile(needed: int) -> str:
+    """Raise the soft RLIMIT_NOFILE (inherited by every server and exporter started after) to
+    ``needed`` where the hard limit allows; say what it is now, and whether that is too few."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    note = "unchanged"
+    if soft < needed:
+        new = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            note, soft = f"raised from {soft}", new
+        except (ValueError, OSError) as exc:
+            note = f"could not raise from {soft}: {exc}"
+        if soft < needed:
+            note += f"; BELOW the {needed} needed: connections past it will fail"
+    return f"RLIMIT_NOFILE soft {soft} hard {hard} ({note})"
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05,

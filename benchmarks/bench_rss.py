@@ -18,7 +18,6 @@ import gzip
 import http.client
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,19 +26,10 @@ from pathlib import Path
 
 import _common as C
 import yaml
-from _common import REPO, RedisServer, free_port, human_bytes, load_workload, table, wait_until
+from _common import REPO, RedisServer, free_port, human_bytes, load_workload, raise_nofile, table, wait_until
 
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 INTERVAL = "15s"
-
-
-def raise_nofile(needed: int) -> str:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= needed:
-        return f"RLIMIT_NOFILE soft {soft} (enough)"
-    new = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))  # inherited by the children
-    return f"RLIMIT_NOFILE soft raised {soft} -> {new} (hard {hard})"
 
 
 def proc_status(pid: int) -> dict[str, str]:

@@ -29,38 +29,29 @@ import argparse
 import json
 import math
 import os
-import resource
 import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import yaml
-from _common import MemcachedServer, RedisServer, free_port, goal, human_bytes, machine_line, table, wait_until
+from _common import (
+    MemcachedServer,
+    RedisServer,
+    free_port,
+    goal,
+    human_bytes,
+    machine_line,
+    raise_nofile,
+    table,
+    wait_until,
+)
 from bench_vs_redis_exporter import PYTHON, Process, cpu_seconds, ours_polls, status
 
 from exporter.sharding import owner
 
 MEMCACHED_SHARE = 0.2  # bench_vs_redis_exporter's 800 Redis / 200 memcached
 FD_MARGIN = 200  # listening sockets, logs, the measuring connections, a scrape
-
-
-def nofile_for(needed: int) -> tuple[int, int, str]:
-    """Raise the soft RLIMIT_NOFILE (inherited by every server and exporter started after) to
-    ``needed`` where the hard limit allows; (soft, hard, note)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    note = "unchanged"
-    if soft < needed:
-        new = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-            note = f"raised from {soft}"
-            soft = new
-        except (ValueError, OSError) as exc:
-            note = f"could not raise from {soft}: {exc}"
-        if soft < needed:
-            note += f"; BELOW the {needed} needed: connections past it will fail"
-    return soft, hard, note
 
 
 def split(n: int, parts: int) -> list[int]:
@@ -93,12 +84,12 @@ def main() -> int:
 
     # The largest single process: a server holding its share, or a shard owning (about) N/M plus slack.
     needed = max([*redis_share, *mc_share, math.ceil(n / m * 1.2)]) + FD_MARGIN
-    soft, hard, note = nofile_for(needed)
+    nofile = raise_nofile(needed)
 
     print(f"bench_shards: {n} targets ({n_redis} Redis on {n_redis_servers} redis-servers, {n_mc} memcached on "
           f"{n_mc_servers} memcached) across {m} shards, interval {args.interval:g} s, window {window:g} s")
     print(machine_line())
-    print(f"RLIMIT_NOFILE soft {soft} hard {hard} ({note}); largest process needs ~{needed}")
+    print(f"{nofile}; largest process needs ~{needed}")
 
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cache-exporter-bench-shards-")))

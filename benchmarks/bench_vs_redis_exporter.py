@@ -33,7 +33,6 @@ import argparse
 import gzip
 import http.client
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from _common import (
     load_workload,
     machine_line,
     percentile,
+    raise_nofile,
     stop_process,
     table,
     wait_until,
@@ -72,12 +72,6 @@ def status(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM", "Threads"):
             out[key] = int(value.split()[0])
     return out
-
-
-def raise_nofile(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))  # inherited by the children
 
 
 class Process:
