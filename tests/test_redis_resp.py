@@ -34,7 +34,10 @@ class Scripted:
         self.thread.start()
 
     def _serve(self) -> None:
-        conn, _ = self.listener.accept()
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:  # shut down by close() before anyone connected
+            return
         with conn:
             conn.settimeout(5)
             if self.greeting:
@@ -56,8 +59,14 @@ class Scripted:
                 conn.sendall(reply)
 
     def close(self) -> None:
-        self.listener.close()
+        # shutdown() wakes an accept() still waiting (a test that never connected): a socket closed
+        # under it would stay listening and its descriptor number be reused (see test_discovery).
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.thread.join(5)
+        self.listener.close()
 
 
 @pytest.fixture

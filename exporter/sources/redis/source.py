@@ -16,7 +16,7 @@ from exporter import errors as E
 from exporter.errors import PollError
 from exporter.sources.base import PersistentConnectionSource, Reading
 from exporter.sources.redis.capabilities import Capabilities
-from exporter.sources.redis.connection import AUTH_CODES, classify, new_connection, speaks_tls
+from exporter.sources.redis.connection import classify, new_connection, speaks_tls
 from exporter.sources.redis.fork import ForkRisk
 from exporter.sources.redis.info import config_dict, parse_info
 from exporter.sources.redis.mapping import map_info
@@ -97,8 +97,7 @@ class RedisSource(PersistentConnectionSource):
 
         info_reply = by_name["INFO"]
         if isinstance(info_reply, ServerError):
-            reason = E.AUTH if info_reply.code in AUTH_CODES else E.ERROR
-            raise PollError(reason, f"INFO refused: {info_reply.text}")
+            raise info_reply  # classify() words it ("INFO refused: ...") and gives its reason
         if not isinstance(info_reply, (bytes, str)):
             raise PollError(E.PROTOCOL, f"INFO returned {type(info_reply).__name__}, expected a bulk string")
         text = info_reply.decode("utf-8", "replace") if isinstance(info_reply, bytes) else info_reply
