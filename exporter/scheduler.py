@@ -208,8 +208,8 @@ def published_chunks(snapshot_chunks: dict[str, bytes], stats: PollStats, prefix
     the only part a skipped poll changes) each time."""
     samples = Samples()
     stats.samples(samples)
-    # Disjoint families (cache_exporter_* vs the rest), the snapshot's first: the scheduler takes
-    # them back from the front of this dict when a skipped poll republishes the statistics.
+    # The statistics' families (cache_exporter_*) are never the snapshot's, and none of them ever
+    # goes away: given what was published before, the fresh ones replace the old ones.
     return {**snapshot_chunks, **render_chunks(samples, prefix)}
 
 
@@ -226,8 +226,8 @@ class TargetRuntime:
         self.last_error: PollError | None = None  # the current outage's latest error; None while up
         self.forecaster = Forecaster(target.forecast_window)
         self.findings: set[tuple[str, str, bool]] = set()  # (check, severity, acknowledged)
-        # The last snapshot, its published chunks and how many of them (the first ones) are the snapshot's.
-        self.rendered: tuple[Snapshot, dict[str, bytes], int] | None = None
+        # The last snapshot and what was published for it (its chunks and the statistics').
+        self.rendered: tuple[Snapshot, dict[str, bytes]] | None = None
 
 
 class Scheduler:
@@ -395,9 +395,16 @@ class Scheduler:
     def _on_skipped(self, event: JobExecutionEvent) -> None:
         rt = self.runtimes.get(event.job_id)
         if rt is not None:
-            with rt.lock:
-                rt.stats.skipped += 1
-            self._publish(rt, self.store.snapshot(rt.target.name))
+            self._republish(rt)
+
+    def _republish(self, rt: TargetRuntime) -> None:
+        """A skipped poll: the last published text again, with the new skip count. Under the
+        target's lock, so a poll publishing meanwhile is either before (and this republishes it)
+        or after (and replaces this): an older snapshot never goes back over a newer one."""
+        with rt.lock:
+            rt.stats.skipped += 1
+            if rt.rendered is not None:
+                self._put(rt, *rt.rendered)
 
     def _record(self, rt: TargetRuntime, result: Reading | PollError, duration: float) -> None:
         now = time.time()
@@ -464,32 +471,26 @@ class Scheduler:
         samples.add(rt.source.up_family, 0)
         return Snapshot(rt.target.name, rt.source.store, False, now, samples)
 
-    def _publish(self, rt: TargetRuntime, snapshot: Snapshot | None) -> None:
-        if snapshot is None:
-            return
-        rendered = rt.rendered
-        if rendered is None or rendered[0] is not snapshot:
-            if snapshot.samples is RENDERED:
-                # Rendered once and since replaced by a newer snapshot (a skipped poll raced the
-                # next poll's publish): that one is published, with the stats of this moment.
-                return
-            snapshot_chunks = render_chunks(snapshot.samples, rt.prefix)
-            # The chunks are all a scrape reads; the Sample objects behind them would hold a
-            # second copy of every series per target for the life of the snapshot (~12 MiB at
-            # 1000 Redis targets, docs/benchmarks.md). /targets reads details and memory only.
-            snapshot.samples = RENDERED
-        else:
-            # The snapshot's chunks are the first ones of what was published (see published_chunks):
-            # kept once, in the published dict, rather than in a second dict per target.
-            snapshot_chunks = dict(itertools.islice(rendered[1].items(), rendered[2]))
+    def _publish(self, rt: TargetRuntime, snapshot: Snapshot) -> None:
+        """A poll's snapshot: rendered once, then published with the poll statistics."""
+        snapshot_chunks = render_chunks(snapshot.samples, rt.prefix)
+        # The chunks are all a scrape reads; the Sample objects behind them would hold a second
+        # copy of every series per target for the life of the snapshot. /targets reads details
+        # and memory only.
+        snapshot.samples = RENDERED
         with rt.lock:
-            chunks = published_chunks(snapshot_chunks, rt.stats, rt.prefix)
-        rt.rendered = (snapshot, chunks, len(snapshot_chunks))
+            self._put(rt, snapshot, snapshot_chunks)
+
+    def _put(self, rt: TargetRuntime, snapshot: Snapshot, chunks: dict[str, bytes]) -> None:
+        """Store ``chunks`` (a snapshot's, or what was published for it before) with the poll
+        statistics of this moment; the caller holds ``rt.lock``."""
+        published = published_chunks(chunks, rt.stats, rt.prefix)
+        rt.rendered = (snapshot, published)
         with self._lock:
             # A poll that finishes after its target was removed or replaced must not resurrect it.
             if self.runtimes.get(rt.target.name) is not rt:
                 return
-            self.store.put(rt.target.name, snapshot, chunks)
+            self.store.put(rt.target.name, snapshot, published)
             self._awaiting_first.discard(rt.target.name)
             if not self._awaiting_first:
                 self._ready.set()

@@ -257,15 +257,14 @@ def test_a_skipped_poll_republishes_the_stats_beside_the_last_snapshot() -> None
         before = text()
         assert 'redis_connected_clients{target="a"} 5.0' in before
         assert 'cache_exporter_polls_skipped_total{target="a"} 0.0' in before
-        rt.stats.skipped += 1
-        s._publish(rt, first)
+        s._republish(rt)
         after = text()
         assert after == before.replace('cache_exporter_polls_skipped_total{target="a"} 0.0',
                                        'cache_exporter_polls_skipped_total{target="a"} 1.0')
         samples = Samples()
         samples.add("redis_connected_clients", 7)
         s._record(rt, Reading(samples), 0.01)
-        s._publish(rt, first)  # the replaced snapshot: nothing changes
+        s._republish(rt)  # the newer snapshot again, never the replaced one
         assert store.snapshot("a") is not first
         assert 'redis_connected_clients{target="a"} 7.0' in text()
     finally:
