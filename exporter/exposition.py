@@ -314,7 +314,8 @@ class Exposition:
             if self._cache_gzip is None:
                 # Level 1: /metrics bodies are repetitive text and compress well even at the fastest level.
                 z = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: gzip framing
-                parts = self._cache_parts if self._cache_parts is not None else self._build()[1]
+                parts = self._cache_parts
+                assert parts is not None  # set by _rebuild, which is what clears the gzip pieces
                 size = sum(len(batch) for batch in parts)
                 self._cache_gzip = [z.compress(batch) for batch in parts]
                 self._cache_gzip.append(z.flush())

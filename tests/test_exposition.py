@@ -82,3 +82,14 @@ def test_gzip_and_plain_bodies_hold_the_same_series() -> None:
     store_part = plain[:plain.index(b"# HELP cache_exporter_build_info")]
     assert zipped.startswith(store_part) and b'redis_connected_clients{target="a",env="prod"} 3.0\n' in store_part
     assert families(zipped) == families(plain)
+
+
+def test_a_new_store_generation_drops_the_gzip_body() -> None:
+    """Prometheus always asks for gzip: a cached gzip body of an older store would be served forever."""
+    store = SnapshotStore()
+    put(store, "a", {"cache_up": 1})
+    exp = Exposition(store)
+    assert b'cache_up{target="a",env="prod"} 1.0\n' in gzip.decompress(exp.body(compress=True))
+    put(store, "a", {"cache_up": 0})
+    assert exp.cached_body_parts(compress=True) is None
+    assert b'cache_up{target="a",env="prod"} 0.0\n' in gzip.decompress(exp.body(compress=True))

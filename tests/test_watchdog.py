@@ -136,8 +136,8 @@ def test_stop_ends_the_thread(clock: ManualClock) -> None:
     dog = Watchdog(clock)
     fired: list[tuple[str, float]] = []
     dog.watch(START + STEP, recorder(clock, fired, "pending"))
+    clock.now = START + 10  # past the pending deadline as the watchdog is told to stop
     dog.stop()
     dog._thread.join(10)
     assert not dog._thread.is_alive()
-    clock.now = START + 10
-    assert fired == []  # nothing fires once stopped
+    assert fired == []  # stopping ends it: a deadline passed meanwhile fires nothing
