@@ -113,9 +113,20 @@ def duration(seconds: float) -> str:
     return f"{ms}ms"
 
 
-def build(scale: float = 1.0, runbook_base: str = RUNBOOK_BASE) -> dict:
-    """The rules document; every TIME constant multiplied by ``scale``."""
-    t = {k: v * scale for k, v in TIME.items()}
+# The TIME constants that are range windows (``[3m]``) rather than ``for`` durations or horizons.
+WINDOWS = frozenset({"exporter_lookback", "forecast_continuity", "rejections_window", "eviction_window",
+                     "eviction_baseline", "misconf_window", "cache_backend_window",
+                     "database_eviction_window", "http_stale_error_window"})
+
+
+def build(scale: float = 1.0, runbook_base: str = RUNBOOK_BASE, min_window: float = 0.0) -> dict:
+    """The rules document; every TIME constant multiplied by ``scale``.
+
+    ``min_window`` (seconds) floors the scaled range windows: a test that scrapes faster than the
+    scale implies but not by the whole factor (1 s scrapes under a 1/100 scale) still needs each
+    window to hold several scrapes, or ``increase()`` over it is empty whenever a scrape is late.
+    """
+    t = {k: max(v * scale, min_window) if k in WINDOWS else v * scale for k, v in TIME.items()}
     d = {k: duration(v) for k, v in t.items()}
     seconds = {k: f"{v:g}" for k, v in t.items()}
 
@@ -430,8 +441,8 @@ _Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
     "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
 
 
-def render(scale: float = 1.0, runbook_base: str = RUNBOOK_BASE) -> str:
-    return HEADER + yaml.dump(build(scale, runbook_base), Dumper=_Dumper, sort_keys=False, width=120,
+def render(scale: float = 1.0, runbook_base: str = RUNBOOK_BASE, min_window: float = 0.0) -> str:
+    return HEADER + yaml.dump(build(scale, runbook_base, min_window), Dumper=_Dumper, sort_keys=False, width=120,
                               allow_unicode=True)
 
 

@@ -256,6 +256,23 @@ def test_build_scales_every_time_constant():
     assert all(s["for"] == "30s" for r, s in pairs if r.get("for") == "30m")
 
 
+def test_min_window_floors_every_range_window_and_nothing_else():
+    """Scaled to 1/1000 every window would be under 4 s; the floor lifts each one (so WINDOWS names
+    them all) and leaves the ``for``s and horizons scaled."""
+    plain = build_rules.build(scale=1 / 1000)
+    floored = build_rules.build(scale=1 / 1000, min_window=4)
+    pairs = list(zip((r for g in plain["groups"] for r in g["rules"]),
+                     (r for g in floored["groups"] for r in g["rules"]), strict=True))
+    windows = [seconds(w) for _, r in pairs for w in RANGE_RE.findall(r["expr"])]
+    assert windows and min(windows) >= 4
+    assert min(seconds(w) for r, _ in pairs for w in RANGE_RE.findall(r["expr"])) < 4
+    assert [r.get("for") for r, _ in pairs] == [r.get("for") for _, r in pairs]
+    assert any(seconds(r["for"]) < 4 for _, r in pairs if "for" in r)
+    # Outside the windows, the expressions are the same: thresholds (horizons) are not floored.
+    assert [RANGE_RE.sub("[w]", a["expr"]) for a, _ in pairs] == [RANGE_RE.sub("[w]", b["expr"]) for _, b in pairs]
+    assert build_rules.build(min_window=4) == build_rules.build()  # at scale 1 every window is longer
+
+
 @pytest.mark.servers
 def test_scaled_rules_pass_promtool_check(tmp_path: Path):
     path = tmp_path / "scaled.rules.yml"
