@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DURATION ?= 180
+# make test runs test files on this many pytest-xdist workers (each file on one worker, so a file's
+# servers start once); TEST_WORKERS=0 runs them one after another in this process.
+TEST_WORKERS ?= 2
 
 # command:debian-package pairs; a package is installed only when its command is missing.
 DEMO_SYSTEM := redis-server:redis-server memcached:memcached nginx:nginx
@@ -63,7 +66,7 @@ $(HELM): | $(VENV)/bin/python
 test:
 	@$(call ensure_system,$(TEST_SYSTEM))
 	@$(MAKE) --no-print-directory $(VENV)/.stamp-test $(NODE_APP)/node_modules/.stamp $(HELM)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The fast tier (under a minute): every test without the `servers` or `slow` mark -- parsing, mapping, config,
 # forecast, rules and docs checks, in-process fakes -- with no root and no installed server. A test

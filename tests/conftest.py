@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import functools
 import importlib.util
+import itertools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -80,7 +82,33 @@ def load_script(path: Path) -> ModuleType:
     return module
 
 
+# Ports for the servers the tests start come from below the kernel's ephemeral range, where no
+# outgoing connection and no bind(0) lands, and from one block per pytest-xdist worker, so two
+# workers never hand out the same port; within a block they are handed out in turn, so a port
+# freed a moment ago is not given again at once.
+PORT_BASE, PORT_BLOCK = 12000, 2500
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_PORTS = itertools.count(random.randrange(PORT_BLOCK))
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def free_port() -> int:
+    """A loopback port nobody listens on now; bind(0) where the blocks would reach the ephemeral range."""
+    if PORT_BASE + (_WORKER + 1) * PORT_BLOCK <= _ephemeral_low():
+        for _ in range(PORT_BLOCK):
+            port = PORT_BASE + _WORKER * PORT_BLOCK + next(_PORTS) % PORT_BLOCK
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
