@@ -228,7 +228,6 @@ def _run(args: argparse.Namespace) -> int:
     from exporter.config import ConfigError, LoadResult, default_config, flags_config, load_config
     from exporter.daemon import Daemon
     from exporter.http import parse_listen
-    from exporter.webconfig import WebConfigFile
 
     log = logging.getLogger("exporter")
     listen = args.listen or [DEFAULT_LISTEN]
@@ -265,7 +264,11 @@ def _run(args: argparse.Namespace) -> int:
                                   args.redis_user)
         else:
             loaded = LoadResult(default_config(listen[0], self_scrape=not args.web_config))
-        web = WebConfigFile(args.web_config) if args.web_config else None
+        web = None
+        if args.web_config:
+            from exporter.webconfig import WebConfigFile  # with bcrypt: only when a web config is given
+
+            web = WebConfigFile(args.web_config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG

@@ -112,3 +112,34 @@ def test_run_loads_a_source_or_feature_only_when_used(clean_package: None) -> No
     assert exporter.sources.SOURCES["memcached"].__name__ == "MemcachedSource"
     assert "exporter.sources.memcached" in sys.modules and "exporter.sources.http_cache" not in sys.modules
     assert exporter.sources.RedisSource is exporter.sources.SOURCES["redis"]
+
+
+_RUN_THEN_LIST_MODULES = """
+import sys
+from exporter import cli, daemon
+daemon.Daemon.run = lambda self: print(" ".join(sorted(sys.modules))) or 0  # stop where the loop would start
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("web_config", [False, True])
+def test_run_loads_the_web_config_and_bcrypt_only_when_given(tmp_path, web_config: bool) -> None:
+    """`run` as far as the daemon's loop, in a fresh interpreter: bcrypt (the web config's password
+    hashes) is loaded with --web.config.file and not without it."""
+    import subprocess
+
+    from conftest import free_port
+
+    (tmp_path / "web.yml").write_text("http_server_config:\n  headers:\n    X-Frame-Options: deny\n")
+    (tmp_path / "cfg.yml").write_text("targets:\n- {name: r, type: redis, url: 'redis://127.0.0.1:1'}\n")
+    args = ["run", "--config.file", str(tmp_path / "cfg.yml"), "--web.listen-address", f"127.0.0.1:{free_port()}"]
+    if web_config:
+        args += ["--web.config.file", str(tmp_path / "web.yml")]
+    done = subprocess.run([sys.executable, "-c", _RUN_THEN_LIST_MODULES, *args], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    modules = set(done.stdout.split())
+    assert {"exporter.daemon", "exporter.config", "exporter.http"} <= modules  # as far as the daemon's loop
+    assert ("bcrypt" in modules) is web_config
+    assert ("exporter.webconfig" in modules) is web_config
