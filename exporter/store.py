@@ -1,8 +1,9 @@
-"""The latest rendered snapshot of every target, indexed by family for fast exposition."""
+"""The latest snapshot and rendered text of every target, grouped by family when a scrape asks."""
 
 from __future__ import annotations
 
 import threading
+from collections import defaultdict
 
 from exporter.snapshot import Snapshot
 
@@ -40,14 +41,10 @@ class SnapshotStore:
         with self._lock:
             generation, per_target = self.generation, list(self._chunks.values())
         # Outside the lock: the dicts taken are never changed (a put replaces a target's dict).
-        by_family: dict[str, list[bytes]] = {}
+        by_family: defaultdict[str, list[bytes]] = defaultdict(list)
         for chunks in per_target:
             for family, text in chunks.items():
-                texts = by_family.get(family)
-                if texts is None:
-                    by_family[family] = [text]
-                else:
-                    texts.append(text)
+                by_family[family].append(text)
         return generation, by_family
 
     def snapshot(self, target: str) -> Snapshot | None:
