@@ -41,6 +41,7 @@ The module knows nothing about stores: it takes ``(time, value)`` and a limit, s
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import statistics
 from array import array
@@ -150,6 +151,14 @@ class _Ring:
         return _RingView(times_list, values_list, noise)
 
 
+@functools.lru_cache(maxsize=64)
+def _ladder(window: float) -> tuple[tuple[float, int], ...]:
+    """Each window of the ladder with the index of the finest ring that covers it; one tuple shared
+    by every history of the same window (at a thousand targets, ~2 MiB of floats and tuples)."""
+    return tuple((window * w, next((i for i, (width, n) in enumerate(RINGS) if window * width * n >= window * w),
+                                   len(RINGS) - 1)) for w in WINDOWS)
+
+
 class PeakHistory:
     """The peaks of one quantity, and its trend over the ladder of windows."""
 
@@ -161,9 +170,7 @@ class PeakHistory:
         """An empty history for ``self.window``."""
         window = self.window
         self.rings = [_Ring(window * w, n) for w, n in RINGS]
-        # Each window with the index of the finest ring that covers it.
-        self.windows = [(window * w, next((i for i, r in enumerate(self.rings) if r.width * r.n >= window * w),
-                                          len(self.rings) - 1)) for w in WINDOWS]
+        self.windows = _ladder(window)
         self.first: float | None = None  # time of the oldest observation kept
         self.first_value = NAN
         self.latest: tuple[float, float] | None = None
