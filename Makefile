@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DURATION ?= 180
-# make test runs test files on this many pytest-xdist workers (each file on one worker, so a file's
+# make test and make test-fast run test files on this many pytest-xdist workers (each file on one worker, so a file's
 # servers start once); TEST_WORKERS=0 runs them one after another in this process.
 TEST_WORKERS ?= 2
 
@@ -72,7 +72,7 @@ test:
 # forecast, rules and docs checks, in-process fakes -- with no root and no installed server. A test
 # that starts a process without the mark fails (tests/conftest.py). `make test` runs everything.
 test-fast: $(VENV)/.stamp-test
-	$(PY) -m pytest -q -m "not servers and not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not servers and not slow"
 
 # ruff, then the type check of the package (files and settings: [tool.mypy] in pyproject.toml).
 lint: $(VENV)/.stamp-lint
