@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,68 @@ def test_elasticache_connection_failures_are_worded_as_a_polls():
             elasticache_discover("127.0.0.1", silent.getsockname()[1], timeout=0.2)
     finally:
         silent.close()
+
+
+class _Replier:
+    """A one-connection endpoint that answers any request with ``send(conn)`` (a trickle, a flood)."""
+
+    def __init__(self, send) -> None:  # noqa: ANN001 - a test callback
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(send,), daemon=True)
+        self.thread.start()
+
+    def _serve(self, send) -> None:  # noqa: ANN001
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(1024)
+            try:
+                send(conn, self.stop)
+            except OSError:  # the client gave up and closed: what the test wants
+                pass
+
+    def close(self) -> None:
+        self.stop.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_elasticache_trickle_is_cut_at_the_deadline_and_a_flood_at_1_mib():
+    """A reply that never ends (a byte every 50 ms) fails at the discovery's deadline, not later;
+    one that goes past 1 MiB is refused as too large, whatever its header announced."""
+    def trickle(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(b"CONFIG cluster 0 100000\r\n1\n")
+        while not stop.wait(0.05):
+            conn.sendall(b"x")
+
+    def flood(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(b"CONFIG cluster 0 3000000\r\n1\n")
+        block = b"n|127.0.0.1|11211 " * 4096
+        while not stop.is_set():
+            conn.sendall(block)
+
+    endpoint = _Replier(trickle)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DiscoveryError, match=r"^127\.0\.0\.1:\d+: config get cluster failed: timed out$"):
+            elasticache_discover("127.0.0.1", endpoint.port, timeout=0.5)
+        assert time.monotonic() - started < 3  # the deadline covers the whole reply, not each recv
+    finally:
+        endpoint.close()
+    endpoint = _Replier(flood)
+    try:
+        with pytest.raises(DiscoveryError, match=r"^127\.0\.0\.1:\d+: reply to config get cluster larger than 1 MiB$"):
+            elasticache_discover("127.0.0.1", endpoint.port, timeout=10)
+    finally:
+        endpoint.close()
 
 
 def test_a_failing_refresh_keeps_the_last_good_list(tmp_path):
