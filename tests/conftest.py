@@ -32,6 +32,10 @@ import redis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+# The shared fakes (tests/fakeserver.py) hold the fault labs' checks: their asserts are rewritten
+# like a test module's, whichever test module imports them first.
+pytest.register_assert_rewrite("fakeserver")
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPO = Path(__file__).resolve().parent.parent
 

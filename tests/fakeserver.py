@@ -179,6 +179,50 @@ class Session:
             self.conn.close()
 
 
+class RespSession(Session):
+    """One accepted connection, plus a RESP command reader (the fake Redis servers' session)."""
+
+    resp3 = False  # set (on the instance) by HELLO 3
+
+    def read_command(self) -> list[str] | None:
+        """The next command (RESP array of bulk strings, or inline), or None at EOF."""
+        while True:
+            cmd = self._parse()
+            if cmd is not None:
+                return cmd
+            if not self._fill():
+                return None
+
+    def _parse(self) -> list[str] | None:
+        buf = self.buf
+        if not buf:
+            return None
+        if not buf.startswith(b"*"):  # inline command
+            line, sep, rest = buf.partition(b"\r\n")
+            if not sep:
+                return None
+            self.buf = rest
+            return line.decode("utf-8", "replace").split()
+        end = buf.find(b"\r\n")
+        if end < 0:
+            return None
+        count = int(buf[1:end])
+        pos = end + 2
+        parts: list[str] = []
+        for _ in range(count):
+            end = buf.find(b"\r\n", pos)
+            if end < 0:
+                return None
+            size = int(buf[pos + 1:end])
+            start = end + 2
+            if len(buf) < start + size + 2:
+                return None
+            parts.append(buf[start:start + size].decode("utf-8", "replace"))
+            pos = start + size + 2
+        self.buf = buf[pos:]
+        return parts
+
+
 def _client_still_connected(s: Session) -> bool:
     """Whether the client of ``s`` has neither closed nor reset it: a peek that never blocks and never
     changes the socket's mode, so it is safe beside the session's own thread."""

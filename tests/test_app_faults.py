@@ -22,11 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ExporterProcess, Metrics, fast_global, free_port, wait_until
-
-pytest.register_assert_rewrite("fakeserver")
-from conftest import start_exporter  # noqa: E402
-from fakeserver import (  # noqa: E402
+from conftest import ExporterProcess, Metrics, fast_global, free_port, start_exporter, wait_until
+from fakeserver import (
     HUGE_INTERVAL,
     Behaviour,
     FakeHttp,

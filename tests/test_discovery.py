@@ -9,12 +9,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import MemcachedServer, free_port, need, stop_process, wait_until
+from fakeserver import FakeServer, Session
 
 from exporter import cli
 from exporter.config import ConfigError, build_config, expand
@@ -173,53 +174,22 @@ def test_elasticache_connection_failures_are_worded_as_a_polls():
         silent.close()
 
 
-class _Replier:
-    """A one-connection endpoint that answers any request with ``send(conn)`` (a trickle, a flood)."""
-
-    def __init__(self, send) -> None:  # noqa: ANN001 - a test callback
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, args=(send,), daemon=True)
-        self.thread.start()
-
-    def _serve(self, send) -> None:  # noqa: ANN001
-        try:
-            conn, _ = self.sock.accept()
-        except OSError:
-            return
-        with conn:
-            conn.recv(1024)
-            try:
-                send(conn, self.stop)
-            except OSError:  # the client gave up and closed: what the test wants
-                pass
-
-    def close(self) -> None:
-        self.stop.set()
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.thread.join(5)
-        self.sock.close()
-
-
 def test_elasticache_trickle_is_cut_at_the_deadline_and_a_flood_at_1_mib():
     """A reply that never ends (a byte every 50 ms) fails at the discovery's deadline, not later;
     one that goes past 1 MiB is refused as too large, whatever its header announced."""
-    def trickle(conn: socket.socket, stop: threading.Event) -> None:
-        conn.sendall(b"CONFIG cluster 0 100000\r\n1\n")
-        while not stop.wait(0.05):
-            conn.sendall(b"x")
+    def trickle(s: Session) -> None:
+        s.send(b"CONFIG cluster 0 100000\r\n1\n")
+        while True:
+            s.pause(0.05)
+            s.send(b"x")
 
-    def flood(conn: socket.socket, stop: threading.Event) -> None:
-        conn.sendall(b"CONFIG cluster 0 3000000\r\n1\n")
+    def flood(s: Session) -> None:
+        s.send(b"CONFIG cluster 0 3000000\r\n1\n")
         block = b"n|127.0.0.1|11211 " * 4096
-        while not stop.is_set():
-            conn.sendall(block)
+        while True:
+            s.send(block)
 
-    endpoint = _Replier(trickle)
+    endpoint = ConfigEndpoint([], reply=trickle)
     try:
         started = time.monotonic()
         with pytest.raises(DiscoveryError, match=r"^127\.0\.0\.1:\d+: config get cluster failed: timed out$"):
@@ -227,7 +197,7 @@ def test_elasticache_trickle_is_cut_at_the_deadline_and_a_flood_at_1_mib():
         assert time.monotonic() - started < 3  # the deadline covers the whole reply, not each recv
     finally:
         endpoint.close()
-    endpoint = _Replier(flood)
+    endpoint = ConfigEndpoint([], reply=flood)
     try:
         with pytest.raises(DiscoveryError, match=r"^127\.0\.0\.1:\d+: reply to config get cluster larger than 1 MiB$"):
             elasticache_discover("127.0.0.1", endpoint.port, timeout=10)
@@ -396,50 +366,29 @@ def test_dns_a_and_srv_discovery(dnsmasq, redis_factory, exporter_factory):
 
 # -- ElastiCache-style configuration endpoint --------------------------------------------------------
 
-class ConfigEndpoint:
+class ConfigEndpoint(FakeServer):
     """A fake ElastiCache configuration endpoint: answers `config get cluster` with ``nodes``
-    (no real server speaks it); the nodes it names are real memcached servers."""
+    (no real server speaks it); the nodes it names are real memcached servers. ``reply``, if
+    given, answers the request instead (a misbehaving endpoint)."""
 
-    def __init__(self, nodes: list[MemcachedServer]) -> None:
+    def __init__(self, nodes: list[MemcachedServer], reply: Callable[[Session], None] | None = None) -> None:
         self.nodes = nodes
         self.version = 1
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        self.reply = reply
+        super().__init__(name="elasticache-config")
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                buf = b""
-                while not buf.endswith(b"\r\n"):
-                    chunk = conn.recv(1024)
-                    if not chunk:
-                        break
-                    buf += chunk
-                if buf.strip() != b"config get cluster":
-                    conn.sendall(b"ERROR\r\n")
-                    continue
-                nodes = " ".join(f"node{i}.test|127.0.0.1|{n.port}" for i, n in enumerate(self.nodes))
-                body = f"{self.version}\n{nodes}\n".encode()
-                conn.sendall(b"CONFIG cluster 0 %d\r\n%s\r\nEND\r\n" % (len(body), body))
-
-    def close(self) -> None:
-        # A socket closed under a thread blocked in accept() stays listening in the kernel (the
-        # call holds it), and its descriptor number is free for the next socket the process opens:
-        # a later test's server once had its connections answered "ERROR" by this fake. shutdown()
-        # wakes the accept, the thread ends, and only then is the socket closed.
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.thread.join(5)
-        self.sock.close()
-        assert not self.thread.is_alive(), "the fake ElastiCache endpoint's thread outlived close()"
+    def _handle(self, s: Session) -> None:
+        request = s.read_line()
+        if request is None:
+            return
+        if self.reply is not None:
+            self.reply(s)
+        elif request.strip() != "config get cluster":
+            s.send(b"ERROR\r\n")
+        else:
+            nodes = " ".join(f"node{i}.test|127.0.0.1|{n.port}" for i, n in enumerate(self.nodes))
+            body = f"{self.version}\n{nodes}\n".encode()
+            s.send(b"CONFIG cluster 0 %d\r\n%s\r\nEND\r\n" % (len(body), body))
 
 
 def test_elasticache_discovery_finds_real_memcached_nodes(memcached_factory, exporter_factory):

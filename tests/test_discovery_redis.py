@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import RedisServer, SentinelSetup, TLSFiles, free_port, start_redis_cluster, wait_until
-from fakeserver import FakeServer, Session
+from fakeserver import FakeServer, RespSession, Session
 
 from exporter.discovery.base import DiscoveryError, Found
 from exporter.discovery.redis_cluster import _from_nodes
@@ -185,28 +185,15 @@ class FakeRedis(FakeServer):
     """Answers RESP commands from a table keyed by the first two words (upper-cased), then by the
     first word; anything else gets an unknown-command error."""
 
+    session_class = RespSession
+
     def __init__(self, replies: dict[tuple[str, ...], Reply]) -> None:
         self.replies = replies
         self.commands: list[list[str]] = []
         super().__init__(name="fake-redis")
 
-    def _read_command(self, s: Session) -> list[str] | None:
-        head = s.read_line()
-        if head is None or not head.startswith("*"):
-            return None
-        args = []
-        for _ in range(int(head[1:])):
-            size = s.read_line()
-            if size is None:
-                return None
-            data = s.read_exact(int(size[1:]) + 2)
-            if data is None:
-                return None
-            args.append(data[:-2].decode())
-        return args
-
-    def _handle(self, s: Session) -> None:
-        while (cmd := self._read_command(s)) is not None:
+    def _handle(self, s: RespSession) -> None:
+        while (cmd := s.read_command()) is not None:
             self.commands.append(cmd)
             words = [w.upper() for w in cmd]
             reply = self.replies.get(tuple(words[:2]), self.replies.get(tuple(words[:1]), b"-ERR unknown command\r\n"))

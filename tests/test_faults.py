@@ -17,15 +17,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ExporterProcess, fast_global, free_port, redis_target, wait_until
-
-# Before the import, so the shared checks' failures get pytest's assertion introspection too.
-pytest.register_assert_rewrite("fakeserver")
-from conftest import start_exporter  # noqa: E402
-from fakeserver import (  # noqa: E402
+from conftest import ExporterProcess, fast_global, free_port, redis_target, start_exporter, wait_until
+from fakeserver import (
     HUGE_INTERVAL,
     REASONS,
     FakeServer,
+    RespSession,
     Session,
     assert_daemon_survived,
     assert_down,
@@ -48,50 +45,6 @@ SECRET_ENV = "FAULT_TEST_REDIS_PASSWORD"
 
 
 # --- a scripted fake RESP server ----------------------------------------------------------
-
-class RespSession(Session):
-    """One accepted connection, plus a RESP command reader."""
-
-    resp3 = False  # set (on the instance) by HELLO 3
-
-    def read_command(self) -> list[str] | None:
-        """The next command (RESP array of bulk strings, or inline), or None at EOF."""
-        while True:
-            cmd = self._parse()
-            if cmd is not None:
-                return cmd
-            if not self._fill():
-                return None
-
-    def _parse(self) -> list[str] | None:
-        buf = self.buf
-        if not buf:
-            return None
-        if not buf.startswith(b"*"):  # inline command
-            line, sep, rest = buf.partition(b"\r\n")
-            if not sep:
-                return None
-            self.buf = rest
-            return line.decode("utf-8", "replace").split()
-        end = buf.find(b"\r\n")
-        if end < 0:
-            return None
-        count = int(buf[1:end])
-        pos = end + 2
-        parts: list[str] = []
-        for _ in range(count):
-            end = buf.find(b"\r\n", pos)
-            if end < 0:
-                return None
-            size = int(buf[pos + 1:end])
-            start = end + 2
-            if len(buf) < start + size + 2:
-                return None
-            parts.append(buf[start:start + size].decode("utf-8", "replace"))
-            pos = start + size + 2
-        self.buf = buf[pos:]
-        return parts
-
 
 Behaviour = Callable[[RespSession], None]  # called when an INFO command arrives
 

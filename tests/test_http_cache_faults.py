@@ -19,11 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 from conftest import TLSFiles, free_port
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-pytest.register_assert_rewrite("fakeserver")
-from fakeserver import (  # noqa: E402
+from fakeserver import (
     Behaviour,
     FakeHttp,
     HttpSession,
@@ -32,12 +28,14 @@ from fakeserver import (  # noqa: E402
     SessionClosed,
     head_bytes,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from exporter.config import build_config  # noqa: E402
-from exporter.errors import PollError  # noqa: E402
-from exporter.sources.base import Reading  # noqa: E402
-from exporter.sources.http_cache import AGE_CAP, MAX_LAYER_LENGTH, HttpCacheSource, classify  # noqa: E402
-from exporter.targets import HttpCacheTarget  # noqa: E402
+from exporter.config import build_config
+from exporter.errors import PollError
+from exporter.sources.base import Reading
+from exporter.sources.http_cache import AGE_CAP, MAX_LAYER_LENGTH, HttpCacheSource, classify
+from exporter.targets import HttpCacheTarget
 
 # --- a fake HTTP server scripted per path ------------------------------------------------------
 

@@ -21,12 +21,8 @@ import collections
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import ExporterProcess, Metrics, fast_global, free_port, memcached_target, wait_until
-
-# Before the import, so the shared checks' failures get pytest's assertion introspection too.
-pytest.register_assert_rewrite("fakeserver")
-from conftest import start_exporter  # noqa: E402
-from fakeserver import (  # noqa: E402
+from conftest import ExporterProcess, Metrics, fast_global, free_port, memcached_target, start_exporter, wait_until
+from fakeserver import (
     HUGE_INTERVAL,
     REASONS,
     FakeServer,

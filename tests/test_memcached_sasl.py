@@ -19,9 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import fast_global, memcached_target, need, start_exporter, wait_until
-
-pytest.register_assert_rewrite("fakeserver")
-from fakeserver import FakeServer, Session, stop_lab, wait_for_reason  # noqa: E402
+from fakeserver import FakeServer, Session, stop_lab, wait_for_reason
 
 USER = "exporter"
 SECRET = "sasl-S3cret-do-not-leak-7f3a"

@@ -4,13 +4,11 @@ and what each kind of error reply means for a poll. Threads, no process: the fas
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
-import hiredis
 import pytest
+from fakeserver import FakeServer, RespSession
 
 from exporter.netio import Guard
 from exporter.sources.redis import classify, new_connection
@@ -20,53 +18,28 @@ from exporter.targets import Credentials, RedisTarget
 UNKNOWN = b"-ERR unknown command\r\n"
 
 
-class Scripted:
+class Scripted(FakeServer):
     """Answers each command it is sent by the reply scripted for it (``UNKNOWN`` otherwise); a
     reply of None closes the connection instead. Records every command, in order."""
+
+    session_class = RespSession
 
     def __init__(self, script: dict[tuple[str, ...], bytes | None], greeting: bytes = b"") -> None:
         self.script = script
         self.greeting = greeting  # sent as soon as a client connects, before it says anything
         self.seen: list[tuple[str, ...]] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__(name="scripted-redis")
 
-    def _serve(self) -> None:
-        try:
-            conn, _ = self.listener.accept()
-        except OSError:  # shut down by close() before anyone connected
-            return
-        with conn:
-            conn.settimeout(5)
-            if self.greeting:
-                conn.sendall(self.greeting)
-            reader = hiredis.Reader()  # a command is a RESP array of bulk strings
-            while True:
-                command = reader.gets()
-                if command is False:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    reader.feed(data)
-                    continue
-                words = tuple(w.decode() for w in command)
-                self.seen.append(words)
-                reply = self.script.get(words, UNKNOWN)
-                if reply is None:
-                    return
-                conn.sendall(reply)
-
-    def close(self) -> None:
-        # shutdown() wakes an accept() still waiting (a test that never connected): a socket closed
-        # under it would stay listening and its descriptor number be reused (see test_discovery).
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.thread.join(5)
-        self.listener.close()
+    def _handle(self, s: RespSession) -> None:
+        if self.greeting:
+            s.send(self.greeting)
+        while (command := s.read_command()) is not None:
+            words = tuple(command)
+            self.seen.append(words)
+            reply = self.script.get(words, UNKNOWN)
+            if reply is None:
+                return
+            s.send(reply)
 
 
 @pytest.fixture
