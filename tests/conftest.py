@@ -95,18 +95,24 @@ _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or
 _PORTS = itertools.count(random.randrange(PORT_BLOCK))
 
 
-def _ephemeral_low() -> int:
+def _own_block() -> int | None:
+    """This worker's first port, or None where its block would reach the ephemeral range."""
     try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
-        return 0
+        return None
+    start = PORT_BASE + _WORKER * PORT_BLOCK
+    return start if start + PORT_BLOCK <= ephemeral_low else None
+
+
+_BLOCK = _own_block()
 
 
 def free_port() -> int:
-    """A loopback port nobody listens on now; bind(0) where the blocks would reach the ephemeral range."""
-    if PORT_BASE + (_WORKER + 1) * PORT_BLOCK <= _ephemeral_low():
+    """A loopback port nobody listens on now, from this worker's block (bind(0) without one)."""
+    if _BLOCK is not None:
         for _ in range(PORT_BLOCK):
-            port = PORT_BASE + _WORKER * PORT_BLOCK + next(_PORTS) % PORT_BLOCK
+            port = _BLOCK + next(_PORTS) % PORT_BLOCK
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 try:
                     s.bind(("127.0.0.1", port))
