@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
+from conftest import free_port
 
 import exporter
 
@@ -127,10 +129,6 @@ sys.exit(cli.main(sys.argv[1:]))
 def test_run_loads_the_web_config_and_bcrypt_only_when_given(tmp_path, web_config: bool) -> None:
     """`run` as far as the daemon's loop, in a fresh interpreter: bcrypt (the web config's password
     hashes) is loaded with --web.config.file and not without it."""
-    import subprocess
-
-    from conftest import free_port
-
     (tmp_path / "web.yml").write_text("http_server_config:\n  headers:\n    X-Frame-Options: deny\n")
     (tmp_path / "cfg.yml").write_text("targets:\n- {name: r, type: redis, url: 'redis://127.0.0.1:1'}\n")
     args = ["run", "--config.file", str(tmp_path / "cfg.yml"), "--web.listen-address", f"127.0.0.1:{free_port()}"]
