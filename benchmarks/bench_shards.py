@@ -46,7 +46,7 @@ from _common import (
     table,
     wait_until,
 )
-from bench_vs_redis_exporter import PYTHON, Process, cpu_seconds, ours_polls, status
+from bench_vs_redis_exporter import PYTHON, Process, cpu_seconds, ours_polls, poll_counts, status
 
 from exporter.sharding import owner
 
@@ -179,16 +179,9 @@ def main() -> int:
             t_scrape = time.perf_counter()
             _, body = p.get("/metrics", gz=True)
             scrape_s = time.perf_counter() - t_scrape
-            text = body.decode()
-            polls1 = skipped1 = 0.0
-            up = 0
-            for line in text.splitlines():
-                if line.startswith("cache_exporter_polls_total{"):
-                    polls1 += float(line.rsplit(" ", 1)[1])
-                elif line.startswith("cache_exporter_polls_skipped_total{"):
-                    skipped1 += float(line.rsplit(" ", 1)[1])
-                elif line.startswith("cache_up{") and line.rsplit(" ", 1)[1] in ("1", "1.0"):
-                    up += 1
+            polls1, skipped1 = poll_counts(body)
+            up = sum(1 for line in body.decode().splitlines()
+                     if line.startswith("cache_up{") and line.rsplit(" ", 1)[1] in ("1", "1.0"))
             polls = polls1 - before[i][0]
             skipped = skipped1 - before[i][1]
             scheduled = len(owned[i]) * elapsed / args.interval

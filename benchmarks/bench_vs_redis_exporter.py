@@ -138,15 +138,20 @@ def theirs(workdir: Path, server: RedisServer) -> Process:
     return p
 
 
-def ours_polls(p: Process) -> tuple[float, float]:
-    """(polls, skipped) summed over the targets, from ours' /metrics (gzip, as Prometheus asks)."""
+def poll_counts(body: bytes) -> tuple[float, float]:
+    """(polls, skipped) summed over the targets of one /metrics body of ours."""
     polls = skipped = 0.0
-    for line in p.get("/metrics", gz=True)[1].decode().splitlines():
+    for line in body.decode().splitlines():
         if line.startswith("cache_exporter_polls_total{"):
             polls += float(line.rsplit(" ", 1)[1])
         elif line.startswith("cache_exporter_polls_skipped_total{"):
             skipped += float(line.rsplit(" ", 1)[1])
     return polls, skipped
+
+
+def ours_polls(p: Process) -> tuple[float, float]:
+    """(polls, skipped) from ours' /metrics (gzip, as Prometheus asks)."""
+    return poll_counts(p.get("/metrics", gz=True)[1])
 
 
 class ServerCounters:
