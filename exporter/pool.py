@@ -1,9 +1,9 @@
 """A thread pool that grows to a bound on demand and shrinks when threads sit idle.
 
-``concurrent.futures.ThreadPoolExecutor`` (what APScheduler's thread executor wraps) never
-retires a thread: one burst of hung targets leaves hundreds of threads for the life of the
-process. Here a thread exits after ``idle_seconds`` without work, and the bound can be changed
-at runtime (a reload that adds or removes targets resizes it).
+``concurrent.futures.ThreadPoolExecutor`` never retires a thread: one burst of hung targets
+leaves hundreds of threads for the life of the process. Here a thread exits after
+``idle_seconds`` without work, and the bound can be changed at runtime (a reload that adds or
+removes targets resizes it).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
-
-from apscheduler.executors.pool import BasePoolExecutor
 
 DEFAULT_IDLE_SECONDS = 30.0
 
@@ -128,10 +126,3 @@ class ElasticPool(Executor):
             self._threads -= 1
             self._gone.notify_all()
 
-
-class ElasticExecutor(BasePoolExecutor):
-    """APScheduler executor on an ``ElasticPool``."""
-
-    def __init__(self, max_workers: int, idle_seconds: float = DEFAULT_IDLE_SECONDS) -> None:
-        self.pool = ElasticPool(max_workers, idle_seconds)
-        super().__init__(self.pool)

@@ -1,15 +1,24 @@
 """Run each target's poll on its own schedule and put the outcome in the store.
 
-One APScheduler 3.x job per target, ``max_instances=1`` (a target never overlaps itself),
-coalesced, on a fixed grid: every ``interval`` seconds at a phase taken from a hash of the
-target's name. The phases spread a fleet's polls evenly over the interval and stay put across
-restarts and reloads; the interval is exact (APScheduler's own jitter accumulates, one-sided,
-so its polls drift late; docs/benchmarks.md, "Design measurements"). The first round runs at once, spread over a short
-start-up window, so /readyz does not wait a whole interval.
+One job per target on a fixed grid: every ``interval`` seconds at a phase taken from a hash of
+the target's name. The phases spread a fleet's polls evenly over the interval and stay put
+across restarts and reloads; the interval is exact. A target never overlaps itself: a tick that
+finds its previous poll still running is a skipped poll, and so is one that comes later than
+the misfire grace (one interval); ticks missed while late are coalesced into one. The first
+round runs at once, spread over a short start-up window, so /readyz does not wait a whole
+interval.
+
+The ticks and the poll deadlines share one timer heap and its thread (``Timers``), which only
+hands due polls to an ``ElasticPool``. This replaces APScheduler 3.x, which the design names:
+at 1000 targets its per-run bookkeeping (datetimes, job store lock, events) and its imports
+(``importlib.metadata`` for plugin entry points, ``multiprocessing``, ``tzlocal``) cost more
+CPU and memory than the goals allow (docs/benchmarks.md, "The scheduler"). The semantics are
+APScheduler's as configured before: one interval job per target, ``max_instances=1``,
+coalesced, ``misfire_grace_time`` one interval.
 
 Every poll has a deadline (the target's ``timeout``): sources enforce it on their sockets, and
-a ``Watchdog`` thread enforces it for anything that ignores sockets (a blocking DNS lookup): at
-the deadline it records ``cache_up 0`` with ``reason="timeout"`` and aborts the source's
+the timer thread enforces it for anything that ignores sockets (a blocking DNS lookup): at the
+deadline it records ``cache_up 0`` with ``reason="timeout"`` and aborts the source's
 connection, which is then discarded even if the poll still finishes. A hung target therefore
 costs one pool thread for at most its timeout and never delays any other target. Polls run on
 an ``ElasticPool`` sized from the targets' timeouts and intervals.
@@ -26,18 +35,14 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.base import BaseTrigger
+from functools import partial
 
 from exporter import audit, catalog, secrets, state
 from exporter import errors as E
 from exporter.errors import PollError
 from exporter.exposition import label_prefix, render_chunks
 from exporter.forecast import Forecaster
-from exporter.pool import ElasticExecutor
+from exporter.pool import ElasticPool
 from exporter.sharding import Shard
 from exporter.snapshot import MAX_SERIES, Samples, Snapshot
 from exporter.sources import Reading, Source, source_for
@@ -72,38 +77,28 @@ def pool_size(targets: Iterable[Target]) -> int:
     return max(1, min(len(targets), math.ceil(busy * POOL_MARGIN) + 4, MAX_POLL_THREADS))
 
 
-class GridTrigger(BaseTrigger):
-    """Fires at ``offset + k * interval`` (Unix seconds), after a first run at ``first``; the
-    second run is the first grid point at least half an interval after the first."""
+def next_fire(previous: float, interval: float, offset: float) -> float:
+    """The grid point ``offset + k * interval`` (Unix seconds) that follows a run at ``previous``:
+    the first one at least half an interval later.
 
-    def __init__(self, interval: float, offset: float, first: datetime) -> None:
-        self.interval = interval
-        self.offset = offset % interval
-        self.first = first
-
-    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime:
-        if previous_fire_time is None:
-            return self.first
-        previous = previous_fire_time.timestamp()
-        k = math.floor((previous - self.offset) / self.interval) + 1
-        # At least half an interval later: the first run is off the grid, and a grid time just
-        # after it would find that poll still running (a skipped poll). On the grid this is
-        # simply the next point; strictly later also beats datetime's microsecond rounding (the
-        # same time again would loop APScheduler forever).
-        while self.offset + k * self.interval < previous + self.interval / 2:
-            k += 1
-        return datetime.fromtimestamp(self.offset + k * self.interval, UTC)
-
-    def __str__(self) -> str:
-        return f"grid[interval={self.interval:g}s, offset={self.offset:.3f}s]"
+    The first run is off the grid, and a grid point just after it would find that poll still
+    running (a skipped poll); on the grid this is simply the next point. Strictly later, so a
+    time is never repeated."""
+    offset %= interval
+    k = math.floor((previous - offset) / interval) + 1
+    while offset + k * interval < previous + interval / 2:
+        k += 1
+    return offset + k * interval
 
 
-class Watchdog:
-    """Calls a callback when a watched deadline passes, unless the watch was finished first.
+class Timers:
+    """One thread that calls each callback when its time (on ``clock``) comes, unless it was
+    cancelled or finished first: the poll ticks and the poll deadlines.
 
-    Deadlines are read on ``clock`` (``time.monotonic``, as the scheduler's deadlines are)."""
+    Callbacks run on the timer thread, one after another, so they must be quick: a tick only
+    hands a poll to the pool; an expired deadline aborts a connection and records a timeout."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, name: str = "poll-timers") -> None:
         self._clock = clock
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int]] = []
@@ -111,25 +106,31 @@ class Watchdog:
         self._firing: dict[int, threading.Event] = {}
         self._ids = itertools.count()
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="poll-watchdog", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def watch(self, deadline: float, on_expire: Callable[[], None]) -> int:
+    def call_at(self, when: float, callback: Callable[[], None]) -> int:
         with self._cond:
             token = next(self._ids)
-            self._callbacks[token] = on_expire
-            # Wake the watchdog only when it must wait less than it does now: a wake-up per poll
+            self._callbacks[token] = callback
+            # Wake the thread only when it must wait less than it does now: a wake-up per call
             # costs CPU in proportion to the poll rate.
-            if not self._heap or deadline < self._heap[0][0]:
+            if not self._heap or when < self._heap[0][0]:
                 self._cond.notify()
-            heapq.heappush(self._heap, (deadline, token))
+            heapq.heappush(self._heap, (when, token))
             return token
 
-    def finish(self, token: int) -> bool:
-        """True if finished in time; False if the deadline already fired for this token.
+    def cancel(self, token: int) -> None:
+        """Drop a pending call; one already running goes on (never waits, so a callback's own
+        locks may be held)."""
+        with self._cond:
+            self._callbacks.pop(token, None)
 
-        When False, the expiry callback has completed by the time this returns: the caller may
-        then clean up what the callback touched without racing it.
+    def finish(self, token: int) -> bool:
+        """True if cancelled in time; False if the call already happened for this token.
+
+        When False, the callback has completed by the time this returns: the caller may then
+        clean up what the callback touched without racing it.
         """
         with self._cond:
             if self._callbacks.pop(token, None) is not None:
@@ -138,6 +139,10 @@ class Watchdog:
         if firing is not None:
             firing.wait()
         return False
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._callbacks)
 
     def stop(self) -> None:
         with self._cond:
@@ -149,7 +154,7 @@ class Watchdog:
             with self._cond:
                 while not self._stopped:
                     while self._heap and self._heap[0][1] not in self._callbacks:
-                        heapq.heappop(self._heap)  # finished in time
+                        heapq.heappop(self._heap)  # cancelled or finished in time
                     now = self._clock()
                     if self._heap and self._heap[0][0] <= now:
                         break
@@ -162,8 +167,8 @@ class Watchdog:
                 firing = self._firing[token] = threading.Event()
             try:
                 callback()
-            except Exception:  # a failing callback must not stop the watchdog
-                log.exception("watchdog callback failed")
+            except Exception:  # a failing callback must not stop the timers
+                log.exception("timer callback failed")
             finally:
                 with self._cond:
                     del self._firing[token]
@@ -228,10 +233,15 @@ class TargetRuntime:
         self.findings: set[tuple[str, str, bool]] = set()  # (check, severity, acknowledged)
         # The last snapshot and what was published for it (its chunks and the statistics').
         self.rendered: tuple[Snapshot, dict[str, bytes]] | None = None
+        # The job: when the next tick is due (Unix seconds), its timer, and whether a poll is
+        # running (a tick that finds one is a skipped poll).
+        self.due = 0.0
+        self.tick: int | None = None
+        self.running = False
 
 
 class Scheduler:
-    """Owns the APScheduler instance and one TargetRuntime per configured target."""
+    """Owns the timers, the poll pool and one TargetRuntime per configured target."""
 
     def __init__(self, store: SnapshotStore, saved: dict[str, state.Saved] | None = None,
                  shard: Shard | None = None) -> None:
@@ -246,16 +256,9 @@ class Scheduler:
         self._lock = threading.Lock()
         self._awaiting_first: set[str] = set()
         self._ready = threading.Event()
-        self._watchdog = Watchdog()
-        self._executor = ElasticExecutor(1)
-        self._sched = BackgroundScheduler(
-            executors={"default": self._executor},
-            job_defaults={"coalesce": True, "max_instances": 1},
-            timezone=UTC,
-        )
-        self._sched.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
-        # APScheduler logs every skipped run at WARNING; we count them in a metric instead.
-        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        self._timers = Timers()
+        self._pool = ElasticPool(1)
+        self._stopped = False
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -270,13 +273,13 @@ class Scheduler:
                 self._ready.set()
             for target in targets:
                 self._add(target, first_delay=phase(target.name) * window)
-            self._executor.pool.resize(pool_size(targets))
-        self._sched.start()
+            self._pool.resize(pool_size(targets))
 
     def shutdown(self) -> None:
-        if self._sched.running:  # a daemon can stop before it started (a failed start)
-            self._sched.shutdown(wait=False)
-        self._watchdog.stop()
+        with self._lock:
+            self._stopped = True
+        self._timers.stop()
+        self._pool.shutdown(wait=False)
         with self._lock:
             for rt in self.runtimes.values():
                 rt.source.close()
@@ -307,7 +310,7 @@ class Scheduler:
                 else:
                     changes["added"].append(name)
                 self._add(target)
-            self._executor.pool.resize(pool_size(rt.target for rt in self.runtimes.values()))
+            self._pool.resize(pool_size(rt.target for rt in self.runtimes.values()))
         return changes
 
     def _add(self, target: Target, first_delay: float = 0.0) -> None:
@@ -316,12 +319,7 @@ class Scheduler:
         rt = TargetRuntime(target, source_for(target))
         self._restore(rt)
         self.runtimes[target.name] = rt
-        first = datetime.fromtimestamp(time.time() + first_delay, UTC)
-        self._sched.add_job(
-            self._run, GridTrigger(target.interval, phase(target.name) * target.interval, first),
-            args=[target.name], id=target.name, name=target.name, replace_existing=True,
-            misfire_grace_time=max(1, int(target.interval)),
-        )
+        self._schedule(rt, time.time() + first_delay)
 
     def _restore(self, rt: TargetRuntime) -> None:
         saved = self._saved.pop(rt.target.name, None)
@@ -352,25 +350,62 @@ class Scheduler:
 
     def _remove(self, name: str) -> None:
         rt = self.runtimes.pop(name)
-        try:
-            self._sched.remove_job(name)
-        except Exception:  # already gone (never started / shut down)
-            pass
+        if rt.tick is not None:
+            self._timers.cancel(rt.tick)
         rt.source.close()
         self.store.remove(name)
         self._awaiting_first.discard(name)
         if not self._awaiting_first:
             self._ready.set()
 
+    # -- the job ----------------------------------------------------------------------
+
+    def _schedule(self, rt: TargetRuntime, due: float) -> None:
+        """The target's next tick at ``due`` (Unix seconds); the caller holds ``self._lock``.
+        Converted to the monotonic clock now, at each tick, so a stepped wall clock moves the
+        grid with it."""
+        rt.due = due
+        rt.tick = self._timers.call_at(time.monotonic() + (due - time.time()), partial(self._tick, rt))
+
+    def _tick(self, rt: TargetRuntime) -> None:
+        """On the timer thread: hand the poll to the pool, or count it skipped; then set the
+        next tick."""
+        t = rt.target
+        with self._lock:
+            if self._stopped or self.runtimes.get(t.name) is not rt:
+                return  # removed or replaced since this tick was set
+            now = time.time()
+            due = rt.due
+            # Ticks missed while late (a busy machine) coalesce into this one, and the next is
+            # on the grid, not one interval after a late tick.
+            self._schedule(rt, next_fire(max(due, now - t.interval / 2), t.interval, phase(t.name) * t.interval))
+            # Still running (the last poll is slow), or too late for this tick to be worth a
+            # poll (the next is near): skipped.
+            start = not rt.running and now - due <= max(1.0, t.interval)
+            if start:
+                rt.running = True
+        if not start:
+            self._republish(rt)
+            return
+        try:
+            self._pool.submit(self._poll, rt)
+        except RuntimeError:  # shut down meanwhile
+            rt.running = False
+
+    def _poll(self, rt: TargetRuntime) -> None:
+        try:
+            if self.runtimes.get(rt.target.name) is rt:  # not removed while queued
+                self._run(rt)
+        finally:
+            rt.running = False
+
     # -- polling ----------------------------------------------------------------------
 
-    def _run(self, name: str) -> None:
-        rt = self.runtimes.get(name)
-        if rt is None:
-            return
+    def _run(self, rt: TargetRuntime) -> None:
+        name = rt.target.name
         started = time.monotonic()
         deadline = started + rt.target.timeout
-        token = self._watchdog.watch(deadline, lambda: self._expired(rt, started))
+        token = self._timers.call_at(deadline, partial(self._expired, rt, started))
         result: Reading | PollError
         try:
             result = rt.source.poll(deadline)
@@ -379,10 +414,10 @@ class Scheduler:
         except Exception as exc:  # a source bug must cost one poll, not the job
             log.exception("target %s: unexpected error while polling", name)
             result = PollError(E.ERROR, E.describe(exc))
-        if self._watchdog.finish(token):
+        if self._timers.finish(token):
             self._record(rt, result, time.monotonic() - started)
         else:
-            # The watchdog recorded a timeout and aborted the connection under the poll: never
+            # The deadline's timer recorded a timeout and aborted the connection under the poll: never
             # reuse it, whatever the poll made of it (a reply that raced the abort leaves a
             # socket that was shut down, and the next poll would fail as "reset").
             rt.source.close()
@@ -391,11 +426,6 @@ class Scheduler:
         rt.source.abort()
         err = PollError(E.TIMEOUT, f"poll did not finish within {rt.target.timeout:g}s")
         self._record(rt, err, time.monotonic() - started)
-
-    def _on_skipped(self, event: JobExecutionEvent) -> None:
-        rt = self.runtimes.get(event.job_id)
-        if rt is not None:
-            self._republish(rt)
 
     def _republish(self, rt: TargetRuntime) -> None:
         """A skipped poll: the last published text again, with the new skip count. Under the

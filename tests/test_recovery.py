@@ -80,7 +80,7 @@ class Scale:
     probe_interval: str | None  # the http_cache target's `interval`; None: not set
     # Slack on top of interval + timeout. It is for the machine, not for the exporter: a poll is
     # due on the target's grid, and what can make it end later than interval + timeout after
-    # the server is back is a late wake-up of APScheduler's thread, of a pool thread, and GIL
+    # the server is back is a late wake-up of the timer thread, of a pool thread, and GIL
     # hand-offs in the exporter, each one a scheduling latency on a busy 2-core box (tens of ms,
     # a few hundred at worst with two CPU hogs, as in the busy-CPU run). Those costs do not
     # shrink when the timers do, hence no division by 15 here. It stays small next to the

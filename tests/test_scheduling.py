@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -19,7 +18,7 @@ from hypothesis import strategies as st
 from exporter import scheduler as sched
 from exporter.errors import PollError
 from exporter.pool import ElasticPool
-from exporter.scheduler import GridTrigger, Scheduler, Watchdog, phase, pool_size
+from exporter.scheduler import Scheduler, Timers, next_fire, phase, pool_size
 from exporter.snapshot import Samples
 from exporter.sources import Reading
 from exporter.store import SnapshotStore
@@ -35,24 +34,22 @@ def target(name: str = "t", interval: float = 15.0, timeout: float = 5.0) -> Red
 @settings(max_examples=2000, deadline=None)
 @given(interval=st.floats(0.1, 86400), offset=st.floats(0, 1e6), previous=st.floats(1e9, 3e9))
 def test_grid_fires_on_the_grid_half_to_one_and_a_half_intervals_later(interval, offset, previous):
-    """A repeated time would loop APScheduler forever (it did, at microsecond rounding)."""
-    trig = GridTrigger(interval, offset, datetime.fromtimestamp(0, UTC))
-    prev = datetime.fromtimestamp(previous, UTC)
-    nxt = trig.get_next_fire_time(prev, prev).timestamp()
-    assert nxt - prev.timestamp() >= interval / 2 - 1e-4  # never on the heels of the previous run
-    assert nxt - prev.timestamp() <= 1.5 * interval + 1e-4
-    k = (nxt - trig.offset) / interval
+    """A repeated time would poll twice at once (APScheduler looped forever on one, at
+    microsecond rounding)."""
+    nxt = next_fire(previous, interval, offset)
+    assert nxt - previous >= interval / 2 - 1e-4  # never on the heels of the previous run
+    assert nxt - previous <= 1.5 * interval + 1e-4
+    assert nxt > previous
+    k = (nxt - offset % interval) / interval
     assert abs(k - round(k)) * interval < 1e-4  # on the grid
 
 
 def test_grid_keeps_the_interval_exact_over_a_day():
     """APScheduler's jitter made 15 s polls come every 15.75 s on average; the grid does not drift."""
-    trig = GridTrigger(15.0, phase("redis-1") * 15.0, datetime.fromtimestamp(1_000_000_000.3, UTC))
-    t = trig.get_next_fire_time(None, None)  # type: ignore[arg-type]
-    times = [t.timestamp()]
+    offset = phase("redis-1") * 15.0
+    times = [1_000_000_000.3]  # the first run, off the grid
     for _ in range(5760):  # one day of polls
-        t = trig.get_next_fire_time(t, t)
-        times.append(t.timestamp())
+        times.append(next_fire(times[-1], 15.0, offset))
     gaps = [b - a for a, b in zip(times[1:], times[2:], strict=False)]
     assert max(gaps) - min(gaps) < 1e-3
     assert abs((times[-1] - times[1]) - 15.0 * 5759) < 1e-3
@@ -148,10 +145,10 @@ def test_elastic_pool_resize_and_errors():
         pool.submit(lambda: None)
 
 
-# --- the watchdog and an aborted poll ----------------------------------------------------
+# --- the timers and an aborted poll ------------------------------------------------------
 
-def test_watchdog_finish_waits_for_a_running_expiry():
-    dog = Watchdog()
+def test_timers_finish_waits_for_a_running_expiry():
+    dog = Timers()
     try:
         entered, release, done = threading.Event(), threading.Event(), []
 
@@ -159,14 +156,14 @@ def test_watchdog_finish_waits_for_a_running_expiry():
             entered.set()
             release.wait(5)
             done.append(True)
-        token = dog.watch(time.monotonic(), expire)
+        token = dog.call_at(time.monotonic(), expire)
         assert entered.wait(5)
         threading.Timer(0.2, release.set).start()
         started = time.monotonic()
         assert dog.finish(token) is False
         assert done == [True], "finish() returned while the expiry callback was still running"
         assert time.monotonic() - started >= 0.15
-        assert dog.finish(dog.watch(time.monotonic() + 10, lambda: None)) is True
+        assert dog.finish(dog.call_at(time.monotonic() + 10, lambda: None)) is True
     finally:
         dog.stop()
 
@@ -267,5 +264,127 @@ def test_a_skipped_poll_republishes_the_stats_beside_the_last_snapshot() -> None
         s._republish(rt)  # the newer snapshot again, never the replaced one
         assert store.snapshot("a") is not first
         assert 'redis_connected_clients{target="a"} 7.0' in text()
+    finally:
+        s.shutdown()
+
+
+# --- the job: never overlapping, skipped ticks counted, removal, coalescing --------------
+
+class _SlowSource:
+    """Each poll takes ``seconds``; records how many ran at once and when each started."""
+
+    store = "redis"
+    up_family = "redis_up"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+        self.starts: list[float] = []
+
+    def poll(self, deadline: float) -> Reading:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.starts.append(time.time())
+        time.sleep(self.seconds)
+        with self.lock:
+            self.running -= 1
+        return Reading(Samples())
+
+    def abort(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def run_with(monkeypatch: pytest.MonkeyPatch, source: _SlowSource, *targets: RedisTarget) -> Scheduler:
+    monkeypatch.setattr(sched, "source_for", lambda t: source)
+    s = Scheduler(SnapshotStore())
+    s.start(targets)
+    return s
+
+
+def wait_for(check, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert check()
+
+
+def test_a_poll_slower_than_its_interval_never_overlaps_and_its_ticks_are_counted_skipped(monkeypatch):
+    """``max_instances=1``: a tick that finds the last poll running is a skipped poll, counted
+    and republished, never a second poll beside it."""
+    source = _SlowSource(0.65)
+    s = run_with(monkeypatch, source, target("slow", interval=0.25, timeout=2.0))
+    try:
+        rt = s.runtimes["slow"]
+        wait_for(lambda: rt.stats.polls >= 3 and rt.stats.skipped >= 4)
+        assert source.most == 1
+        # Each poll takes 0.65 s, so about two ticks in three find one running.
+        assert rt.stats.skipped >= rt.stats.polls
+    finally:
+        s.shutdown()
+
+
+def test_polls_come_on_the_targets_grid(monkeypatch):
+    """After the first round, each poll starts at ``phase * interval + k * interval``."""
+    source = _SlowSource(0.0)
+    interval = 1.0
+    s = run_with(monkeypatch, source, target("grid", interval=interval))
+    try:
+        wait_for(lambda: len(source.starts) >= 5)
+        offset = phase("grid") * interval
+        for started in source.starts[1:5]:
+            # Off by a thread hand-off at most (a little late on a busy machine); a poll off the
+            # grid would be up to half an interval away.
+            off = (started - offset) % interval
+            assert min(off, interval - off) < 0.25, (off, source.starts)
+        assert s.runtimes["grid"].stats.skipped == 0
+    finally:
+        s.shutdown()
+
+
+def test_a_removed_target_is_never_polled_again_and_its_tick_is_cancelled(monkeypatch):
+    source = _SlowSource(0.0)
+    s = run_with(monkeypatch, source, target("a", interval=0.2), target("b", interval=0.2))
+    try:
+        wait_for(lambda: len(source.starts) >= 4)
+        assert s._timers.pending() == 2  # one tick per target, nothing else pending
+        s.apply((target("b", interval=0.2),))
+        assert s._timers.pending() == 1
+        assert list(s.runtimes) == ["b"]
+        polls_b = s.runtimes["b"].stats.polls
+        wait_for(lambda: s.runtimes["b"].stats.polls >= polls_b + 3)
+        assert s.store.snapshot("a") is None
+    finally:
+        s.shutdown()
+    assert s._timers.pending() <= 2  # nothing scheduled after shutdown grows the heap
+    count = len(source.starts)
+    time.sleep(0.5)
+    assert len(source.starts) == count, "polled after shutdown"
+
+
+def test_ticks_missed_while_the_timer_thread_was_held_coalesce_into_one(monkeypatch):
+    """A stalled timer thread (a machine busy for seconds) must not fire a backlog of polls at
+    once when it resumes: the ticks it missed become one, counted skipped when later than the
+    misfire grace, and the grid resumes."""
+    source = _SlowSource(0.0)
+    s = run_with(monkeypatch, source, target("c", interval=0.2))
+    try:
+        rt = s.runtimes["c"]
+        wait_for(lambda: rt.stats.polls >= 2)
+        held = threading.Event()
+        s._timers.call_at(time.monotonic(), lambda: (held.set(), time.sleep(1.5)))
+        assert held.wait(5)
+        polls = rt.stats.polls
+        time.sleep(1.6)  # the hold is over: the tick due during it has fired by now
+        # The stall covered ~7 ticks; at most the late tick's poll (or its skip) came of them.
+        assert rt.stats.polls <= polls + 2  # no burst: one late tick, then the grid
+        assert rt.stats.skipped >= 1  # the late tick: 1.3-1.5 s late, past the 1 s grace
+        wait_for(lambda: rt.stats.polls >= polls + 3)
+        assert source.most == 1
     finally:
         s.shutdown()

@@ -1,8 +1,8 @@
-"""The scheduler's Watchdog on its own, on a clock the test moves.
+"""The scheduler's timer heap (the poll ticks and deadlines) on its own, on a clock the test moves.
 
 The clock stands still unless the test moves it, so "not yet" is certain rather than a matter
-of how fast the machine is: the watchdog re-reads the clock (counted) and must not fire until
-the clock reaches the deadline. Only "fired" is waited for, with ``wait_until``.
+of how fast the machine is: the timer thread re-reads the clock (counted) and must not fire
+until the clock reaches the deadline. Only "fired" is waited for, with ``wait_until``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from conftest import wait_until
 
-from exporter.scheduler import Watchdog
+from exporter.scheduler import Timers
 
 START = 100.0
 STEP = 0.05  # deadlines this far ahead: a standing clock is re-read every STEP seconds of real time
@@ -36,8 +36,8 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def dog(clock: ManualClock) -> Iterator[Watchdog]:
-    watchdog = Watchdog(clock)
+def dog(clock: ManualClock) -> Iterator[Timers]:
+    watchdog = Timers(clock)
     yield watchdog
     watchdog.stop()
 
@@ -52,7 +52,7 @@ def settle(clock: ManualClock, reads: int = 3) -> None:
     wait_until(lambda: clock.reads >= seen + reads, timeout=10, message="the watchdog to re-read the clock")
 
 
-def test_a_stuck_poll_is_aborted_at_its_deadline_and_not_before(dog: Watchdog, clock: ManualClock) -> None:
+def test_a_stuck_poll_is_aborted_at_its_deadline_and_not_before(dog: Timers, clock: ManualClock) -> None:
     deadline = START + STEP
     aborted = threading.Event()
     fired: list[float] = []
@@ -61,7 +61,7 @@ def test_a_stuck_poll_is_aborted_at_its_deadline_and_not_before(dog: Watchdog, c
         fired.append(clock.now)
         aborted.set()
 
-    token = dog.watch(deadline, expire)
+    token = dog.call_at(deadline, expire)
     result: list[str] = []
     poll = threading.Thread(target=lambda: result.append("aborted" if aborted.wait(30) else "hung"))
     poll.start()
@@ -76,26 +76,49 @@ def test_a_stuck_poll_is_aborted_at_its_deadline_and_not_before(dog: Watchdog, c
     assert dog.finish(token) is False, "a fired watch must not report 'finished in time'"
 
 
-def test_a_watch_finished_in_time_never_fires(dog: Watchdog, clock: ManualClock) -> None:
+def test_a_watch_finished_in_time_never_fires(dog: Timers, clock: ManualClock) -> None:
     fired: list[tuple[str, float]] = []
-    token = dog.watch(START + STEP, recorder(clock, fired, "finished"))
+    token = dog.call_at(START + STEP, recorder(clock, fired, "finished"))
     assert dog.finish(token) is True
     clock.now = START + 10 * STEP  # far past the finished deadline
-    dog.watch(clock.now, recorder(clock, fired, "later"))  # due now: fires after the finished one would have
+    dog.call_at(clock.now, recorder(clock, fired, "later"))  # due now: fires after the finished one would have
     wait_until(lambda: fired, timeout=10, message="the later watch to fire")
     assert [name for name, _ in fired] == ["later"]
 
 
-def test_deadlines_fire_in_deadline_order_each_once(dog: Watchdog, clock: ManualClock) -> None:
+def test_a_cancelled_call_never_fires_and_cancel_never_waits(dog: Timers, clock: ManualClock) -> None:
+    """The scheduler cancels a removed target's tick while holding its own lock, which a running
+    tick takes: cancel must not wait for a running call as finish does."""
+    fired: list[tuple[str, float]] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def held() -> None:
+        entered.set()
+        release.wait(10)
+    running = dog.call_at(START, held)
+    assert entered.wait(10)
+    dog.cancel(running)  # returns at once although the call is still running
+    release.set()
+    token = dog.call_at(START + STEP, recorder(clock, fired, "cancelled"))
+    dog.cancel(token)
+    dog.cancel(token)  # twice, or an unknown token: nothing
+    assert dog.pending() == 0
+    clock.now = START + 10 * STEP
+    dog.call_at(clock.now, recorder(clock, fired, "later"))
+    wait_until(lambda: fired, timeout=10, message="the later call to fire")
+    assert [name for name, _ in fired] == ["later"]
+
+
+def test_deadlines_fire_in_deadline_order_each_once(dog: Timers, clock: ManualClock) -> None:
     fired: list[tuple[str, float]] = []
     for name, offset in (("c", 3), ("a", 1), ("d", 4), ("b", 2)):
-        dog.watch(START + offset * STEP, recorder(clock, fired, name))
+        dog.call_at(START + offset * STEP, recorder(clock, fired, name))
     clock.now = START + 3 * STEP  # a, b and c are due; d is not
     wait_until(lambda: len(fired) == 3, timeout=10, message="three watches to fire")
     settle(clock)
     assert [name for name, _ in fired] == ["a", "b", "c"]
     clock.now = START + 4 * STEP
-    dog.watch(clock.now + STEP, recorder(clock, fired, "marker"))
+    dog.call_at(clock.now + STEP, recorder(clock, fired, "marker"))
     clock.now += STEP  # everything is due: the marker fires last, after anything fired twice would have
     wait_until(lambda: fired and fired[-1][0] == "marker", timeout=10, message="the marker to fire")
     assert [name for name, _ in fired] == ["a", "b", "c", "d", "marker"]
@@ -103,39 +126,39 @@ def test_deadlines_fire_in_deadline_order_each_once(dog: Watchdog, clock: Manual
 
 def test_an_earlier_deadline_wakes_a_sleeping_watchdog(clock: ManualClock) -> None:
     """The watchdog sleeps until its earliest deadline; a new, earlier one must cut that sleep short."""
-    dog = Watchdog(clock)
+    dog = Timers(clock)
     try:
         fired: list[tuple[str, float]] = []
-        dog.watch(START + 3600, recorder(clock, fired, "late"))  # one hour of real sleep if not woken
+        dog.call_at(START + 3600, recorder(clock, fired, "late"))  # one hour of real sleep if not woken
         settle(clock, reads=1)
         clock.now = START + 1
-        dog.watch(START + 1, recorder(clock, fired, "early"))
+        dog.call_at(START + 1, recorder(clock, fired, "early"))
         wait_until(lambda: fired, timeout=10, message="the early watch to fire")
         assert [name for name, _ in fired] == ["early"]
     finally:
         dog.stop()
 
 
-def test_a_failing_callback_does_not_stop_the_watchdog(dog: Watchdog, clock: ManualClock,
+def test_a_failing_callback_does_not_stop_the_watchdog(dog: Timers, clock: ManualClock,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     fired: list[tuple[str, float]] = []
 
     def boom() -> None:
         raise RuntimeError("boom")
 
-    failing = dog.watch(START + STEP, boom)
-    dog.watch(START + 2 * STEP, recorder(clock, fired, "after"))
+    failing = dog.call_at(START + STEP, boom)
+    dog.call_at(START + 2 * STEP, recorder(clock, fired, "after"))
     with caplog.at_level(logging.ERROR, logger="exporter.scheduler"):
         clock.now = START + 2 * STEP
         wait_until(lambda: fired, timeout=10, message="the watch after the failing one to fire")
-    assert any("watchdog callback failed" in r.getMessage() for r in caplog.records)
+    assert any("timer callback failed" in r.getMessage() for r in caplog.records)
     assert dog.finish(failing) is False
 
 
 def test_stop_ends_the_thread(clock: ManualClock) -> None:
-    dog = Watchdog(clock)
+    dog = Timers(clock)
     fired: list[tuple[str, float]] = []
-    dog.watch(START + STEP, recorder(clock, fired, "pending"))
+    dog.call_at(START + STEP, recorder(clock, fired, "pending"))
     clock.now = START + 10  # past the pending deadline as the watchdog is told to stop
     dog.stop()
     dog._thread.join(10)
