@@ -164,7 +164,7 @@ class Daemon:
         counts = Counter(t.type for t in self.all_targets())
         self.exposition.targets.clear()
         for kind, n in counts.items():
-            self.exposition.targets.labels(kind).set(n)
+            self.exposition.targets.set(n, kind)
 
     def _mark_reload(self, ok: bool) -> None:
         self.exposition.reload_ok.set(1 if ok else 0)

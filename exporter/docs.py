@@ -68,13 +68,10 @@ def metrics_reference() -> str:
     exposition.watch_http(SimpleNamespace(connections=0, evicted=0, refused=0),
                           SimpleNamespace(auth_failures=0, reload_failures=0))
     exposition.watch_state(SimpleNamespace(last_save=0.0, failures=0), lambda: 0)
-    for family in exposition.registry.collect():
+    for family, _ in exposition.registry.collect():
         if family.name.startswith("cache_exporter_"):
-            labels = sorted({k for s in family.samples for k in s.labels if k != "quantile"})
-            # prometheus_client strips a counter's _total from the family name; the series has it.
-            name = family.name + ("_total" if family.type == "counter" else "")
-            out.append(_row(name, family.type, labels, family.documentation))
-    out += ["", "Plus the standard `process_*` and `python_*` families of prometheus_client.", "", END]
+            out.append(_row(family.name, family.type, sorted(family.labelnames), family.help))
+    out += ["", "Plus the standard `process_*` and `python_*` families, as prometheus_client names them.", "", END]
     return "\n".join(out)
 
 

@@ -4,8 +4,8 @@ A scrape never contacts a target and never formats a number: each poll renders i
 samples into per-family text chunks (``render_chunks``), and a scrape joins the chunks
 family by family behind one HELP/TYPE header (``Exposition.body``). The joined body and its
 gzip form are cached until the store changes. The exporter's process-wide metrics (build
-info, config reload status, process stats) come from prometheus_client registries and are
-rendered per scrape; they are few.
+info, config reload status, process stats) are rendered per scrape (``selfmetrics``); they are
+few.
 
 Order: what someone reading a scrape came for first -- the stores' families (cache_*,
 redis_*, memcached_*, app_*, http_cache_*) -- then the exporter's own (cache_exporter_*, per
@@ -26,23 +26,22 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from prometheus_client import (
-    CollectorRegistry,
-    Gauge,
-    GCCollector,
-    PlatformCollector,
-    ProcessCollector,
-    Summary,
-    disable_created_metrics,
-    generate_latest,
-)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.utils import floatToGoString
-
 from exporter import __version__, catalog
+from exporter.selfmetrics import (
+    Collected,
+    Family,
+    Gauge,
+    ProcessCollector,
+    Registry,
+    Series,
+    Summary,
+    escape_help,
+    escape_label_value,
+    go_float,
+)
 from exporter.snapshot import LabelPairs, Sample
 from exporter.store import SnapshotStore
 
@@ -63,17 +62,6 @@ def _libc_malloc_trim() -> Callable[[int], int] | None:
 
 _malloc_trim = _libc_malloc_trim()
 
-# `_created` series only add noise to a text-format scrape (and change on every restart).
-disable_created_metrics()
-
-
-def escape_label_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
 
 def label_prefix(target: str, static: LabelPairs) -> str:
     """The rendered labels every series of a target carries: ``target="x",env="prod"``."""
@@ -88,7 +76,7 @@ def _value_text(value: float) -> str:
     text = repr(value)
     dot = text.find(".")
     if dot < 0 or (dot > 6 and value > 0):
-        return floatToGoString(value)
+        return go_float(value)
     return text
 
 
@@ -141,7 +129,7 @@ def exposition_order(specs: list[catalog.MetricSpec]) -> list[catalog.MetricSpec
 
 
 def _header(spec: catalog.MetricSpec) -> bytes:
-    return f"# HELP {spec.name} {_escape_help(spec.help)}\n# TYPE {spec.name} {spec.type}\n".encode()
+    return f"# HELP {spec.name} {escape_help(spec.help)}\n# TYPE {spec.name} {spec.type}\n".encode()
 
 
 class StateHealth(Protocol):
@@ -154,73 +142,72 @@ class StateHealth(Protocol):
     def failures(self) -> int: ...
 
 
-class _StateCollector:
+STATE_LAST_SAVE = Family("cache_exporter_state_last_save_timestamp_seconds", "gauge",
+                         "Unix time the forecast state file was last written.")
+STATE_SAVE_FAILURES = Family("cache_exporter_state_save_failures_total", "counter",
+                             "Writes of the forecast state file that failed (the log says why).")
+STATE_RESTORED = Family("cache_exporter_state_restored_targets", "gauge",
+                        "Targets whose forecast history was restored from the state file at start.")
+
+
+def _state_collector(state_file: StateHealth, restored: Callable[[], int]) -> Callable[[], Iterator[Collected]]:
     """The forecast state file's health, read at scrape time."""
-
-    def __init__(self, state_file: StateHealth, restored: Callable[[], int]) -> None:
-        self.state_file = state_file
-        self.restored = restored
-
-    def collect(self) -> Iterable[Metric]:
-        if self.state_file.last_save is not None:
-            yield GaugeMetricFamily("cache_exporter_state_last_save_timestamp_seconds",
-                                    "Unix time the forecast state file was last written.",
-                                    value=self.state_file.last_save)
-        yield CounterMetricFamily("cache_exporter_state_save_failures",
-                                  "Writes of the forecast state file that failed (the log says why).",
-                                  value=self.state_file.failures)
-        yield GaugeMetricFamily("cache_exporter_state_restored_targets",
-                                "Targets whose forecast history was restored from the state file at start.",
-                                value=self.restored())
+    def collect() -> Iterator[Collected]:
+        if state_file.last_save is not None:
+            yield STATE_LAST_SAVE, [("", (), state_file.last_save)]
+        yield STATE_SAVE_FAILURES, [("", (), state_file.failures)]
+        yield STATE_RESTORED, [("", (), restored())]
+    return collect
 
 
-class _HTTPCollector:
+HTTP_CONNECTIONS = Family("cache_exporter_http_connections", "gauge", "Open HTTP connections.")
+HTTP_EVICTED = Family("cache_exporter_http_connections_evicted_total", "counter",
+                      "Idle or slow HTTP connections closed to admit a new one at the connection cap.")
+HTTP_REFUSED = Family("cache_exporter_http_connections_refused_total", "counter",
+                      "HTTP connections refused (503) because every connection was busy at the cap.")
+HTTP_AUTH_FAILURES = Family("cache_exporter_http_auth_failures_total", "counter",
+                            "Requests refused with 401: missing or wrong basic-auth credentials.")
+WEB_RELOAD_FAILURES = Family("cache_exporter_web_config_reload_failures_total", "counter",
+                             "Changes to the web config file (or its certificates) that were invalid "
+                             "and kept the previous configuration (the log says why).")
+
+
+def _http_collector(server: Any, web: Any) -> Callable[[], Iterator[Collected]]:
     """The HTTP server's bounds at work and the web config's health, read at scrape time."""
-
-    def __init__(self, server: Any, web: Any) -> None:
-        self.server = server
-        self.web = web
-
-    def collect(self) -> Iterable[Metric]:
-        yield GaugeMetricFamily("cache_exporter_http_connections", "Open HTTP connections.",
-                                value=self.server.connections)
-        yield CounterMetricFamily("cache_exporter_http_connections_evicted",
-                                  "Idle or slow HTTP connections closed to admit a new one at the connection cap.",
-                                  value=self.server.evicted)
-        yield CounterMetricFamily("cache_exporter_http_connections_refused",
-                                  "HTTP connections refused (503) because every connection was busy at the cap.",
-                                  value=self.server.refused)
-        if self.web is not None:
-            yield CounterMetricFamily("cache_exporter_http_auth_failures",
-                                      "Requests refused with 401: missing or wrong basic-auth credentials.",
-                                      value=self.web.auth_failures)
-            yield CounterMetricFamily("cache_exporter_web_config_reload_failures",
-                                      "Changes to the web config file (or its certificates) that were invalid "
-                                      "and kept the previous configuration (the log says why).",
-                                      value=self.web.reload_failures)
+    def collect() -> Iterator[Collected]:
+        yield HTTP_CONNECTIONS, [("", (), server.connections)]
+        yield HTTP_EVICTED, [("", (), server.evicted)]
+        yield HTTP_REFUSED, [("", (), server.refused)]
+        if web is not None:
+            yield HTTP_AUTH_FAILURES, [("", (), web.auth_failures)]
+            yield WEB_RELOAD_FAILURES, [("", (), web.reload_failures)]
+    return collect
 
 
-class _DiscoveryCollector:
+def _catalog_family(name: str) -> Family:
+    spec = catalog.get(name)
+    return Family(name, spec.type, spec.help, spec.labels)
+
+
+DISCOVERY_ERRORS = _catalog_family(catalog.DISCOVERY_ERRORS)
+DISCOVERY_TARGETS = _catalog_family(catalog.DISCOVERY_TARGETS)
+DISCOVERY_LAST_SUCCESS = _catalog_family(catalog.DISCOVERY_LAST_SUCCESS)
+
+
+def _discovery_collector(runner: Any) -> Callable[[], Iterator[Collected]]:
     """Each discovery template's health, read at scrape time (families declared in the catalog)."""
-
-    def __init__(self, runner: Any) -> None:
-        self.runner = runner
-
-    def collect(self) -> Iterable[Metric]:
-        labels = ["template", "kind"]
-        errors = CounterMetricFamily(catalog.DISCOVERY_ERRORS.removesuffix("_total"),
-                                     catalog.get(catalog.DISCOVERY_ERRORS).help, labels=labels)
-        targets = GaugeMetricFamily(catalog.DISCOVERY_TARGETS, catalog.get(catalog.DISCOVERY_TARGETS).help,
-                                    labels=labels)
-        success = GaugeMetricFamily(catalog.DISCOVERY_LAST_SUCCESS, catalog.get(catalog.DISCOVERY_LAST_SUCCESS).help,
-                                    labels=labels)
-        for state in self.runner.states():
-            key = [state.template.name, state.template.kind]
-            errors.add_metric(key, state.errors)
-            targets.add_metric(key, len(state.targets))
+    def collect() -> Iterator[Collected]:
+        errors: list[Series] = []
+        targets: list[Series] = []
+        success: list[Series] = []
+        for state in runner.states():
+            key = (state.template.name, state.template.kind)
+            errors.append(("", key, state.errors))
+            targets.append(("", key, len(state.targets)))
             if state.last_success is not None:
-                success.add_metric(key, state.last_success)
-        yield from (errors, targets, success)
+                success.append(("", key, state.last_success))
+        yield from ((DISCOVERY_ERRORS, errors), (DISCOVERY_TARGETS, targets), (DISCOVERY_LAST_SUCCESS, success))
+    return collect
 
 
 class Exposition:
@@ -228,36 +215,34 @@ class Exposition:
 
     def __init__(self, store: SnapshotStore) -> None:
         self.store = store
-        self.registry = CollectorRegistry(auto_describe=True)  # the exporter's own: cache_exporter_*
+        self.registry = Registry()  # the exporter's own: cache_exporter_*
         # Apart, so that the process's families render after everything else.
-        self.process_registry = CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=self.process_registry)
-        PlatformCollector(registry=self.process_registry)
-        GCCollector(registry=self.process_registry)
+        self.process_registry = Registry()
+        self.process_registry.register(ProcessCollector().collect)
         build = Gauge("cache_exporter_build_info", "Constant 1; labels: version and Python version.",
-                      ["version", "python_version"], registry=self.registry)
-        build.labels(__version__, platform.python_version()).set(1)
-        self.targets = Gauge("cache_exporter_targets", "Configured targets by type.", ["type"],
-                             registry=self.registry)
+                      ("version", "python_version"))
+        build.set(1, __version__, platform.python_version())
+        self.targets = Gauge("cache_exporter_targets", "Configured targets by type.", ("type",))
         self.targets_owned = Gauge(
             "cache_exporter_targets_owned",
-            "Targets this replica polls: those of its shard (--shard, --total-shards), all of them when not sharded.",
-            registry=self.registry)
+            "Targets this replica polls: those of its shard (--shard, --total-shards), all of them when not sharded.")
         self.shard_info = Gauge(
             "cache_exporter_shard_info",
             "Constant 1; labels: this replica's shard index and the total number of shards (0 and 1 when not "
-            "sharded).", ["index", "total"], registry=self.registry)
+            "sharded).", ("index", "total"))
         self.total_shards = Gauge(
             "cache_exporter_total_shards",
             "Replicas sharing the targets (--total-shards; 1 when not sharded): the alert rules compare it "
-            "with the shards seen.", registry=self.registry)
-        self.set_shard(0, 1)
+            "with the shards seen.")
         self.reload_ok = Gauge("cache_exporter_config_last_reload_successful",
-                               "1 if the last config (re)load succeeded.", registry=self.registry)
+                               "1 if the last config (re)load succeeded.")
         self.reload_time = Gauge("cache_exporter_config_last_reload_success_timestamp_seconds",
-                                 "Unix time of the last successful config (re)load.", registry=self.registry)
-        self.render_time = Summary("cache_exporter_render_duration_seconds",
-                                   "Time to build a /metrics body.", registry=self.registry)
+                                 "Unix time of the last successful config (re)load.")
+        self.render_time = Summary("cache_exporter_render_duration_seconds", "Time to build a /metrics body.")
+        for metric in (build, self.targets, self.targets_owned, self.shard_info, self.total_shards,
+                       self.reload_ok, self.reload_time, self.render_time):
+            self.registry.register(metric.collect)
+        self.set_shard(0, 1)
         self._lock = threading.Lock()
         self._cache_generation = -1
         self._cache_parts: list[bytes] | None = None
@@ -267,20 +252,20 @@ class Exposition:
 
     def set_shard(self, index: int, total: int) -> None:
         self.shard_info.clear()
-        self.shard_info.labels(str(index), str(total)).set(1)
+        self.shard_info.set(1, str(index), str(total))
         self.total_shards.set(total)
 
     def watch_http(self, server: Any, web: Any) -> None:
         """Export the HTTP server's connection counts and the web config's failures."""
-        self.registry.register(_HTTPCollector(server, web))
+        self.registry.register(_http_collector(server, web))
 
     def watch_discovery(self, runner: Any) -> None:
         """Export each discovery template's errors, target count and last success."""
-        self.registry.register(_DiscoveryCollector(runner))
+        self.registry.register(_discovery_collector(runner))
 
     def watch_state(self, state_file: StateHealth, restored: Callable[[], int]) -> None:
         """Export the state file's health: when it was last written, failed writes, targets restored."""
-        self.registry.register(_StateCollector(state_file, restored))
+        self.registry.register(_state_collector(state_file, restored))
 
     def _build(self) -> tuple[int, list[bytes]]:
         """(generation, the stored targets' part as ~1 MiB pieces) from one consistent view."""
@@ -352,7 +337,7 @@ class Exposition:
     def body_parts(self, compress: bool = False) -> list[bytes]:
         """The whole body as chunks: the stored targets, then the process-wide part."""
         started = time.perf_counter()
-        tail = generate_latest(self.registry) + generate_latest(self.process_registry)
+        tail = self.registry.render() + self.process_registry.render()
         if compress:
             tail = gzip.compress(tail, compresslevel=1, mtime=0)
         parts = [*self._store_part(compress), tail]
@@ -375,7 +360,7 @@ class Exposition:
             self._lock.release()
         if store_part is None:
             return None
-        tail = generate_latest(self.registry) + generate_latest(self.process_registry)
+        tail = self.registry.render() + self.process_registry.render()
         if compress:
             tail = gzip.compress(tail, compresslevel=1, mtime=0)
         parts = [*store_part, tail]

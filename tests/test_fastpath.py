@@ -16,7 +16,6 @@ from pathlib import Path
 import bcrypt
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
 
 from exporter import webconfig
 from exporter.config import LoadResult, default_config
@@ -24,6 +23,7 @@ from exporter.daemon import Daemon
 from exporter.exposition import Exposition, label_prefix, render_chunks
 from exporter.http import Endpoints, make_server
 from exporter.httpserver import Limits, Server
+from exporter.selfmetrics import Registry
 from exporter.snapshot import Samples, Snapshot
 from exporter.store import SnapshotStore
 from exporter.webconfig import WebConfigFile
@@ -57,8 +57,8 @@ def exposition() -> Exposition:
         samples.add("cache_up", 1, (("store", "redis"), ("i", str(i))))
     store.put("r", Snapshot("r", "redis", True, 0.0, samples), render_chunks(samples, label_prefix("r", ())))
     exp = Exposition(store)
-    exp.process_registry = CollectorRegistry()
-    exp.registry.unregister(exp.render_time)
+    exp.process_registry = Registry()
+    exp.registry.unregister(exp.render_time.collect)
     return exp
 
 
@@ -69,7 +69,7 @@ def endpoints(exp: Exposition, web: WebConfigFile | None = None) -> Endpoints:
 
 
 def renders(exp: Exposition) -> float:
-    return exp.render_time._count.get()
+    return exp.render_time.count
 
 
 def serve_both(ep: Endpoints) -> tuple[Server, Server]:
