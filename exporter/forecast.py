@@ -43,8 +43,8 @@ from __future__ import annotations
 import bisect
 import functools
 import math
-import statistics
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -78,6 +78,17 @@ class Estimate:
     seconds_until_full: float | None  # None: no limit known
     basis: float = 0.0  # seconds of growth seen: the longest window that rose all along; 0 when none
 
+
+
+def median(values: Iterable[float]) -> float:
+    """``statistics.median``, the same result (the mean of the middle two of an even count);
+    not imported for it: ``statistics`` brings ``decimal``, ``fractions`` and ``random`` along."""
+    data = sorted(values)
+    n = len(data)
+    if not n:
+        raise ValueError("median of no values")
+    mid = n // 2
+    return data[mid] if n % 2 else (data[mid - 1] + data[mid]) / 2
 
 @dataclass(frozen=True)
 class _Trend:
@@ -138,7 +149,7 @@ class _Ring:
         if self._closed is None or self._closed[0] != last:
             closed = [p for p in self.points() if p[0] < last * self.width]
             values = [v for _, v in closed]
-            noise = statistics.median(abs(values[i + 1] - 2 * values[i] + values[i - 1])
+            noise = median(abs(values[i + 1] - 2 * values[i] + values[i - 1])
                                       for i in range(1, len(values) - 1)) if len(values) > 2 else 0.0
             self._closed = (last, array("d", [t for t, _ in closed]), array("d", values), noise)
         # Kept as arrays (8 bytes a value), scanned as lists (faster to slice and compare).
@@ -340,7 +351,7 @@ class _RingView:
         # The median, or the newest if smaller: a slowing rise (the top of a cycle, a
         # decelerating fill) is extrapolated at its current pace, not its past one.
         rates = [r / max(b - a, part / 2) for r, (a, b) in zip(rises, pairwise(peak_times), strict=True)]
-        rate = min(statistics.median(rates), rates[-1])
+        rate = min(median(rates), rates[-1])
         # Still growing now: the newest part's peak is in its second half. A sawtooth's drop ends
         # its rising edge within half a part (a tenth of the window); a leak's tooth shorter than
         # that does not, so the countdown of a leak under a TTL sawtooth holds steady.

@@ -46,7 +46,7 @@ from exporter.pool import ElasticPool
 from exporter.sharding import Shard
 from exporter.snapshot import MAX_SERIES, Samples, Snapshot
 from exporter.sources import Reading, Source, source_for
-from exporter.store import SnapshotStore
+from exporter.store import Chunks, SnapshotStore
 from exporter.targets import Target
 
 log = logging.getLogger(__name__)
@@ -231,8 +231,9 @@ class TargetRuntime:
         self.last_error: PollError | None = None  # the current outage's latest error; None while up
         self.forecaster = Forecaster(target.forecast_window)
         self.findings: set[tuple[str, str, bool]] = set()  # (check, severity, acknowledged)
-        # The last snapshot and what was published for it (its chunks and the statistics').
-        self.rendered: tuple[Snapshot, dict[str, bytes]] | None = None
+        # The last snapshot and what was published for it (its chunks and the statistics'), the
+        # very object the store holds.
+        self.rendered: tuple[Snapshot, Chunks] | None = None
         # The job: when the next tick is due (Unix seconds), its timer, and whether a poll is
         # running (a tick that finds one is a skipped poll).
         self.due = 0.0
@@ -434,7 +435,8 @@ class Scheduler:
         with rt.lock:
             rt.stats.skipped += 1
             if rt.rendered is not None:
-                self._put(rt, *rt.rendered)
+                snapshot, published = rt.rendered
+                self._put(rt, snapshot, published.as_dict())
 
     def _record(self, rt: TargetRuntime, result: Reading | PollError, duration: float) -> None:
         now = time.time()
@@ -514,7 +516,7 @@ class Scheduler:
     def _put(self, rt: TargetRuntime, snapshot: Snapshot, chunks: dict[str, bytes]) -> None:
         """Store ``chunks`` (a snapshot's, or what was published for it before) with the poll
         statistics of this moment; the caller holds ``rt.lock``."""
-        published = published_chunks(chunks, rt.stats, rt.prefix)
+        published = Chunks(published_chunks(chunks, rt.stats, rt.prefix))
         rt.rendered = (snapshot, published)
         with self._lock:
             # A poll that finishes after its target was removed or replaced must not resurrect it.

@@ -19,7 +19,6 @@ from the API; the exporter needs no API access, the chart passes the same number
 
 from __future__ import annotations
 
-import hashlib
 import re
 import socket
 from collections.abc import Iterable, Mapping
@@ -32,6 +31,8 @@ POD_NAME_ENV = "POD_NAME"
 
 
 def _key(name: str) -> int:
+    import hashlib  # here: an unsharded daemon never hashes, and hashlib is ~0.6 MiB resident
+
     # surrogatepass: a name from a file with undecodable bytes still hashes (and the same way each time).
     return int.from_bytes(hashlib.sha256(name.encode("utf-8", "surrogatepass")).digest()[:8], "big")
 

@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -99,6 +98,8 @@ class StateFile:
                         for name, s in targets.items()},
         }
         data = json.dumps(document, separators=(",", ":")).encode()
+        import tempfile  # here: only --state.dir writes files, and tempfile brings shutil and random
+
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".forecast-state-", dir=self.directory)

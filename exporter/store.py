@@ -3,9 +3,56 @@
 from __future__ import annotations
 
 import threading
+from array import array
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
 
 from exporter.snapshot import Snapshot
+
+_FAMILIES: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct family list
+_FAMILIES_MAX = 10_000  # cleared when full: targets whose families keep changing cannot grow it
+
+
+class Chunks:
+    """A target's text chunks, one per family, packed in one ``bytes`` with their end offsets.
+
+    At a thousand targets a dict of ~150 small ``bytes`` per target was 131 000 long-lived
+    objects (20 MiB with their headers, and the small-object allocator's pages they pinned among
+    each poll's short-lived ones); packed, it is one buffer and one offset array per target, and
+    the family names are one tuple shared by every target with the same families
+    (docs/benchmarks.md, "Memory"). A scrape slices the chunks back out when it groups them.
+    """
+
+    __slots__ = ("families", "text", "ends")
+
+    def __init__(self, chunks: Mapping[str, bytes]) -> None:
+        families = tuple(chunks)
+        shared = _FAMILIES.get(families)
+        if shared is None:
+            if len(_FAMILIES) >= _FAMILIES_MAX:
+                _FAMILIES.clear()
+            shared = _FAMILIES[families] = families
+        self.families = shared
+        parts = list(chunks.values())
+        self.text = b"".join(parts)
+        ends = array("L")
+        end = 0
+        for part in parts:
+            end += len(part)
+            ends.append(end)
+        self.ends = ends
+
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        text, start = self.text, 0
+        for family, end in zip(self.families, self.ends, strict=True):
+            yield family, text[start:end]
+            start = end
+
+    def as_dict(self) -> dict[str, bytes]:
+        return dict(self.items())
+
+    def __len__(self) -> int:
+        return len(self.families)
 
 
 class SnapshotStore:
@@ -21,10 +68,12 @@ class SnapshotStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._snapshots: dict[str, Snapshot] = {}
-        self._chunks: dict[str, dict[str, bytes]] = {}  # target -> family -> text; never mutated once put
+        self._chunks: dict[str, Chunks] = {}  # never mutated once put
         self.generation = 0
 
-    def put(self, target: str, snapshot: Snapshot, chunks: dict[str, bytes]) -> None:
+    def put(self, target: str, snapshot: Snapshot, chunks: Chunks | Mapping[str, bytes]) -> None:
+        if not isinstance(chunks, Chunks):
+            chunks = Chunks(chunks)
         with self._lock:
             self._snapshots[target] = snapshot
             self._chunks[target] = chunks
@@ -40,7 +89,7 @@ class SnapshotStore:
         """(generation, family -> chunks) as one consistent view."""
         with self._lock:
             generation, per_target = self.generation, list(self._chunks.values())
-        # Outside the lock: the dicts taken are never changed (a put replaces a target's dict).
+        # Outside the lock: the chunks taken are never changed (a put replaces a target's).
         by_family: defaultdict[str, list[bytes]] = defaultdict(list)
         for chunks in per_target:
             for family, text in chunks.items():

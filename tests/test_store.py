@@ -67,3 +67,18 @@ def test_every_write_changes_the_generation_and_views_are_copies() -> None:
     snapshots = store.snapshots()
     put(store, "c", {"cache_up": 1})
     assert snapshots == {}
+
+
+def test_packed_chunks_give_back_each_family_s_text_in_order() -> None:
+    from exporter.store import Chunks
+
+    chunks = {"b_family": b'b{target="x"} 1.0\n', "a_family": b"", "c_family": "é\n".encode() * 3}
+    packed = Chunks(chunks)
+    assert packed.as_dict() == chunks and list(packed.as_dict()) == list(chunks)  # order kept: exposition's
+    assert len(packed) == 3
+    assert Chunks({}).as_dict() == {}
+    # Targets with the same families share one tuple of names (a thousand targets, one tuple).
+    assert Chunks({"b_family": b"1", "a_family": b"2", "c_family": b"3"}).families is packed.families
+    store = SnapshotStore()
+    store.put("x", Snapshot("x", "redis", True, 0.0, Samples()), packed)
+    assert {f: c for f, cs in store.family_chunks()[1].items() for c in cs} == chunks

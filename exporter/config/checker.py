@@ -7,7 +7,6 @@ that message at ``path.key`` and goes on, so one run of ``check-config`` lists e
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Any
 
@@ -61,7 +60,7 @@ class Checker:
             if not isinstance(key, str):
                 self.error(path, f"keys must be strings, got {kind_of(key)}")
             elif key not in allowed:
-                hint = difflib.get_close_matches(key, sorted(allowed), n=1)
+                hint = close_match(key, sorted(allowed))
                 suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
                 self.error(join(path, key), f"unknown key{suggestion}; allowed: {', '.join(sorted(allowed))}")
         return node
@@ -79,6 +78,14 @@ class Checker:
         except (UnitError, ValueError, TypeError) as exc:
             self.error(here, str(exc))
             return default if default is not MISSING else None
+
+
+def close_match(word: str, choices: list[str]) -> list[str]:
+    """The closest of ``choices`` to a misspelt ``word`` (``difflib``, imported only when a
+    config has such a mistake), as a list of at most one."""
+    import difflib
+
+    return difflib.get_close_matches(word, choices, n=1)
 
 
 def join(path: str, key: str | int) -> str:

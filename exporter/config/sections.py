@@ -3,14 +3,13 @@ labels, credentials, tls, acknowledge and prefixes blocks of a target."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Callable
 from typing import Any
 
 from exporter.config import rules
-from exporter.config.checker import Checker, join, kind_of
+from exporter.config.checker import Checker, close_match, join, kind_of
 from exporter.config.values import boolean, env_name, int_between, iso_date, positive_duration, positive_size, string
 from exporter.labels import FAMILY_LABELS
 from exporter.targets import (
@@ -146,7 +145,7 @@ def acknowledge(c: Checker, node: Any, path: str, target_type: type) -> tuple[Ac
         if check is None:
             continue
         if check not in known:
-            hint = difflib.get_close_matches(check, known, n=1)
+            hint = close_match(check, known)
             suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
             c.error(join(here, "check") if isinstance(item, dict) else here,
                     f"unknown audit check {check[:80]!r}{suggestion}; checks for this target type: "
