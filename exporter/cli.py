@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import logging
 import os
@@ -11,7 +10,7 @@ import sys
 import time
 from collections import Counter
 
-from exporter import __version__
+from exporter import __version__, memory
 from exporter.secrets import RedactingFilter
 from exporter.targets import DEFAULT_LISTEN
 
@@ -207,23 +206,8 @@ def _check_config(path: str) -> int:
     return 0
 
 
-def limit_malloc_arenas() -> None:
-    """Cap glibc malloc arenas at 2, unless MALLOC_ARENA_MAX is set.
-
-    Every poll and HTTP thread may get its own arena, and each keeps the multi-MB /metrics
-    buffers it once freed, so RSS grows with the number of threads that ever built a body
-    (docs/benchmarks.md, "Design measurements"). Best effort: not glibc, no-op.
-    """
-    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # -8 = M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
-
-
 def _run(args: argparse.Namespace) -> int:
-    limit_malloc_arenas()  # before any thread exists
+    memory.limit_arenas()  # before any thread exists
     setup_logging(args.log_level, args.log_format)
     from exporter.config import ConfigError, LoadResult, default_config, flags_config, load_config
     from exporter.daemon import Daemon

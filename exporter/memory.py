@@ -1,4 +1,4 @@
-"""Hand the heap memory the process freed back to the kernel (glibc's ``malloc_trim``).
+"""glibc malloc's settings and housekeeping: fewer arenas, and freed memory handed back.
 
 Poll threads allocate replies, parsed fields and rendered text, and free them a moment later,
 interleaved with what is kept (the published chunks). glibc keeps those freed pages in its
@@ -6,32 +6,35 @@ per-thread arenas, counted in RSS: at 1000 targets and no scrape for 80 s, RSS c
 to ~145 MiB, and one ``malloc_trim`` brought it back (docs/benchmarks.md, "Memory"). So the
 daemon trims on a timer, whether or not anyone scrapes, and exposition after building a large
 body. Elsewhere (musl, macOS) there is nothing to call and ``trim`` does nothing.
+
+Arenas: every poll and HTTP thread may get its own, and each keeps the multi-MB /metrics
+buffers it once freed, so RSS grew with the number of threads that ever built a body; the
+command line caps them at 2 (``limit_arenas``) before any thread starts.
 """
 
 from __future__ import annotations
 
 import ctypes
-import logging
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
 
-log = logging.getLogger(__name__)
-
 EVERY = 5.0  # seconds: at most one trim this often (each takes 1-3 ms at 1000 targets)
+M_ARENA_MAX = -8  # mallopt's parameter number
 
 
-def _libc_malloc_trim() -> Callable[[int], int] | None:
+def _libc(name: str) -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(None).malloc_trim  # glibc only: absent from musl (Alpine)
+        return getattr(ctypes.CDLL(None), name)  # glibc only: absent from musl (Alpine)
     except (OSError, AttributeError):
         return None
 
 
-_malloc_trim = _libc_malloc_trim()
+_malloc_trim = _libc("malloc_trim")
 _lock = threading.Lock()
 _last = -float("inf")
 trims = 0  # done since start: for tests
@@ -54,3 +57,11 @@ def trim(every: float = EVERY) -> bool:
 
 def available() -> bool:
     return _malloc_trim is not None
+
+
+def limit_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (docs/benchmarks.md, "Design measurements"), unless
+    ``MALLOC_ARENA_MAX`` is set; call it before any thread exists. Not glibc: nothing."""
+    mallopt = _libc("mallopt")
+    if mallopt is not None and not os.environ.get("MALLOC_ARENA_MAX"):
+        mallopt(M_ARENA_MAX, arenas)

@@ -223,10 +223,10 @@ def test_dashboards_never_tell_replicas_apart():
     (["--total-shards", "3"], "'not-a-pod' does not end in -<ordinal>"),
 ])
 def test_cli_refuses_bad_shard_flags_with_exit_2(argv, message, monkeypatch, capsys):
-    from exporter import cli
+    from exporter import cli, memory
 
     monkeypatch.setenv("POD_NAME", "not-a-pod")
-    monkeypatch.setattr(cli, "limit_malloc_arenas", lambda: None)  # process-wide side effects: not here
+    monkeypatch.setattr(memory, "limit_arenas", lambda: None)  # process-wide side effects: not here
     monkeypatch.setattr(cli, "setup_logging", lambda *a: None)
     assert cli.main(["run", "--listen", "127.0.0.1:0", *argv]) == cli.EXIT_CONFIG
     assert message in capsys.readouterr().err
