@@ -82,9 +82,11 @@ class Samples:
                 return
         limits = self.limits
         if limits is not None:
-            if labels and any(len(v) > limits.max_label_value_length for _, v in labels):
-                self._drop(family, LABEL_TOO_LONG)
-                return
+            longest = limits.max_label_value_length
+            for _, v in labels:  # a loop, not any(): this runs for most of a poll's series
+                if len(v) > longest:
+                    self._drop(family, LABEL_TOO_LONG)
+                    return
             if len(self._items) >= limits.max_series:
                 spec = catalog.find(family)
                 if not (spec is not None and spec.essential
@@ -112,6 +114,9 @@ class Samples:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def families(self) -> set[str]:
+        return {s[0] for s in self._items}
 
     def value(self, family: str, labels: LabelPairs | None = None) -> float | None:
         """First value of ``family`` (optionally with exactly ``labels``); for tests and derivations."""

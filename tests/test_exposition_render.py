@@ -9,8 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
 from exporter import exposition
-from exporter.exposition import _value_text, label_prefix, render_chunks
-from exporter.snapshot import Samples
+from exporter.exposition import label_prefix, render_chunks
+from exporter.snapshot import Sample, Samples
 
 EDGES = [0.0, -0.0, 1.0, -1.0, 0.1, 5.5, 999999.9, 123456.0, 1000000.0, 1234567.0, 2.0**53, 1e16, 1e-5,
          1.5e-7, -1e20, 1e300, float("inf"), float("-inf"), float("nan")]
@@ -21,8 +21,12 @@ def test_value_text_is_floattogostring() -> None:
     values = EDGES + [rnd.uniform(-1e12, 1e12) for _ in range(500)] \
         + [float(rnd.randint(0, 10**18)) for _ in range(500)] \
         + [rnd.random() * 10 ** rnd.randint(-20, 20) for _ in range(500)]
-    for v in values:
-        assert _value_text(v) == floatToGoString(v), v
+    # Straight to render_chunks (Samples would drop the non-finite and the implausible).
+    text = render_chunks([Sample("x", (("i", str(i)),), v) for i, v in enumerate(values)], 'target="t"')["x"]
+    lines = text.decode().splitlines()
+    assert len(lines) == len(values)
+    for v, line in zip(values, lines, strict=True):
+        assert line.rsplit(" ", 1)[1] == floatToGoString(v), v
 
 
 def test_cached_labels_render_the_same_escaped_text_and_stay_bounded(monkeypatch) -> None:

@@ -85,6 +85,8 @@ COMPOSITE_LINES: list[Composite] = [
 ]
 # One alternation, one match per line: group n is COMPOSITE_LINES[n - 1].
 _COMPOSITE = re.compile("|".join(f"({c.pattern})" for c in COMPOSITE_LINES))
+# The patterns' literal starts: the other ~150 lines of a reply skip the regex.
+_COMPOSITE_STARTS = tuple(re.match(r"[A-Za-z_]*", c.pattern).group() for c in COMPOSITE_LINES)  # type: ignore[union-attr]
 
 
 @dataclass
@@ -109,7 +111,7 @@ def parse_info(text: str) -> Info:
         key, sep, value = line.partition(":")
         if not sep:
             continue
-        kind = _COMPOSITE.fullmatch(key)
+        kind = _COMPOSITE.fullmatch(key) if key.startswith(_COMPOSITE_STARTS) else None
         if kind is not None and kind.lastindex is not None:  # a match of the alternation has a group
             composite.append((COMPOSITE_LINES[kind.lastindex - 1], key, value))
         else:

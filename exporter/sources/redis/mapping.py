@@ -76,8 +76,9 @@ def map_info(info: Info, target: RedisTarget, config: dict[str, str], now: float
             kind.handler(key, raw, out)
         except (KeyError, ValueError):
             malformed += 1
+    present = out.families()  # INFO's value wins over CONFIG's
     for key, field in CONFIG_FIELDS.items():
-        if key in config and out.value(field.metric) is None:
+        if key in config and field.metric not in present:
             try:
                 out.add(field.metric, field.parse(config[key]))
             except ValueError:
