@@ -40,11 +40,13 @@ _last = -float("inf")
 trims = 0  # done since start: for tests
 
 
-def trim(every: float = EVERY) -> bool:
-    """Trim unless the last trim was less than ``every`` seconds ago; True if it trimmed."""
+def trim(every: float | None = None) -> bool:
+    """Trim unless the last trim was less than ``every`` (``EVERY``) seconds ago; True if it trimmed."""
     global _last, trims
     if _malloc_trim is None:
         return False
+    if every is None:
+        every = EVERY  # read now: a test may have shortened it
     with _lock:
         now = time.monotonic()
         if now - _last < every:
