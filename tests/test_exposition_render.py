@@ -67,3 +67,31 @@ def test_plain_body_after_gzip_is_rebuilt_identical() -> None:
     assert b"".join(exp._store_part(compress=False)) == plain
     assert exp._cache_gzip is not None  # the same generation: the gzip pieces outlive the plain rebuild
     assert b"".join(exp._store_part(compress=True)) == zipped
+
+
+def test_a_large_plain_body_is_not_kept_after_it_is_served(monkeypatch) -> None:
+    """At 1000 targets a plain scrape (curl, a person) built a 25 MB body that stayed in memory
+    until the next gzip scrape; past TRIM_ABOVE it is served and let go, and a gzip scrape of
+    the same store still gets the same series."""
+    import gzip
+
+    from exporter import exposition
+    from exporter.exposition import Exposition
+    from exporter.snapshot import Snapshot
+    from exporter.store import SnapshotStore
+
+    store = SnapshotStore()
+    samples = Samples()
+    for i in range(200):
+        samples.add("cache_up", 1, (("store", "redis"), ("i", str(i))))
+    store.put("r", Snapshot("r", "redis", True, 0.0, samples), render_chunks(samples, label_prefix("r", ())))
+    exp = Exposition(store)
+    small = b"".join(exp._store_part(compress=False))
+    assert exp._cache_parts is not None  # small: kept for the next scrape (the fast path serves it)
+    monkeypatch.setattr(exposition, "TRIM_ABOVE", len(small))
+    store.put("r", Snapshot("r", "redis", True, 0.0, samples), render_chunks(samples, label_prefix("r", ())))
+    plain = b"".join(exp._store_part(compress=False))
+    assert plain == small
+    assert exp._cache_parts is None and exp._cache_gzip is None
+    assert gzip.decompress(b"".join(exp._store_part(compress=True))) == plain  # same generation, rebuilt
+    assert exp._cache_parts is None and exp._cache_gzip is not None
