@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 from array import array
-from collections import defaultdict
 from collections.abc import Iterator, Mapping
 
 from exporter.snapshot import Snapshot
 
-_FAMILIES: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct family list
+# One tuple per distinct family list, with each family's position in it.
+_FAMILIES: dict[tuple[str, ...], tuple[tuple[str, ...], dict[str, int]]] = {}
 _FAMILIES_MAX = 10_000  # cleared when full: targets whose families keep changing cannot grow it
 
 
@@ -20,10 +20,10 @@ class Chunks:
     objects (20 MiB with their headers, and the small-object allocator's pages they pinned among
     each poll's short-lived ones); packed, it is one buffer and one offset array per target, and
     the family names are one tuple shared by every target with the same families
-    (docs/benchmarks.md, "Memory"). A scrape slices the chunks back out when it groups them.
+    (docs/benchmarks.md, "Memory"). A scrape slices each family's chunk out as it writes it.
     """
 
-    __slots__ = ("families", "text", "ends")
+    __slots__ = ("families", "index", "text", "ends")
 
     def __init__(self, chunks: Mapping[str, bytes]) -> None:
         families = tuple(chunks)
@@ -31,8 +31,8 @@ class Chunks:
         if shared is None:
             if len(_FAMILIES) >= _FAMILIES_MAX:
                 _FAMILIES.clear()
-            shared = _FAMILIES[families] = families
-        self.families = shared
+            shared = _FAMILIES[families] = (families, {f: i for i, f in enumerate(families)})
+        self.families, self.index = shared
         parts = list(chunks.values())
         self.text = b"".join(parts)
         ends = array("L")
@@ -48,6 +48,11 @@ class Chunks:
             yield family, text[start:end]
             start = end
 
+    def chunk(self, position: int) -> bytes:
+        """The text of ``self.families[position]``."""
+        ends = self.ends
+        return self.text[ends[position - 1] if position else 0:ends[position]]
+
     def as_dict(self) -> dict[str, bytes]:
         return dict(self.items())
 
@@ -59,8 +64,8 @@ class SnapshotStore:
     """Holds, per target, its last Snapshot and that snapshot's text chunks per family.
 
     ``generation`` changes on every write, so exposition can cache what it built from an
-    unchanged store. Chunks are grouped by family only when a scrape asks (``family_chunks``),
-    not on every write: at a thousand targets a per-family index kept up to date costs two
+    unchanged store. Chunks are grouped by family only when a scrape asks (exposition), not on
+    every write: at a thousand targets a per-family index kept up to date costs two
     dict operations per family per poll (~12 % of the process's CPU) and a dict per family
     holding every target (~8 MiB), for a grouping a scrape every 15 s or so needs once.
     """
@@ -85,16 +90,11 @@ class SnapshotStore:
             self._chunks.pop(target, None)
             self.generation += 1
 
-    def family_chunks(self) -> tuple[int, dict[str, list[bytes]]]:
-        """(generation, family -> chunks) as one consistent view."""
+    def chunks(self) -> tuple[int, list[Chunks]]:
+        """(generation, every target's chunks) as one consistent view; the chunks are never
+        changed once put (a put replaces a target's), so they may be read outside the lock."""
         with self._lock:
-            generation, per_target = self.generation, list(self._chunks.values())
-        # Outside the lock: the chunks taken are never changed (a put replaces a target's).
-        by_family: defaultdict[str, list[bytes]] = defaultdict(list)
-        for chunks in per_target:
-            for family, text in chunks.items():
-                by_family[family].append(text)
-        return generation, by_family
+            return self.generation, list(self._chunks.values())
 
     def snapshot(self, target: str) -> Snapshot | None:
         with self._lock:

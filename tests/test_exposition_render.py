@@ -95,3 +95,35 @@ def test_a_large_plain_body_is_not_kept_after_it_is_served(monkeypatch) -> None:
     assert exp._cache_parts is None and exp._cache_gzip is None
     assert gzip.decompress(b"".join(exp._store_part(compress=True))) == plain  # same generation, rebuilt
     assert exp._cache_parts is None and exp._cache_gzip is not None
+
+
+def test_the_body_is_the_same_whatever_the_piece_size(monkeypatch) -> None:
+    """Targets with different families (two shapes, and one alone), each family once behind one
+    header, whether the pieces hold 8192 chunks or 1."""
+    from exporter import exposition
+    from exporter.exposition import Exposition
+    from exporter.snapshot import Snapshot
+    from exporter.store import SnapshotStore
+
+    store = SnapshotStore()
+    for i in range(7):
+        samples = Samples()
+        samples.add("cache_up", 1, (("store", "redis"),))
+        if i % 2:
+            samples.add("redis_connected_clients", i)
+        if i == 6:
+            samples.add("cache_memory_used_bytes", 1, (("store", "redis"),))
+        chunks = render_chunks(samples, label_prefix(f"t{i}", ()))
+        store.put(f"t{i}", Snapshot(f"t{i}", "redis", True, 0.0, samples), chunks)
+    whole = b"".join(Exposition(store)._store_part(compress=False)).decode()
+    monkeypatch.setattr(exposition, "BATCH_CHUNKS", 1)
+    pieces = Exposition(store)._store_part(compress=False)
+    assert b"".join(pieces).decode() == whole and len(pieces) > 3
+    lines = whole.splitlines()
+    assert lines.count("# TYPE cache_up gauge") == 1 and lines.count("# TYPE redis_connected_clients gauge") == 1
+    assert sum(line.startswith("cache_up{") for line in lines) == 7
+    assert sum(line.startswith("redis_connected_clients{") for line in lines) == 3
+    assert sum(line.startswith("cache_memory_used_bytes{") for line in lines) == 1
+    for family in ("cache_up", "redis_connected_clients", "cache_memory_used_bytes"):  # each family's lines together
+        at = [n for n, line in enumerate(lines) if line.split("{")[0] == family]
+        assert at == list(range(at[0], at[0] + len(at)))
