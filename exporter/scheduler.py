@@ -377,6 +377,10 @@ class Scheduler:
                 return  # removed or replaced since this tick was set
             now = time.time()
             due = rt.due
+            if due > now + t.interval:
+                # The wall clock stepped back since this tick was set (it fired on the monotonic
+                # clock, on time): the grid would put the next tick as far ahead as the step.
+                due = now
             # Ticks missed while late (a busy machine) coalesce into this one, and the next is
             # on the grid, not one interval after a late tick.
             self._schedule(rt, next_fire(max(due, now - t.interval / 2), t.interval, phase(t.name) * t.interval))

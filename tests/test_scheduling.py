@@ -388,3 +388,25 @@ def test_ticks_missed_while_the_timer_thread_was_held_coalesce_into_one(monkeypa
         assert source.most == 1
     finally:
         s.shutdown()
+
+
+def test_a_wall_clock_stepped_back_does_not_stop_the_polls(monkeypatch):
+    """The grid is in Unix time and the ticks fire on the monotonic clock: after the wall clock
+    stepped back an hour (NTP, a VM restored), the next tick must not be set an hour ahead."""
+    source = _SlowSource(0.0)
+    s = run_with(monkeypatch, source, target("stepped", interval=0.2))
+    try:
+        rt = s.runtimes["stepped"]
+        wait_for(lambda: rt.stats.polls >= 2)
+
+        class SteppedBack:
+            monotonic = staticmethod(time.monotonic)
+
+            @staticmethod
+            def time() -> float:
+                return time.time() - 3600.0
+        monkeypatch.setattr(sched, "time", SteppedBack)
+        polls = rt.stats.polls
+        wait_for(lambda: rt.stats.polls >= polls + 3, seconds=10)
+    finally:
+        s.shutdown()
