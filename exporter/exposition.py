@@ -139,9 +139,9 @@ def _state_collector(state_file: StateHealth, restored: Callable[[], int]) -> Ca
     """The forecast state file's health, read at scrape time."""
     def collect() -> Iterator[Collected]:
         if state_file.last_save is not None:
-            yield STATE_LAST_SAVE, [("", (), state_file.last_save)]
-        yield STATE_SAVE_FAILURES, [("", (), state_file.failures)]
-        yield STATE_RESTORED, [("", (), restored())]
+            yield STATE_LAST_SAVE.one(state_file.last_save)
+        yield STATE_SAVE_FAILURES.one(state_file.failures)
+        yield STATE_RESTORED.one(restored())
     return collect
 
 
@@ -160,12 +160,12 @@ WEB_RELOAD_FAILURES = Family("cache_exporter_web_config_reload_failures_total", 
 def _http_collector(server: Any, web: Any) -> Callable[[], Iterator[Collected]]:
     """The HTTP server's bounds at work and the web config's health, read at scrape time."""
     def collect() -> Iterator[Collected]:
-        yield HTTP_CONNECTIONS, [("", (), server.connections)]
-        yield HTTP_EVICTED, [("", (), server.evicted)]
-        yield HTTP_REFUSED, [("", (), server.refused)]
+        yield HTTP_CONNECTIONS.one(server.connections)
+        yield HTTP_EVICTED.one(server.evicted)
+        yield HTTP_REFUSED.one(server.refused)
         if web is not None:
-            yield HTTP_AUTH_FAILURES, [("", (), web.auth_failures)]
-            yield WEB_RELOAD_FAILURES, [("", (), web.reload_failures)]
+            yield HTTP_AUTH_FAILURES.one(web.auth_failures)
+            yield WEB_RELOAD_FAILURES.one(web.reload_failures)
     return collect
 
 
@@ -258,7 +258,7 @@ class Exposition:
         piece every ``BATCH_CHUNKS`` chunks: no body-sized buffer (page faults on every render),
         and never more than one piece's worth of slices alive at once. Slicing every chunk
         first (150 000 at 1000 targets) left ~25 MiB of the small-object allocator's pages
-        behind each scrape (docs/benchmarks.md, "Memory")."""
+        behind each scrape (docs/benchmarks.md, "Fixes, measured before/after")."""
         generation, stored = self.store.chunks()
         # Targets with the same families share one index: a family's position is looked up once
         # per distinct family list, not once per target.

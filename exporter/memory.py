@@ -3,7 +3,7 @@
 Poll threads allocate replies, parsed fields and rendered text, and free them a moment later,
 interleaved with what is kept (the published chunks). glibc keeps those freed pages in its
 per-thread arenas, counted in RSS: at 1000 targets and no scrape for 80 s, RSS climbed from ~95
-to ~145 MiB, and one ``malloc_trim`` brought it back (docs/benchmarks.md, "Memory"). So the
+to ~145 MiB, and one ``malloc_trim`` brought it back (docs/benchmarks.md, "Fixes, measured before/after"). So the
 daemon trims on a timer, whether or not anyone scrapes, and exposition after building a large
 body. Elsewhere (musl, macOS) there is nothing to call and ``trim`` does nothing.
 

@@ -12,7 +12,7 @@ The ticks and the poll deadlines share one timer heap and its thread (``Timers``
 hands due polls to an ``ElasticPool``. This replaces APScheduler 3.x, which the design names:
 at 1000 targets its per-run bookkeeping (datetimes, job store lock, events) and its imports
 (``importlib.metadata`` for plugin entry points, ``multiprocessing``, ``tzlocal``) cost more
-CPU and memory than the goals allow (docs/benchmarks.md, "The scheduler"). The semantics are
+CPU and memory than the goals allow (docs/benchmarks.md, "Fixes, measured before/after"). The semantics are
 APScheduler's as configured before: one interval job per target, ``max_instances=1``,
 coalesced, ``misfire_grace_time`` one interval.
 
@@ -98,7 +98,7 @@ class Timers:
     Callbacks run on the timer thread, one after another, so they must be quick: a tick only
     hands a poll to the pool; an expired deadline aborts a connection and records a timeout."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, name: str = "poll-timers") -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int]] = []
@@ -106,7 +106,7 @@ class Timers:
         self._firing: dict[int, threading.Event] = {}
         self._ids = itertools.count()
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = threading.Thread(target=self._run, name="poll-timers", daemon=True)
         self._thread.start()
 
     def call_at(self, when: float, callback: Callable[[], None]) -> int:

@@ -9,7 +9,7 @@ Not prometheus_client's registry: importing any part of that package imports its
 and URL clients too (~3 MiB resident in a process that needs none of them), and
 ``generate_latest`` spent ~0.2 ms a scrape on these ~30 series, most of a cached scrape's time.
 Here each family's HELP/TYPE text is built once and a scrape formats only the values
-(docs/benchmarks.md, "Self-metrics").
+(docs/benchmarks.md, "Fixes, measured before/after").
 """
 
 from __future__ import annotations
@@ -65,6 +65,10 @@ class Family:
         # Labels are written sorted by name, as prometheus_client writes them.
         self._order = sorted(range(len(self.labelnames)), key=self.labelnames.__getitem__)
 
+    def one(self, value: float) -> Collected:
+        """The family with a single unlabelled series."""
+        return self, [("", (), value)]
+
     def render(self, samples: Iterable[Series]) -> str:
         """The family's text: its header, then a line per sample (the header alone when none)."""
         lines = [self._header]
@@ -103,10 +107,11 @@ class Gauge:
 
     def collect(self) -> Iterator[Collected]:
         if self._function is not None:
-            yield self.family, [("", (), float(self._function()))]
+            yield self.family.one(float(self._function()))
             return
-        with self._lock:
-            yield self.family, [("", labels, value) for labels, value in self._values.items()]
+        with self._lock:  # the lock is not held across the yield
+            series: list[Series] = [("", labels, value) for labels, value in self._values.items()]
+        yield self.family, series
 
 
 class Summary:
@@ -125,7 +130,8 @@ class Summary:
 
     def collect(self) -> Iterator[Collected]:
         with self._lock:
-            yield self.family, [("_count", (), float(self.count)), ("_sum", (), self.sum)]
+            count, total = self.count, self.sum
+        yield self.family, [("_count", (), float(count)), ("_sum", (), total)]
 
 
 class Registry:
@@ -204,18 +210,18 @@ class ProcessCollector:
             with open(os.path.join(self._self, "stat"), "rb") as f:
                 # After the command name, which may itself hold spaces and parentheses.
                 parts = f.read().rsplit(b")", 1)[-1].split()
-            yield VIRTUAL_MEMORY, [("", (), float(parts[20]))]
-            yield RESIDENT_MEMORY, [("", (), float(parts[21]) * self._page)]
-            yield START_TIME, [("", (), float(parts[19]) / self._ticks + self._boot)]
-            yield CPU_SECONDS, [("", (), (float(parts[11]) + float(parts[12])) / self._ticks)]
+            yield VIRTUAL_MEMORY.one(float(parts[20]))
+            yield RESIDENT_MEMORY.one(float(parts[21]) * self._page)
+            yield START_TIME.one(float(parts[19]) / self._ticks + self._boot)
+            yield CPU_SECONDS.one((float(parts[11]) + float(parts[12])) / self._ticks)
         except (OSError, IndexError, ValueError):
             pass
         try:
-            yield OPEN_FDS, [("", (), float(len(os.listdir(os.path.join(self._self, "fd")))))]
+            yield OPEN_FDS.one(float(len(os.listdir(os.path.join(self._self, "fd")))))
             with open(os.path.join(self._self, "limits"), "rb") as f:
                 for line in f:
                     if line.startswith(b"Max open files"):
-                        yield MAX_FDS, [("", (), float(line.split()[3]))]  # "unlimited": not a number, left out
+                        yield MAX_FDS.one(float(line.split()[3]))  # "unlimited": not a number, left out
                         break
         except (OSError, IndexError, ValueError):
             pass

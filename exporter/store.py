@@ -20,7 +20,7 @@ class Chunks:
     objects (20 MiB with their headers, and the small-object allocator's pages they pinned among
     each poll's short-lived ones); packed, it is one buffer and one offset array per target, and
     the family names are one tuple shared by every target with the same families
-    (docs/benchmarks.md, "Memory"). A scrape slices each family's chunk out as it writes it.
+    (docs/benchmarks.md, "Fixes, measured before/after"). A scrape slices each family's chunk out as it writes it.
     """
 
     __slots__ = ("families", "index", "text", "ends")

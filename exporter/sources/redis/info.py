@@ -86,7 +86,8 @@ COMPOSITE_LINES: list[Composite] = [
 # One alternation, one match per line: group n is COMPOSITE_LINES[n - 1].
 _COMPOSITE = re.compile("|".join(f"({c.pattern})" for c in COMPOSITE_LINES))
 # The patterns' literal starts: the other ~150 lines of a reply skip the regex.
-_COMPOSITE_STARTS = tuple(re.match(r"[A-Za-z_]*", c.pattern).group() for c in COMPOSITE_LINES)  # type: ignore[union-attr]
+# (A pattern that began with a metacharacter would give "", which every line starts with: slower, still right.)
+_COMPOSITE_STARTS = tuple(re.split(r"[\\.\[(]", c.pattern, maxsplit=1)[0] for c in COMPOSITE_LINES)
 
 
 @dataclass
