@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -35,6 +36,10 @@ from prometheus_client.parser import text_string_to_metric_families
 # The shared fakes (tests/fakeserver.py) hold the fault labs' checks: their asserts are rewritten
 # like a test module's, whichever test module imports them first.
 pytest.register_assert_rewrite("fakeserver")
+
+if TYPE_CHECKING:
+    from exporter.snapshot import Samples, Snapshot
+    from exporter.store import SnapshotStore
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPO = Path(__file__).resolve().parent.parent
@@ -137,6 +142,17 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval:
             last_exc = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}; last error: {last_exc!r}")
+
+
+def put_samples(store: SnapshotStore, target: str, samples: Samples, ok: bool = True) -> Snapshot:
+    """Render ``samples`` as a poll of ``target`` would and put them in a ``SnapshotStore``;
+    returns the stored Snapshot."""
+    from exporter.exposition import label_prefix, render_chunks
+    from exporter.snapshot import Snapshot
+
+    snapshot = Snapshot(target, "redis", ok, 0.0, samples)
+    store.put(target, snapshot, render_chunks(samples, label_prefix(target, ())))
+    return snapshot
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 10) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from conftest import put_samples
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
@@ -51,13 +52,12 @@ def test_plain_body_after_gzip_is_rebuilt_identical() -> None:
     import gzip
 
     from exporter.exposition import Exposition
-    from exporter.snapshot import Snapshot
     from exporter.store import SnapshotStore
 
     store = SnapshotStore()
     samples = Samples()
     samples.add("cache_up", 1, (("store", "redis"),))
-    store.put("r", Snapshot("r", "redis", True, 0.0, samples), render_chunks(samples, label_prefix("r", ())))
+    put_samples(store, "r", samples)
     exp = Exposition(store)
     plain = b"".join(exp._store_part(compress=False))
     assert b'cache_up{target="r",store="redis"} 1.0\n' in plain
@@ -77,19 +77,18 @@ def test_a_large_plain_body_is_not_kept_after_it_is_served(monkeypatch) -> None:
 
     from exporter import exposition
     from exporter.exposition import Exposition
-    from exporter.snapshot import Snapshot
     from exporter.store import SnapshotStore
 
     store = SnapshotStore()
     samples = Samples()
     for i in range(200):
         samples.add("cache_up", 1, (("store", "redis"), ("i", str(i))))
-    store.put("r", Snapshot("r", "redis", True, 0.0, samples), render_chunks(samples, label_prefix("r", ())))
+    put_samples(store, "r", samples)
     exp = Exposition(store)
     small = b"".join(exp._store_part(compress=False))
     assert exp._cache_parts is not None  # small: kept for the next scrape (the fast path serves it)
     monkeypatch.setattr(exposition, "TRIM_ABOVE", len(small))
-    store.put("r", Snapshot("r", "redis", True, 0.0, samples), render_chunks(samples, label_prefix("r", ())))
+    put_samples(store, "r", samples)
     plain = b"".join(exp._store_part(compress=False))
     assert plain == small
     assert exp._cache_parts is None and exp._cache_gzip is None
@@ -102,7 +101,6 @@ def test_the_body_is_the_same_whatever_the_piece_size(monkeypatch) -> None:
     header, whether the pieces hold 8192 chunks or 1."""
     from exporter import exposition
     from exporter.exposition import Exposition
-    from exporter.snapshot import Snapshot
     from exporter.store import SnapshotStore
 
     store = SnapshotStore()
@@ -113,8 +111,7 @@ def test_the_body_is_the_same_whatever_the_piece_size(monkeypatch) -> None:
             samples.add("redis_connected_clients", i)
         if i == 6:
             samples.add("cache_memory_used_bytes", 1, (("store", "redis"),))
-        chunks = render_chunks(samples, label_prefix(f"t{i}", ()))
-        store.put(f"t{i}", Snapshot(f"t{i}", "redis", True, 0.0, samples), chunks)
+        put_samples(store, f"t{i}", samples)
     whole = b"".join(Exposition(store)._store_part(compress=False)).decode()
     monkeypatch.setattr(exposition, "BATCH_CHUNKS", 1)
     pieces = Exposition(store)._store_part(compress=False)

@@ -16,11 +16,12 @@ from pathlib import Path
 import bcrypt
 import pytest
 import yaml
+from conftest import put_samples
 
 from exporter import webconfig
 from exporter.config import LoadResult, default_config
 from exporter.daemon import Daemon
-from exporter.exposition import Exposition, label_prefix, render_chunks
+from exporter.exposition import Exposition
 from exporter.http import Endpoints, make_server
 from exporter.httpserver import Limits, Server
 from exporter.selfmetrics import Registry
@@ -55,7 +56,7 @@ def exposition() -> Exposition:
     samples = Samples()
     for i in range(50):
         samples.add("cache_up", 1, (("store", "redis"), ("i", str(i))))
-    store.put("r", Snapshot("r", "redis", True, 0.0, samples), render_chunks(samples, label_prefix("r", ())))
+    put_samples(store, "r", samples)
     exp = Exposition(store)
     exp.process_registry = Registry()
     exp.registry.unregister(exp.render_time.collect)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from exporter.exposition import label_prefix, render_chunks
+from conftest import put_samples
+
 from exporter.snapshot import Samples, Snapshot
 from exporter.store import SnapshotStore
 
@@ -11,9 +12,7 @@ def put(store: SnapshotStore, target: str, values: dict[str, float], ok: bool = 
     samples = Samples()
     for family, value in values.items():
         samples.add(family, value)
-    snapshot = Snapshot(target, "redis", ok, 0.0, samples)
-    store.put(target, snapshot, render_chunks(samples, label_prefix(target, ())))
-    return snapshot
+    return put_samples(store, target, samples, ok)
 
 
 def grouped(store: SnapshotStore) -> tuple[int, dict[str, list[bytes]]]:
