@@ -56,9 +56,6 @@ class Chunks:
     def as_dict(self) -> dict[str, bytes]:
         return dict(self.items())
 
-    def __len__(self) -> int:
-        return len(self.families)
-
 
 class SnapshotStore:
     """Holds, per target, its last Snapshot and that snapshot's text chunks per family.

@@ -84,7 +84,7 @@ def test_packed_chunks_give_back_each_family_s_text_in_order() -> None:
     chunks = {"b_family": b'b{target="x"} 1.0\n', "a_family": b"", "c_family": "é\n".encode() * 3}
     packed = Chunks(chunks)
     assert packed.as_dict() == chunks and list(packed.as_dict()) == list(chunks)  # order kept: exposition's
-    assert len(packed) == 3
+    assert len(packed.families) == 3
     assert Chunks({}).as_dict() == {}
     # Targets with the same families share one tuple of names (a thousand targets, one tuple).
     assert Chunks({"b_family": b"1", "a_family": b"2", "c_family": b"3"}).families is packed.families
