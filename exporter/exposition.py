@@ -345,12 +345,7 @@ class Exposition:
     def body_parts(self, compress: bool = False) -> list[bytes]:
         """The whole body as chunks: the stored targets, then the process-wide part."""
         started = time.perf_counter()
-        tail = self.registry.render() + self.process_registry.render()
-        if compress:
-            tail = gzip.compress(tail, compresslevel=1, mtime=0)
-        parts = [*self._store_part(compress), tail]
-        self.render_time.observe(time.perf_counter() - started)
-        return parts
+        return self._with_tail(self._store_part(compress), compress, started)
 
     def cached_body_parts(self, compress: bool = False) -> list[bytes] | None:
         """``body_parts`` when the stored targets' part for this encoding is already built for the
@@ -368,12 +363,16 @@ class Exposition:
             self._lock.release()
         if store_part is None:
             return None
+        return self._with_tail(store_part, compress, started)
+
+    def _with_tail(self, store_part: list[bytes], compress: bool, started: float) -> list[bytes]:
+        """The stored targets' part, then the process-wide tail rendered now (its own gzip
+        member when compressed); the build timed from ``started``."""
         tail = self.registry.render() + self.process_registry.render()
         if compress:
             tail = gzip.compress(tail, compresslevel=1, mtime=0)
-        parts = [*store_part, tail]
         self.render_time.observe(time.perf_counter() - started)
-        return parts
+        return [*store_part, tail]
 
     def body(self, compress: bool = False) -> bytes:
         return b"".join(self.body_parts(compress))
