@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from exporter import scheduler as sched
 from exporter.errors import PollError
 from exporter.pool import ElasticPool
-from exporter.scheduler import Scheduler, Timers, next_fire, phase, pool_size
+from exporter.scheduler import Scheduler, Timers, next_fire, phase, pool_size, slot_offset
 from exporter.snapshot import Samples
 from exporter.sources import Reading
 from exporter.store import SnapshotStore
@@ -63,6 +63,20 @@ def test_phases_spread_a_fleet_over_the_interval():
     counts = [sum(1 for p in phases if k / 10 <= p < (k + 1) / 10) for k in range(10)]
     assert min(counts) > 60 and max(counts) < 140, counts
     assert phase("redis-1") == phase("redis-1")  # stable across restarts: crc32, not hash()
+
+
+def test_a_fleet_is_polled_a_slot_at_a_time_each_slot_with_its_share():
+    """1000 targets at 15 s: 15 slots a second apart, ~67 targets each, polled together."""
+    offsets = [slot_offset(f"redis-{i}", 15.0) for i in range(1000)]
+    slots = sorted(set(offsets))
+    assert slots == [float(k) for k in range(15)]
+    counts = [offsets.count(k) for k in slots]
+    assert min(counts) > 40 and max(counts) < 100, counts
+    assert slot_offset("redis-1", 15.0) == slot_offset("redis-1", 15.0)  # stable across restarts
+    # Any interval is cut into whole slots of about a second; one shorter than a slot is one slot.
+    assert {slot_offset(f"r{i}", 3.5) for i in range(200)} == {0.0, 3.5 / 4, 7.0 / 4, 10.5 / 4}
+    assert {slot_offset(f"r{i}", 0.2) for i in range(50)} == {0.0}
+    assert all(0 <= slot_offset(f"r{i}", 3600.0) < 3600.0 for i in range(100))
 
 
 # --- pool size and the elastic pool ------------------------------------------------------
@@ -120,6 +134,54 @@ def test_elastic_pool_lets_surplus_threads_go_under_a_steady_trickle():
         assert pool.threads() <= 2, pool.threads()
     finally:
         pool.shutdown()
+
+
+def later_by_timer():
+    """A ``call_later`` for pools under test, on threading.Timer."""
+    def call_later(delay, callback):
+        threading.Timer(delay, callback).start()
+    return call_later
+
+
+def test_a_pool_with_concurrency_drains_a_burst_of_quick_calls_on_that_many_threads():
+    pool = ElasticPool(50, idle_seconds=5, concurrency=2, call_later=later_by_timer(), stuck_after=0.5)
+    try:
+        names: set[str] = set()
+        futures = [pool.submit(lambda: (time.sleep(0.002), names.add(threading.current_thread().name)))
+                   for _ in range(100)]
+        for f in futures:
+            f.result(10)
+        assert len(names) <= 2, names  # not a thread per call
+        assert pool.threads() <= 2
+    finally:
+        pool.shutdown()
+
+
+def test_a_pool_with_concurrency_brings_a_thread_past_calls_stuck_on_their_targets():
+    """Calls waiting on hung targets hold a thread each, and the quick ones behind them still
+    run within a few ``stuck_after``: a hung target never holds up the rest of its slot."""
+    pool = ElasticPool(50, idle_seconds=5, concurrency=2, call_later=later_by_timer(), stuck_after=0.05)
+    gate = threading.Event()
+    try:
+        hung = [pool.submit(gate.wait, 10) for _ in range(6)]
+        started = time.monotonic()
+        quick = [pool.submit(time.monotonic) for _ in range(5)]
+        finished = [f.result(5) for f in quick]
+        assert max(finished) - started < 2.0
+        assert not any(f.done() for f in hung)
+        assert pool.threads() >= 7  # the six stuck calls' threads, and one at least for the rest
+        gate.set()
+        assert all(f.result(5) for f in hung)
+    finally:
+        gate.set()
+        pool.shutdown()
+
+
+def test_a_pool_with_concurrency_needs_call_later():
+    with pytest.raises(ValueError):
+        ElasticPool(4, concurrency=2)
+    with pytest.raises(ValueError):
+        ElasticPool(4, concurrency=0, call_later=later_by_timer())
 
 
 def test_elastic_pool_resize_and_errors():
@@ -330,13 +392,13 @@ def test_a_poll_slower_than_its_interval_never_overlaps_and_its_ticks_are_counte
 
 
 def test_polls_come_on_the_targets_grid(monkeypatch):
-    """After the first round, each poll starts at ``phase * interval + k * interval``."""
+    """After the first round, each poll starts at ``slot_offset + k * interval``."""
     source = _SlowSource(0.0)
     interval = 1.0
     s = run_with(monkeypatch, source, target("grid", interval=interval))
     try:
         wait_for(lambda: len(source.starts) >= 5)
-        offset = phase("grid") * interval
+        offset = slot_offset("grid", interval)
         for started in source.starts[1:5]:
             # Off by a thread hand-off at most (a little late on a busy machine); a poll off the
             # grid would be up to half an interval away.
