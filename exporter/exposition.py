@@ -254,20 +254,22 @@ class Exposition:
     def _build(self) -> tuple[int, list[bytes]]:
         """(generation, the stored targets' part as ~1 MiB pieces) from one consistent view.
 
-        Family by family, each target's chunk sliced out of its packed text and joined into a
-        piece every ``BATCH_CHUNKS`` chunks: no body-sized buffer (page faults on every render),
-        and never more than one piece's worth of slices alive at once. Slicing every chunk
+        Each target's packed text is inflated once (the texts are the body's size while this
+        runs, freed when it returns); then family by family, each target's chunk is sliced out
+        of its text and joined into a piece every ``BATCH_CHUNKS`` chunks: no body-sized buffer
+        (page faults on every render), and never more than one piece's worth of slices alive at
+        once. Slicing every chunk
         first (150 000 at 1000 targets) left ~25 MiB of the small-object allocator's pages
         behind each scrape (docs/benchmarks.md, "Fixes, measured before/after")."""
         generation, stored = self.store.chunks()
         # Targets with the same families share one index: a family's position is looked up once
         # per distinct family list, not once per target.
-        groups: dict[int, tuple[dict[str, int], list[Chunks]]] = {}
+        groups: dict[int, tuple[dict[str, int], list[tuple[Chunks, bytes]]]] = {}
         for chunks in stored:
             group = groups.get(id(chunks.index))
             if group is None:
                 group = groups[id(chunks.index)] = (chunks.index, [])
-            group[1].append(chunks)
+            group[1].append((chunks, chunks.text()))  # inflated once per build, sliced per family
         present = {family for index, _ in groups.values() for family in index}
         parts: list[bytes] = []
         batch: list[bytes] = []
@@ -281,7 +283,7 @@ class Exposition:
             for index, members in groups.values():
                 position = index.get(spec.name)
                 if position is not None:
-                    batch.extend(chunks.chunk(position) for chunks in members)
+                    batch.extend(chunks.chunk(position, text) for chunks, text in members)
                     if len(batch) >= BATCH_CHUNKS:
                         parts.append(b"".join(batch))
                         batch = []

@@ -312,7 +312,7 @@ def test_a_skipped_poll_republishes_the_stats_beside_the_last_snapshot() -> None
         assert first is not None and first.samples is sched.RENDERED
 
         def text() -> str:
-            return b"".join(c.text for c in store.chunks()[1]).decode()
+            return b"".join(c.text() for c in store.chunks()[1]).decode()
         before = text()
         assert 'redis_connected_clients{target="a"} 5.0' in before
         assert 'cache_exporter_polls_skipped_total{target="a"} 0.0' in before
