@@ -69,6 +69,8 @@ class FakeRedis(FakeServer):
         self.silent = silent
         self.info_requests = 0
         self.auth_passwords: list[str] = []
+        self.config_commands: list[list[str]] = []
+        self.on_config: Callable[[Session, list[str]], None] | None = None  # None: an empty reply
         super().__init__(name=name, port=port)
 
     @property
@@ -92,7 +94,12 @@ class FakeRedis(FakeServer):
             elif name in ("CLIENT", "SELECT", "PING"):
                 s.send(b"+OK\r\n")
             elif name == "CONFIG":
-                s.send(b"%0\r\n" if s.resp3 else b"*0\r\n")
+                with self.lock:
+                    self.config_commands.append(cmd)
+                if self.on_config is not None:
+                    self.on_config(s, cmd)
+                else:
+                    s.send(b"%0\r\n" if s.resp3 else b"*0\r\n")
             elif name == "INFO":
                 with self.lock:
                     self.info_requests += 1
@@ -390,5 +397,30 @@ def test_a_poll_cut_by_the_watchdog_never_leaves_its_socket_behind(exporter_fact
         assert set(errors) == {"timeout"}, errors
         assert fake.connections >= 5  # a new connection for every poll after a timeout
         assert ep.stop() == 0
+    finally:
+        fake.close()
+
+
+def test_a_redis7_that_takes_one_config_name_gets_star(exporter_factory) -> None:
+    """A server that says 7.0 but refuses several names in CONFIG GET (a proxy, a fork) is asked
+    for "*" from the next poll on: its settings are read, and nothing counts as an error."""
+    info = REDIS5_INFO.replace(b"redis_version:5.0.14", b"redis_version:7.2.0")
+
+    def one_name(s: Session, cmd: list[str]) -> None:
+        if len(cmd) > 3:
+            s.send(b"-ERR wrong number of arguments for 'config|get' command\r\n")
+        else:
+            s.send(b"*2\r\n$9\r\nmaxmemory\r\n$7\r\n1234567\r\n")
+    fake = FakeRedis(lambda s: s.send(b"$%d\r\n%s\r\n" % (len(info), info)), name="one-name", hello=False)
+    fake.on_config = one_name
+    try:
+        ep = exporter_factory({"global": fast_global(), "targets": [{"name": "f", "type": "redis", "url": fake.url}]})
+        m = wait_metrics(ep, lambda m: m.value("redis_config_maxmemory", target="f") is not None,
+                         timeout=30, message="maxmemory from CONFIG GET *")
+        assert m.value("redis_config_maxmemory", target="f") == 1234567
+        assert len(fake.config_commands[0]) > 3 and fake.config_commands[1] == ["CONFIG", "GET", "*"], \
+            fake.config_commands
+        assert errors_by_reason(m, "f") == dict.fromkeys(REASONS, 0.0)
+        assert m.value("cache_up", target="f") == 1
     finally:
         fake.close()

@@ -364,3 +364,33 @@ def test_prefix_view_sampled_with_scan_and_memory_usage(redis_factory, exporter_
     assert m.value("cache_up", target="denied") == 1
     assert m.value("cache_exporter_section_errors_total", target="denied", section="prefixes") >= 1
     assert not m.find("redis_prefix_bytes", target="denied")
+
+
+def logged_config_gets(server, exporter_factory) -> list[list[str]]:
+    """The CONFIG GET commands the exporter sent in its first polls, from the slow log (MONITOR
+    leaves out admin commands); the server must log every command."""
+    probe = server.client()
+    probe.slowlog_reset()
+    ep, _ = one(server, exporter_factory)
+    ep.wait_polls("r", 3)  # the poll after the connect one fetches CONFIG
+    entries = probe.execute_command("SLOWLOG", "GET", "1000")
+    commands = [[a.decode() if isinstance(a, bytes) else str(a) for a in e[3]] for e in entries]
+    return [c for c in commands if [a.upper() for a in c[:2]] == ["CONFIG", "GET"]]
+
+
+LOG_EVERYTHING = ["--slowlog-log-slower-than", "0", "--slowlog-max-len", "1000"]
+
+
+def test_redis7_config_get_asks_for_the_settings_kept_by_name(redis_factory, exporter_factory):
+    """Redis 7 takes several names in one CONFIG GET: 16 settings, not all ~200 of "*"."""
+    server = redis_factory(args=["--maxmemory", "8mb", *LOG_EVERYTHING])
+    gets = logged_config_gets(server, exporter_factory)
+    assert gets, "no CONFIG GET logged"
+    assert all("maxmemory" in c and "maxmemory-policy" in c and "*" not in c for c in gets), gets
+
+
+def test_redis6_config_get_asks_for_every_setting(redis_factory, exporter_factory):
+    """Redis 6 takes one name: "*"."""
+    server = redis_factory(kind="redis6", args=["--maxmemory", "8mb", *LOG_EVERYTHING])
+    gets = logged_config_gets(server, exporter_factory)
+    assert gets and all(c == ["CONFIG", "GET", "*"] for c in gets), gets

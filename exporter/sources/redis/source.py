@@ -1,10 +1,12 @@
 """RedisSource: one persistent connection, one round trip per poll.
 
-Each poll pipelines ``INFO ALL`` and, at most once a minute, ``CONFIG GET *`` (settings the
-audit reads and Redis 5 lacks in INFO). A new connection also sends ``CLIENT SETNAME`` in the
-same round trip, unless the capability probes found it unavailable (``capabilities``). A plain
-``redis://`` poll that a server resets before any reply gets one TLS handshake to tell a
-TLS-only port (``tls_required``) from a plain server dropping clients (``reset``).
+Each poll pipelines ``INFO ALL`` and, at most once a minute, ``CONFIG GET`` (settings the audit
+reads and Redis 5 lacks in INFO): the settings kept, by name, where the last INFO said Redis 7
+or later (which takes several names), else ``*`` (every setting, ~200 pairs). A new connection
+also sends ``CLIENT SETNAME`` in the same round trip, unless the capability probes found it
+unavailable (``capabilities``). A plain ``redis://`` poll that a server resets before any reply
+gets one TLS handshake to tell a TLS-only port (``tls_required``) from a plain server dropping
+clients (``reset``).
 """
 
 from __future__ import annotations
@@ -16,19 +18,23 @@ from exporter import errors as E
 from exporter.errors import PollError
 from exporter.sources.base import PersistentConnectionSource, Reading
 from exporter.sources.redis.capabilities import Capabilities
-from exporter.sources.redis.connection import classify, new_connection, speaks_tls
+from exporter.sources.redis.connection import AUTH_CODES, classify, new_connection, speaks_tls
 from exporter.sources.redis.fork import ForkRisk
 from exporter.sources.redis.info import config_dict, parse_info
 from exporter.sources.redis.mapping import map_info
 from exporter.sources.redis.prefixes import PrefixSamples, sample_prefixes
 from exporter.sources.redis.resp import Connection, ProtocolError, ServerError
-from exporter.sources.redis.tables import REDIS, REDIS_UP
+from exporter.sources.redis.tables import CONFIG_KEYS, REDIS, REDIS_UP
 from exporter.targets import RedisTarget
 
 log = logging.getLogger("exporter.sources.redis")  # the package's name: one logger for the source
 
 CLIENT_NAME = "cache-exporter"
 CONFIG_REFRESH_SECONDS = 60.0
+CONFIG_ALL = ("CONFIG", "GET", "*")
+# Redis 7.0+: the settings kept, by name, in one CONFIG GET; a tenth of the reply of "*" to
+# read, parse and free, once a minute per target.
+CONFIG_KEPT = ("CONFIG", "GET", *sorted(CONFIG_KEYS))
 
 
 class RedisSource(PersistentConnectionSource):
@@ -47,6 +53,8 @@ class RedisSource(PersistentConnectionSource):
         self.caps = Capabilities(target.name)
         self.config_values: dict[str, str] = {}
         self.config_fetched_at = float("-inf")
+        self.config_by_name = False  # the last INFO said 7.0 or later, and CONFIG_KEPT was not refused
+        self.config_by_name_refused = False
         self.fork = ForkRisk(target.forecast_window)
         self.prefix_samples: PrefixSamples | None = None
         self.prefix_due = 0.0
@@ -76,8 +84,9 @@ class RedisSource(PersistentConnectionSource):
         # CONFIG waits for the poll after a connect, so no poll sends more than 2 commands.
         want_config = (len(commands) == 1 and now - self.config_fetched_at >= CONFIG_REFRESH_SECONDS
                        and self.caps.wanted("config", now))
+        config_command = CONFIG_KEPT if self.config_by_name else CONFIG_ALL
         if want_config:
-            commands.append(("CONFIG", "GET", "*"))
+            commands.append(config_command)
 
         replies = conn.execute(commands)
         self.fresh_connection = False
@@ -91,7 +100,11 @@ class RedisSource(PersistentConnectionSource):
             self.caps.note("client", by_name["CLIENT"], now)
         if want_config:
             reply = by_name["CONFIG"]
-            if self.caps.note("config", reply, now):
+            if isinstance(reply, ServerError) and config_command is CONFIG_KEPT and reply.code not in AUTH_CODES:
+                # A server that says 7.0 but takes one name only (a proxy, a fork): "*" from the
+                # next poll on, before concluding that CONFIG is unavailable.
+                self.config_by_name, self.config_by_name_refused = False, True
+            elif self.caps.note("config", reply, now):
                 self.config_values = config_dict(reply)
                 self.config_fetched_at = now
 
@@ -102,6 +115,7 @@ class RedisSource(PersistentConnectionSource):
             raise PollError(E.PROTOCOL, f"INFO returned {type(info_reply).__name__}, expected a bulk string")
         text = info_reply.decode("utf-8", "replace") if isinstance(info_reply, bytes) else info_reply
         info = parse_info(text)
+        self.config_by_name = not self.config_by_name_refused and _major(info.fields["redis_version"]) >= 7
         self.guard.remaining()  # past the deadline (a huge reply on a busy CPU): stop, do not map it too
         reading = map_info(info, self.target, self.config_values, time.time())
         if self.target.managed is None:  # a managed service's forks happen on hosts nobody can see
@@ -140,3 +154,9 @@ class RedisSource(PersistentConnectionSource):
 
     def _classify(self, exc: BaseException) -> PollError:
         return classify(exc)
+
+
+def _major(version: str) -> int:
+    """The major version of ``redis_version`` (``7.2.4`` -> 7); 0 when it is not a number."""
+    head = version.partition(".")[0]
+    return int(head) if head.isdigit() else 0
