@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -25,9 +24,8 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-from _common import REPO, RedisServer, free_port, load_workload, machine_line, raise_nofile, stop_process, wait_until
-
-PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
+from _common import RedisServer, free_port, load_workload, machine_line, raise_nofile, stop_process, wait_until
+from bench_vs_redis_exporter import PYTHON, cpu_seconds, poll_counts, status
 
 
 def get(port: int, path: str) -> bytes:
@@ -37,26 +35,9 @@ def get(port: int, path: str) -> bytes:
         return gzip.decompress(body) if response.headers.get("Content-Encoding") == "gzip" else body
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def status(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        return int(next(line for line in fh if line.startswith(key + ":")).split()[1])
-
-
 def polls(port: int) -> tuple[float, float]:
     """(polls, skipped polls) over every target, from one scrape."""
-    done = skipped = 0.0
-    for line in get(port, "/metrics").decode().splitlines():
-        if line.startswith("cache_exporter_polls_total{"):
-            done += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("cache_exporter_polls_skipped_total{"):
-            skipped += float(line.rsplit(" ", 1)[1])
-    return done, skipped
+    return poll_counts(get(port, "/metrics"))
 
 
 def main() -> int:
@@ -98,7 +79,7 @@ def main() -> int:
             while time.monotonic() - started < args.seconds:
                 time.sleep(1.0)
                 now = time.monotonic()
-                rss.append(status(proc.pid, "VmRSS") / 1024)
+                rss.append(status(proc.pid)["VmRSS"] / 1024)
                 if now - last_scrape >= args.scrape_every:
                     get(port, "/metrics")
                     last_scrape = now
@@ -110,7 +91,7 @@ def main() -> int:
                           f"{windows[-1][1]:.2f} ms per poll, RSS {rss[-1]:.1f} MiB", flush=True)
                     cpu0, polls0, window_start = cpu1, polls1, now
             done, skipped = polls(port)
-            threads = status(proc.pid, "Threads")
+            threads = status(proc.pid)["Threads"]
         finally:
             stop_process(proc)
     cores = [w[0] for w in windows]
