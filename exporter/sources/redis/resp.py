@@ -106,7 +106,7 @@ class Connection:
         if not commands:
             return
         replies = self.execute(commands)
-        if self.username and _wrong_arity(replies[0]):
+        if self.username and wrong_arity(replies[0]):
             # Redis < 6 knows no users: AUTH takes the password alone.
             replies = self.execute([("AUTH", self.password or "")] + commands[1:])
         for reply in replies:
@@ -175,5 +175,7 @@ def _new_reader() -> hiredis.Reader:
     return reader
 
 
-def _wrong_arity(reply: object) -> bool:
+def wrong_arity(reply: object) -> bool:
+    """An error reply saying the command takes other arguments (AUTH with a user on Redis 5, CONFIG GET
+    with several names before 7.0)."""
     return isinstance(reply, ServerError) and "wrong number of arguments" in reply.text.lower()

@@ -23,7 +23,7 @@ from exporter.sources.redis.fork import ForkRisk
 from exporter.sources.redis.info import config_dict, parse_info
 from exporter.sources.redis.mapping import map_info
 from exporter.sources.redis.prefixes import PrefixSamples, sample_prefixes
-from exporter.sources.redis.resp import Connection, ProtocolError, ServerError
+from exporter.sources.redis.resp import Connection, ProtocolError, ServerError, wrong_arity
 from exporter.sources.redis.tables import CONFIG_KEYS, REDIS, REDIS_UP
 from exporter.targets import RedisTarget
 
@@ -101,9 +101,10 @@ class RedisSource(PersistentConnectionSource):
         if want_config:
             reply = by_name["CONFIG"]
             if isinstance(reply, ServerError) and config_command is CONFIG_KEPT and reply.code not in AUTH_CODES:
-                # A server that says 7.0 but takes one name only (a proxy, a fork): "*" from the
-                # next poll on, before concluding that CONFIG is unavailable.
+                # Never by name again on this target: "*" from the next try on.
                 self.config_by_name, self.config_by_name_refused = False, True
+            if config_command is CONFIG_KEPT and wrong_arity(reply):
+                pass  # it says 7.0 but takes one name only (a proxy, a fork): "*" at the next poll
             elif self.caps.note("config", reply, now):
                 self.config_values = config_dict(reply)
                 self.config_fetched_at = now
