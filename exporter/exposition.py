@@ -258,9 +258,8 @@ class Exposition:
         runs, freed when it returns); then family by family, each target's chunk is sliced out
         of its text and joined into a piece every ``BATCH_CHUNKS`` chunks: no body-sized buffer
         (page faults on every render), and never more than one piece's worth of slices alive at
-        once. Slicing every chunk
-        first (150 000 at 1000 targets) left ~25 MiB of the small-object allocator's pages
-        behind each scrape (docs/benchmarks.md, "Fixes, measured before/after")."""
+        once. Slicing every chunk first (150 000 at 1000 targets) left ~25 MiB of the
+        small-object allocator's pages behind each scrape (docs/benchmarks.md, "Fixes, measured before/after")."""
         generation, stored = self.store.chunks()
         # Targets with the same families share one index: a family's position is looked up once
         # per distinct family list, not once per target.

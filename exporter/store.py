@@ -57,12 +57,10 @@ class Chunks:
             yield family, text[start:end]
             start = end
 
-    def chunk(self, position: int, text: bytes | None = None) -> bytes:
-        """The text of ``self.families[position]``, sliced from ``text`` (what ``text()`` returned:
-        a caller reading several chunks inflates once) or else inflated for this one."""
+    def chunk(self, position: int, text: bytes) -> bytes:
+        """The text of ``self.families[position]``, sliced from ``text``, what ``text()`` returned:
+        a caller reading several chunks inflates once."""
         ends = self.ends
-        if text is None:
-            text = self.text()
         return text[ends[position - 1] if position else 0:ends[position]]
 
     def as_dict(self) -> dict[str, bytes]:

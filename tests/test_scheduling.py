@@ -136,15 +136,16 @@ def test_elastic_pool_lets_surplus_threads_go_under_a_steady_trickle():
         pool.shutdown()
 
 
-def later_by_timer():
-    """A ``call_later`` for pools under test, on threading.Timer."""
-    def call_later(delay, callback):
-        threading.Timer(delay, callback).start()
-    return call_later
+@pytest.fixture
+def call_later():
+    """The scheduler's ``call_later`` for a pool: a callback on the timer heap (``Timers``)."""
+    timers = Timers()
+    yield lambda delay, callback: timers.call_at(time.monotonic() + delay, callback)
+    timers.stop()
 
 
-def test_a_pool_with_concurrency_drains_a_burst_of_quick_calls_on_that_many_threads():
-    pool = ElasticPool(50, idle_seconds=5, concurrency=2, call_later=later_by_timer(), stuck_after=0.5)
+def test_a_pool_with_concurrency_drains_a_burst_of_quick_calls_on_that_many_threads(call_later):
+    pool = ElasticPool(50, idle_seconds=5, concurrency=2, call_later=call_later, stuck_after=0.5)
     try:
         names: set[str] = set()
         futures = [pool.submit(lambda: (time.sleep(0.002), names.add(threading.current_thread().name)))
@@ -157,10 +158,10 @@ def test_a_pool_with_concurrency_drains_a_burst_of_quick_calls_on_that_many_thre
         pool.shutdown()
 
 
-def test_a_pool_with_concurrency_brings_a_thread_past_calls_stuck_on_their_targets():
+def test_a_pool_with_concurrency_brings_a_thread_past_calls_stuck_on_their_targets(call_later):
     """Calls waiting on hung targets hold a thread each, and the quick ones behind them still
     run within a few ``stuck_after``: a hung target never holds up the rest of its slot."""
-    pool = ElasticPool(50, idle_seconds=5, concurrency=2, call_later=later_by_timer(), stuck_after=0.05)
+    pool = ElasticPool(50, idle_seconds=5, concurrency=2, call_later=call_later, stuck_after=0.05)
     gate = threading.Event()
     try:
         hung = [pool.submit(gate.wait, 10) for _ in range(6)]
@@ -177,11 +178,11 @@ def test_a_pool_with_concurrency_brings_a_thread_past_calls_stuck_on_their_targe
         pool.shutdown()
 
 
-def test_a_pool_with_concurrency_needs_call_later():
+def test_a_pool_with_concurrency_needs_call_later(call_later):
     with pytest.raises(ValueError):
         ElasticPool(4, concurrency=2)
     with pytest.raises(ValueError):
-        ElasticPool(4, concurrency=0, call_later=later_by_timer())
+        ElasticPool(4, concurrency=0, call_later=call_later)
 
 
 def test_elastic_pool_resize_and_errors():

@@ -53,8 +53,8 @@ class RedisSource(PersistentConnectionSource):
         self.caps = Capabilities(target.name)
         self.config_values: dict[str, str] = {}
         self.config_fetched_at = float("-inf")
-        self.config_by_name = False  # the last INFO said 7.0 or later, and CONFIG_KEPT was not refused
-        self.config_by_name_refused = False
+        self.server_major = 0  # the major version the last INFO gave (0 before the first)
+        self.config_by_name_refused = False  # CONFIG_KEPT was refused: "*" from then on
         self.fork = ForkRisk(target.forecast_window)
         self.prefix_samples: PrefixSamples | None = None
         self.prefix_due = 0.0
@@ -84,7 +84,7 @@ class RedisSource(PersistentConnectionSource):
         # CONFIG waits for the poll after a connect, so no poll sends more than 2 commands.
         want_config = (len(commands) == 1 and now - self.config_fetched_at >= CONFIG_REFRESH_SECONDS
                        and self.caps.wanted("config", now))
-        config_command = CONFIG_KEPT if self.config_by_name else CONFIG_ALL
+        config_command = CONFIG_KEPT if self.server_major >= 7 and not self.config_by_name_refused else CONFIG_ALL
         if want_config:
             commands.append(config_command)
 
@@ -100,12 +100,13 @@ class RedisSource(PersistentConnectionSource):
             self.caps.note("client", by_name["CLIENT"], now)
         if want_config:
             reply = by_name["CONFIG"]
-            if isinstance(reply, ServerError) and config_command is CONFIG_KEPT and reply.code not in AUTH_CODES:
-                # Never by name again on this target: "*" from the next try on.
-                self.config_by_name, self.config_by_name_refused = False, True
-            if config_command is CONFIG_KEPT and wrong_arity(reply):
-                pass  # it says 7.0 but takes one name only (a proxy, a fork): "*" at the next poll
-            elif self.caps.note("config", reply, now):
+            refused_by_name = (config_command is CONFIG_KEPT and isinstance(reply, ServerError)
+                               and reply.code not in AUTH_CODES)
+            if refused_by_name:
+                self.config_by_name_refused = True
+            # An arity error only says it takes one name (a proxy, a fork that says 7.0): "*" at the
+            # next poll, not a missing capability.
+            if not (refused_by_name and wrong_arity(reply)) and self.caps.note("config", reply, now):
                 self.config_values = config_dict(reply)
                 self.config_fetched_at = now
 
@@ -116,7 +117,7 @@ class RedisSource(PersistentConnectionSource):
             raise PollError(E.PROTOCOL, f"INFO returned {type(info_reply).__name__}, expected a bulk string")
         text = info_reply.decode("utf-8", "replace") if isinstance(info_reply, bytes) else info_reply
         info = parse_info(text)
-        self.config_by_name = not self.config_by_name_refused and _major(info.fields["redis_version"]) >= 7
+        self.server_major = _major(info.fields["redis_version"])
         self.guard.remaining()  # past the deadline (a huge reply on a busy CPU): stop, do not map it too
         reading = map_info(info, self.target, self.config_values, time.time())
         if self.target.managed is None:  # a managed service's forks happen on hosts nobody can see
